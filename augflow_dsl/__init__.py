@@ -1,0 +1,33 @@
+"""augflow-dsl: a declarative compiler for augmented normalizing flows.
+
+    import augflow_dsl as af
+    spec = af.load("specs/flowpp.flow", overrides={"filters": 32})
+    report = af.check(spec)            # graph + audit, no torch
+    model = af.compile(spec)           # torch.nn.Module
+"""
+from __future__ import annotations
+
+from .errors import SpecError
+from .spec import Spec, load, loads
+
+__all__ = ["SpecError", "Spec", "load", "loads", "check", "build_graph", "compile"]
+__version__ = "0.1.0"
+
+
+def check(spec, overrides=None):
+    """Build the graph of ``spec`` (a Spec or a path) and audit it; returns a CheckReport."""
+    from .graph.check import check as _check
+    return _check(spec, overrides)
+
+
+def build_graph(spec, overrides=None):
+    from .graph.build import build
+    if not isinstance(spec, Spec):
+        spec = load(spec, overrides)
+    return build(spec)
+
+
+def compile(spec, overrides=None):  # noqa: A001 - the public name DESIGN.md gives
+    """Compile ``spec`` (a Spec or a path) to a :class:`~augflow_dsl.compile.model.FlowModel`."""
+    from .compile.model import compile_spec
+    return compile_spec(spec, overrides)

@@ -1,0 +1,174 @@
+"""``augflow-dsl``: check, graph, compile, bench (and train/sample/evaluate from the runtime).
+
+Exit codes: 0 success / valid spec, 1 invalid spec, 2 usage error (missing file, unknown
+option). ``check`` and ``graph`` never import torch.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import SpecError
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _fmt_shape(s) -> str:
+    return "x".join(str(v) for v in s)
+
+
+def _num(n: int) -> str:
+    if n >= 10**9:
+        return f"{n / 1e9:.2f} G"
+    if n >= 10**6:
+        return f"{n / 1e6:.2f} M"
+    return f"{n:,}"
+
+
+def _print_report(report, summary: bool, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{report.name}  ({report.file})", show_lines=False, header_style="bold")
+    if summary:
+        for col in ("unit", "ops", "shape in -> out", "dims", "augmented", "dropped", "params", "MACs"):
+            table.add_column(col, justify="left" if col in ("unit", "shape in -> out") else "right")
+        groups: dict[str, dict] = {}
+        for r in report.nodes:
+            key = r.unit if r.group == "flow" else f"{r.group}: {r.unit}"
+            gr = groups.setdefault(key, {"ops": 0, "in": r.shape_in, "out": r.shape_out, "params": 0, "macs": 0,
+                                         "aug": 0, "drop": 0})
+            gr["ops"] += r.role != "conditioner"
+            gr["out"] = r.shape_out if r.role not in ("conditioner", "context", "prior") else gr["out"]
+            gr["params"] += r.params
+            gr["macs"] += r.macs
+            gr["drop"] += r.dropped
+            gr["aug"] = max(gr["aug"], r.augmented_so_far)
+        for key, gr in groups.items():
+            n_out = 1
+            for s in gr["out"]:
+                n_out *= s
+            table.add_row(key, str(gr["ops"]), f"{_fmt_shape(gr['in'])} -> {_fmt_shape(gr['out'])}", f"{n_out:,}",
+                          f"{gr['aug']:,}", f"{gr['drop']:,}", f"{gr['params']:,}", _num(gr["macs"]))
+    else:
+        for col in ("#", "node", "op", "shape in -> out", "dims", "aug. so far", "dropped", "params", "MACs"):
+            table.add_column(col, justify="left" if col in ("node", "op", "shape in -> out") else "right")
+        for i, r in enumerate(report.nodes):
+            n_out = 1
+            for s in r.shape_out:
+                n_out *= s
+            table.add_row(str(i), r.label, r.op, f"{_fmt_shape(r.shape_in)} -> {_fmt_shape(r.shape_out)}",
+                          f"{n_out:,}", f"{r.augmented_so_far:,}", f"{r.dropped:,}" if r.dropped else "",
+                          f"{r.params:,}", _num(r.macs))
+    console.print(table)
+    p, d = report.parameters, report.dims
+    console.print(f"parameters: [bold]{p.total:,}[/bold]  (flow {p.flow:,}, q {p.q:,}, dequantizer {p.dequantizer:,})"
+                  f"   MACs per example: {_num(report.macs)}")
+    console.print(f"dims: data {d.data:,} + augmented {d.augmented:,} = {d.data + d.augmented:,}; "
+                  f"scored by priors {d.prior:,}")
+
+
+def _print_errors(report, console) -> None:
+    for w in report.warnings:
+        console.print(f"[yellow]{_err_text(w)}[/yellow]")
+    for e in report.errors:
+        console.print(f"[red]{_err_text(e)}[/red]")
+
+
+def _err_text(e: dict) -> str:
+    return e.get("text") or f"{e.get('file')}:{e.get('line')}:{e.get('column')}: {e.get('message')}"
+
+
+def cmd_check(args) -> int:
+    from .graph.check import check
+
+    out, err = _console(), _console(stderr=True)
+    worst = 0
+    reports = []
+    for path in args.spec:
+        if not Path(path).is_file():
+            err.print(f"[red]error: no such spec file: {path}[/red]")
+            return 2
+        report = check(path, args.set)
+        reports.append(report)
+        if args.json:
+            print(json.dumps(report.model_dump(), separators=(",", ":")))
+        else:
+            if report.nodes:
+                _print_report(report, args.summary, out)
+            _print_errors(report, err)
+            verdict = "[green]valid[/green]" if report.valid else f"[red]invalid ({len(report.errors)} error(s))[/red]"
+            out.print(f"{report.file}: {verdict}")
+        worst = max(worst, 0 if report.valid else 1)
+    return worst
+
+
+def cmd_graph(args) -> int:
+    from .graph.export import export
+    from .spec.load import load
+
+    if not Path(args.spec).is_file():
+        print(f"error: no such spec file: {args.spec}", file=sys.stderr)
+        return 2
+    try:
+        spec = load(args.spec, args.set)
+    except SpecError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    text = export(spec, args.format)
+    if args.out:
+        Path(args.out).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a 'let' variable of the spec (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="augflow-dsl", description="A declarative compiler for augmented normalizing "
+                                 "flows.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check", help="dimension audit, invertibility, cost (no torch)")
+    p.add_argument("spec", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per spec")
+    p.add_argument("--summary", action="store_true", help="one row per unit instead of per node")
+    _common(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("graph", help="export the graph (GraphML or Graphviz dot)")
+    p.add_argument("spec")
+    p.add_argument("--format", choices=("graphml", "dot"), default="graphml")
+    p.add_argument("--out", help="write to this file instead of standard output")
+    _common(p)
+    p.set_defaults(func=cmd_graph)
+
+    from .compile import cli as compile_cli
+    compile_cli.add_commands(sub, _common)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

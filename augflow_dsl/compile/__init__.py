@@ -1,0 +1,1 @@
+"""Graph -> torch: plans and the FlowModel."""

@@ -1,0 +1,25 @@
+"""The torch-side commands (compile, bench); torch is imported only when one runs."""
+from __future__ import annotations
+
+
+def add_commands(sub, common) -> None:
+    p = sub.add_parser("compile", help="build the PyTorch module and report it")
+    p.add_argument("spec")
+    p.add_argument("--out", help="save the module (state and spec text) to this file")
+    common(p)
+    p.set_defaults(func=lambda a: _run("augflow_dsl.compile.commands", "cmd_compile", a))
+
+    p = sub.add_parser("bench", help="time forward+backward and sampling")
+    p.add_argument("spec")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
+    p.add_argument("--json", action="store_true")
+    common(p)
+    p.set_defaults(func=lambda a: _run("augflow_dsl.compile.commands", "cmd_bench", a))
+
+
+def _run(module: str, name: str, args) -> int:
+    import importlib
+    return getattr(importlib.import_module(module), name)(args)

@@ -1,0 +1,113 @@
+"""The project's own error type: every problem in a spec is reported as a SpecError.
+
+A SpecError carries where the problem is (file, line, column, the offending source
+line) and what is wrong in plain words; ``str(err)`` renders it as
+
+    specs/x.flow:12:7: error: unknown op 'actnrom' (did you mean 'actnorm'?)
+      module glow: [actnrom, conv1x1]
+                    ^
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A position in a spec's source text (1-based line and column)."""
+
+    line: int
+    column: int
+    end_line: int | None = None
+    end_column: int | None = None
+
+    @staticmethod
+    def of(meta) -> "Loc | None":
+        """The location of a lark ``meta`` / token, or None when it has none."""
+        line = getattr(meta, "line", None)
+        if line is None:
+            return None
+        return Loc(line, meta.column, getattr(meta, "end_line", None), getattr(meta, "end_column", None))
+
+
+@dataclass
+class Source:
+    """A spec's text and the name it is reported under."""
+
+    text: str
+    file: str = "<string>"
+
+    def line_text(self, line: int) -> str:
+        lines = self.text.splitlines()
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+class SpecError(Exception):
+    """An invalid spec: syntax, an unknown name, a bad argument, an impossible shape."""
+
+    def __init__(self, message: str, loc: Loc | None = None, source: Source | None = None,
+                 node: str | None = None, kind: str = "error"):
+        super().__init__(message)
+        self.message = message
+        self.loc = loc
+        self.source = source
+        self.node = node
+        self.kind = kind
+
+    def with_source(self, source: Source) -> "SpecError":
+        if self.source is None:
+            self.source = source
+        return self
+
+    @property
+    def file(self) -> str | None:
+        return self.source.file if self.source else None
+
+    @property
+    def line(self) -> int | None:
+        return self.loc.line if self.loc else None
+
+    @property
+    def column(self) -> int | None:
+        return self.loc.column if self.loc else None
+
+    def to_dict(self) -> dict:
+        return {"file": self.file or "<spec>", "line": self.line, "column": self.column,
+                "node": self.node, "message": self.message, "kind": self.kind}
+
+    def __str__(self) -> str:
+        where = self.file or "<spec>"
+        if self.loc:
+            where += f":{self.loc.line}:{self.loc.column}"
+        text = f"{where}: {self.kind}: "
+        if self.node:
+            text += f"{self.node}: "
+        text += self.message
+        if self.source and self.loc:
+            src = self.source.line_text(self.loc.line)
+            if src:
+                caret = " " * (max(self.loc.column, 1) - 1) + "^"
+                text += f"\n  {src}\n  {caret}"
+        return text
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest candidate, or '' when none is close."""
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+@dataclass
+class Diagnostics:
+    """Errors and warnings collected by a pass that does not stop at the first one."""
+
+    errors: list[SpecError] = field(default_factory=list)
+    warnings: list[SpecError] = field(default_factory=list)
+
+    def error(self, message: str, loc: Loc | None = None, node: str | None = None) -> None:
+        self.errors.append(SpecError(message, loc, node=node))
+
+    def warn(self, message: str, loc: Loc | None = None, node: str | None = None) -> None:
+        self.warnings.append(SpecError(message, loc, node=node, kind="warning"))

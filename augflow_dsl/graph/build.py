@@ -1,0 +1,314 @@
+"""Typed spec -> NetworkX graph, the IR every later stage reads. Pure Python, no torch.
+
+One node per operation, carrying its op, arguments, role, chain (``p`` for the model,
+``q:<name>`` for a q-network), input and output shapes, parameters and multiply-accumulates
+per example. One edge per tensor, carrying its shape and its kind:
+
+* ``data``: the tensor the flow transforms (``port`` tells a drop's kept / dropped outputs);
+* ``condition``: a conditioner net reads it (``part`` says which part, for the audit);
+* ``params``: a conditioner's output, the parameters of a coupling or an augment point;
+* ``context``: a q-network's context net feeds a conditioner;
+* ``sample``: a q-network hands its sample to the dequantizer or augment point.
+
+Building stops at the first shape error: shapes after it are unknown.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from ..errors import Diagnostics, Loc, SpecError
+from ..ops.registry import (AUGMENT, BIJECTION, COMPOSITE, CONTEXT, DEQUANTIZER, DROP, NET, PRIOR, OpCall,
+                            OpEnv, OpShapeError, QFlow, Shape)
+from ..ops.shapes import fmt, numel
+from ..spec.models import Spec
+
+INPUT = "input"
+CONDITIONER = "conditioner"
+
+
+class BuildStop(Exception):
+    """Raised after a shape error has been recorded: nothing after it can be shaped."""
+
+
+@dataclass
+class _Cursor:
+    node: str
+    shape: Shape
+    port: str = "out"
+
+
+@dataclass
+class Builder:
+    spec: Spec
+    g: nx.DiGraph = field(default_factory=nx.DiGraph)
+    diag: Diagnostics = field(default_factory=Diagnostics)
+    _order: int = 0
+
+    # ------------------------------------------------------------------ primitives
+    def _add(self, nid: str, **attrs) -> str:
+        if nid in self.g:
+            i = 2
+            while f"{nid}#{i}" in self.g:
+                i += 1
+            nid = f"{nid}#{i}"
+        attrs.setdefault("params", 0)
+        attrs.setdefault("macs", 0)
+        self.g.add_node(nid, order=self._order, **attrs)
+        self._order += 1
+        return nid
+
+    def _fail(self, message: str, call: OpCall | None, label: str) -> None:
+        self.diag.error(message, call.loc if call is not None else None, node=label)
+        raise BuildStop
+
+    def _shape(self, fn, call: OpCall, label: str):
+        try:
+            return fn()
+        except OpShapeError as e:
+            self._fail(str(e), call, label)
+
+    # ------------------------------------------------------------------ ops
+    def op(self, call: OpCall, cur: _Cursor, label: str, chain: str, group: str, unit: str,
+           env: OpEnv = OpEnv(), allowed=(BIJECTION, DROP), reads: list[_Cursor] | None = None) -> _Cursor:
+        """Add one op (and its conditioner nets) after ``cur``; returns the new cursor."""
+        op = call.definition
+        name = f"{label}: {call.op}" if label else call.op
+        if op.role not in allowed:
+            self._fail(_misplaced(call.op, op.role, allowed), call, name)
+        a = call.args
+        shape_out = self._shape(lambda: op.out_shape(a, cur.shape, env), call, name)
+        if any(s <= 0 for s in shape_out):
+            self._fail(f"output shape {fmt(shape_out)} has an empty side", call, name)
+        params = self._shape(lambda: op.params(a, cur.shape, env), call, name)
+        macs = self._shape(lambda: op.macs(a, cur.shape, env), call, name)
+        nid = self._add(f"{chain}/{self._order:04d} {call.op}", label=name, op=call.op, call=call, role=op.role,
+                        chain=chain, group=group, unit=unit, shape_in=cur.shape, shape_out=shape_out,
+                        params=params, macs=macs, env=env, loc=call.loc)
+        self.g.add_edge(cur.node, nid, kind="data", shape=cur.shape, port=cur.port)
+        nets = self._shape(lambda: op.nets(a, cur.shape, env), call, name)
+        own_params = params
+        for slot, (net_call, io) in nets.items():
+            net = net_call.definition
+            nname = f"{name} / {slot}: {net_call.op}"
+            if net.role != NET:
+                self._fail(f"'{net_call.op}' is not a conditioner net (its role is {net.role}); nets are: "
+                           + ", ".join(sorted(n for n, o in _registry().items() if o.role == NET)), net_call, nname)
+            self._shape(lambda: net.check_io(net_call.args, io), net_call, nname)
+            np_ = net.net_params(net_call.args, io)
+            nm = net.net_macs(net_call.args, io)
+            own_params -= np_
+            macs -= nm
+            out_shape = (io.c_out, io.h, io.w) if io.h else (io.c_out,)
+            in_shape = (io.c_in, io.h, io.w) if io.h else (io.c_in,)
+            kid = self._add(f"{nid}/{slot}", label=nname, op=net_call.op, call=net_call, role=CONDITIONER,
+                            chain=chain, group=group, unit=unit, shape_in=in_shape, shape_out=out_shape,
+                            params=np_, macs=nm, io=io, owner=nid, slot=slot, loc=net_call.loc)
+            if op.role == AUGMENT and reads is not None:
+                for r in reads:
+                    self.g.add_edge(r.node, kid, kind="condition", shape=r.shape, port=r.port,
+                                    part="whole tensor (an earlier representation)")
+            else:
+                self.g.add_edge(cur.node, kid, kind="condition", shape=in_shape, port=cur.port,
+                                part=op.reads(a, cur.shape))
+            if io.context and env.context is not None and self._context_node is not None and op.role != AUGMENT:
+                self.g.add_edge(self._context_node, kid, kind="context", shape=env.context)
+            self.g.add_edge(kid, nid, kind="params", shape=out_shape)
+        self.g.nodes[nid]["params"] = own_params
+        self.g.nodes[nid]["macs"] = macs
+        self.g.nodes[nid]["params_total"] = params
+        out = _Cursor(nid, shape_out)
+        if op.role == DROP:
+            dropped = numel(cur.shape) - numel(shape_out)
+            pid = self._add(f"{nid}/prior", label=f"{name} / dropped", op="normal", role=PRIOR, chain=chain,
+                            group=group, unit=unit, shape_in=(dropped,), shape_out=(dropped,), dims=dropped)
+            self.g.add_edge(nid, pid, kind="data", shape=(dropped,), port="dropped")
+            self.g.nodes[nid]["dropped"] = dropped
+            out.port = "kept"
+        return out
+
+    _context_node: str | None = None
+
+    # ------------------------------------------------------------------ q-networks
+    def qflow(self, q: QFlow, target: Shape, given: _Cursor, group: str) -> str:
+        """Build q-network ``q`` producing a sample of shape ``target``, conditioned on ``given``."""
+        chain = f"q:{q.name}"
+        label = f"q {q.name}"
+        # the flow is written noise -> sample; infer the noise shape backwards
+        shape = target
+        for call in reversed(q.flow):
+            op = call.definition
+            if op.role != BIJECTION:
+                self._fail(_misplaced(call.op, op.role, (BIJECTION,)), call, f"{label}: {call.op}")
+            shape = self._shape(lambda: op.in_shape(call.args, shape, OpEnv()), call, f"{label}: {call.op}")
+        ctx_shape = None
+        saved = self._context_node
+        self._context_node = None
+        if q.context is not None:
+            c = q.context
+            cop = c.definition
+            if cop.role != CONTEXT:
+                self._fail(_misplaced(c.op, cop.role, (CONTEXT,)), c, f"{label} context")
+            ctx_shape = self._shape(lambda: cop.out_shape(c.args, given.shape, OpEnv()), c, f"{label} context")
+            cid = self._add(f"{chain}/context", label=f"{label} / context: {c.op}", op=c.op, call=c, role=CONTEXT,
+                            chain=chain, group=group, unit=label, shape_in=given.shape, shape_out=ctx_shape,
+                            params=cop.params(c.args, given.shape, OpEnv()),
+                            macs=cop.macs(c.args, given.shape, OpEnv()), loc=c.loc)
+            self.g.add_edge(given.node, cid, kind="condition", shape=given.shape, port=given.port,
+                            part="the conditioning data")
+            self._context_node = cid
+        base = q.base
+        bop = base.definition
+        if bop.role != PRIOR:
+            self._fail(_misplaced(base.op, bop.role, (PRIOR,)), base, f"{label} base")
+        bid = self._add(f"{chain}/base", label=f"{label} / base: {base.op}", op=base.op, call=base, role=PRIOR,
+                        chain=chain, group=group, unit=label, shape_in=shape, shape_out=shape,
+                        params=bop.params(base.args, shape, OpEnv()), dims=numel(shape), loc=base.loc, base=True)
+        cur = _Cursor(bid, shape)
+        env = OpEnv(context=ctx_shape)
+        for i, call in enumerate(q.flow):
+            cur = self.op(call, cur, f"{label}, step {i + 1}", chain, group, label, env, allowed=(BIJECTION,))
+        self._context_node = saved
+        if cur.shape != target:  # pragma: no cover - guaranteed by the backward inference
+            self._fail(f"q '{q.name}' produces {fmt(cur.shape)} but {fmt(target)} is needed", None, label)
+        return cur.node
+
+    # ------------------------------------------------------------------ the model
+    def build(self) -> nx.DiGraph:
+        spec = self.spec
+        g = self.g
+        g.graph.update(name=spec.name, file=spec.file, data_shape=spec.data.shape, bits=spec.data.bits)
+        try:
+            self._build_main()
+        except BuildStop:
+            g.graph["complete"] = False
+        else:
+            g.graph["complete"] = True
+        return g
+
+    def _build_main(self) -> None:
+        spec = self.spec
+        shape = tuple(spec.data.shape)
+        iid = self._add("input", label="input x", op="input", role=INPUT, chain="p", group="flow", unit="input",
+                        shape_in=shape, shape_out=shape)
+        cur = _Cursor(iid, shape)
+        dq = spec.dequantize
+        if dq is not None and spec.data.bits is None:
+            self._fail("dequantization needs integer data: give data a 'bits' setting", dq, "dequantize")
+        if dq is not None and dq.definition.role != DEQUANTIZER:
+            self._fail(_misplaced(dq.op, dq.definition.role, (DEQUANTIZER,)), dq, "dequantize")
+        if dq is None and spec.data.bits is not None:
+            from ..ops.registry import get
+            dq = OpCall("uniform", get("uniform").Args(), None, "default: uniform dequantization")
+        if dq is not None:
+            did = self._add("p/dequantize", label=f"dequantize: {dq.op}", op=dq.op, call=dq, role=DEQUANTIZER,
+                            chain="p", group="dequantizer", unit="dequantize", shape_in=shape, shape_out=shape,
+                            loc=dq.loc)
+            g = self.g
+            g.add_edge(iid, did, kind="data", shape=shape, port="out")
+            q = getattr(dq.args, "q", None)
+            if q is not None:
+                last = self.qflow(q, shape, _Cursor(iid, shape), "dequantizer")
+                g.add_edge(last, did, kind="sample", shape=shape)
+            cur = _Cursor(did, shape)
+            for i, call in enumerate(dq.args.then):
+                cur = self.op(call, cur, f"dequantize, then {i + 1}", "p", "flow", "dequantize")
+        aug = spec.augment
+        if aug is not None:
+            op = aug.definition
+            if op.role != AUGMENT or aug.op == "cross_unit":
+                self._fail("'augment:' takes input(channels: ..., q: ...); cross_unit belongs in a block",
+                           aug, "augment")
+            a = aug.args
+            out = self._shape(lambda: op.out_shape(a, cur.shape, OpEnv()), aug, "augment")
+            aid = self._add("p/augment", label=f"augment: {aug.op}", op=aug.op, call=aug, role=AUGMENT, chain="p",
+                            group="flow", unit="augment", shape_in=cur.shape, shape_out=out, loc=aug.loc,
+                            added=op.dims_added(a, cur.shape, OpEnv()))
+            self.g.add_edge(cur.node, aid, kind="data", shape=cur.shape, port=cur.port)
+            last = self.qflow(a.q, op.aug_shape(a, cur.shape), cur, "q")
+            self.g.add_edge(last, aid, kind="sample", shape=op.aug_shape(a, cur.shape))
+            cur = _Cursor(aid, out)
+        blocks = 0
+        for i, call in enumerate(spec.stages):
+            if call.definition.role == COMPOSITE:
+                blocks += 1
+                cur = self._block(call, cur, blocks)
+            else:
+                cur = self.op(call, cur, f"stage {i + 1}", "p", "flow", f"stage {i + 1}: {call.op}")
+        prior = spec.prior
+        pop = prior.definition
+        if pop.role != PRIOR:
+            self._fail(_misplaced(prior.op, pop.role, (PRIOR,)), prior, "prior")
+        pid = self._add("p/prior", label=f"prior: {prior.op}", op=prior.op, call=prior, role=PRIOR, chain="p",
+                        group="flow", unit="prior", shape_in=cur.shape, shape_out=cur.shape,
+                        params=self._shape(lambda: pop.params(prior.args, cur.shape, OpEnv()), prior, "prior"),
+                        dims=numel(cur.shape), loc=prior.loc)
+        self.g.add_edge(cur.node, pid, kind="data", shape=cur.shape, port=cur.port)
+
+    def _block(self, call: OpCall, cur: _Cursor, b: int) -> _Cursor:
+        a = call.args
+        block_in = cur
+        outs: list[_Cursor] = []
+        for u in range(a.units):
+            unit = f"block {b}, unit {u + 1}"
+            for m, mcall in enumerate(a.modules):
+                cur = self.op(mcall, cur, f"{unit}, module {m + 1}", "p", "flow", unit)
+            if u < a.units - 1 and a.augment is not None:
+                aug = a.augment
+                if aug.op != "cross_unit":
+                    self._fail(f"a block's augment must be cross_unit(...); got '{aug.op}'", aug, unit)
+                reads = [block_in] + outs
+                if any(r.shape[1:] != cur.shape[1:] for r in reads):
+                    bad = next(r for r in reads if r.shape[1:] != cur.shape[1:])
+                    self._fail(f"cross_unit's g reads a {fmt(bad.shape)} tensor but the unit output is "
+                               f"{fmt(cur.shape)}: a block must keep its resolution", aug, unit)
+                ctx = (sum(r.shape[0] for r in reads), *cur.shape[1:])
+                env = OpEnv(context=ctx)
+                outs.append(cur)
+                cur = self.op(aug, cur, f"{unit}, cross-unit coupling", "p", "flow", unit, env,
+                              allowed=(AUGMENT,), reads=reads)
+                self.g.nodes[cur.node]["added"] = aug.definition.dims_added(aug.args, outs[-1].shape, env)
+            else:
+                outs.append(cur)
+        return cur
+
+
+def _registry():
+    from ..ops.registry import REGISTRY
+    return REGISTRY
+
+
+_ROLE_WORDS = {
+    BIJECTION: "a flow layer", DROP: "a drop (factor-out)", AUGMENT: "an augment point", NET: "a coupling net",
+    CONTEXT: "a context net", PRIOR: "a prior", DEQUANTIZER: "a dequantizer", COMPOSITE: "a block",
+}
+
+
+def _misplaced(name: str, role: str, allowed) -> str:
+    want = " or ".join(_ROLE_WORDS.get(r, r) for r in allowed)
+    hint = {
+        NET: f"; use it as the net of a coupling, e.g. affine_coupling(net: {name}(...))",
+        PRIOR: "; use it as 'prior:' or a q-network's 'base:'",
+        DEQUANTIZER: "; use it as 'dequantize:'",
+        CONTEXT: "; use it as a q-network's 'context:'",
+        COMPOSITE: "; blocks stand only in 'stages'",
+        AUGMENT: "; input(...) goes in 'augment:', cross_unit(...) in a block's 'augment:'",
+    }.get(role, "")
+    return f"'{name}' is {_ROLE_WORDS.get(role, role)}, but {want} is needed here{hint}"
+
+
+def build(spec: Spec) -> tuple[nx.DiGraph, Diagnostics]:
+    """Build the graph of ``spec``; shape errors are collected in the returned Diagnostics."""
+    b = Builder(spec)
+    g = b.build()
+    return g, b.diag
+
+
+def data_chain(g: nx.DiGraph, chain: str) -> list[str]:
+    """The nodes of ``chain`` that transform data, in execution order."""
+    return sorted((n for n, d in g.nodes(data=True) if d.get("chain") == chain and d["role"] not in
+                   (CONDITIONER, CONTEXT)), key=lambda n: g.nodes[n]["order"])
+
+
+__all__ = ["build", "Builder", "data_chain", "INPUT", "CONDITIONER", "SpecError", "Loc"]

@@ -1,0 +1,1 @@
+"""Torch modules implementing the registry's ops (imported lazily by compile)."""

@@ -1,0 +1,91 @@
+"""Augment points: append dims to the flow's state; their inverse drops them."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from .registry import AUGMENT, NetIO, Op, OpArgs, OpCall, OpShapeError, QFlow, get, register
+from .shapes import need_image
+
+
+def _default_g() -> OpCall:
+    op = get("cross_unit_net")
+    return OpCall("cross_unit_net", op.Args())
+
+
+@register
+class CrossUnit(Op):
+    """DenseFlow cross-unit coupling (eq. 6-9, flow_modules.py:67-147): append ``growth``
+    channels e' = mu + sigma * e, e ~ N(0, I), (mu, log sigma) from g(z_<i) with
+    log sigma = 2 tanh(u/2). It contributes log|diag sigma| - log N(e) to the ELBO (eq. 9);
+    the inverse drops the channels and never evaluates g. ``env.context`` is the shape g reads:
+    cat(block input, earlier unit outputs)."""
+
+    name = "cross_unit"
+    role = AUGMENT
+    layer = "augflow_dsl.layers.augment:CrossUnit"
+
+    class Args(OpArgs):
+        growth: int = Field(gt=0)
+        net: OpCall = Field(default_factory=_default_g)
+
+    def _io(self, a, shape, env):
+        need_image(shape, self.name)
+        reads = env.context or shape
+        return NetIO(c_in=reads[0], c_out=2 * a.growth, h=shape[1], w=shape[2])
+
+    def nets(self, a, shape, env):
+        return {"g": (a.net, self._io(a, shape, env))}
+
+    def out_shape(self, a, shape, env):
+        io = self._io(a, shape, env)
+        get(a.net.op).check_io(a.net.args, io)
+        return (shape[0] + a.growth, *shape[1:])
+
+    def dims_added(self, a, shape, env):
+        return a.growth * shape[1] * shape[2]
+
+    def params(self, a, shape, env):
+        return get(a.net.op).net_params(a.net.args, self._io(a, shape, env))
+
+    def macs(self, a, shape, env):
+        return get(a.net.op).net_macs(a.net.args, self._io(a, shape, env))
+
+    def reads(self, a, shape):
+        return "earlier representations of the block (forward only)"
+
+
+@register
+class InputAugment(Op):
+    """VFlow input augmentation (Chen et al. 2020, eq. 4-7): z ~ q(z | x) with ``channels``
+    channels at the data's resolution, concatenated after x (vflow run_cifar10.py:226-230);
+    the ELBO gains -log q(z | x). The inverse keeps the first C channels."""
+
+    name = "input"
+    role = AUGMENT
+    layer = "augflow_dsl.layers.augment:InputAugment"
+
+    class Args(OpArgs):
+        channels: int = Field(gt=0)
+        q: QFlow
+
+    def out_shape(self, a, shape, env):
+        if len(shape) == 3:
+            return (shape[0] + a.channels, *shape[1:])
+        return (shape[0] + a.channels,)
+
+    def aug_shape(self, a, shape) -> tuple:
+        return (a.channels, *shape[1:])
+
+    def dims_added(self, a, shape, env):
+        n = a.channels
+        for s in shape[1:]:
+            n *= s
+        return n
+
+    def reads(self, a, shape):
+        return "the data x (through q's context net)"
+
+
+def check_positive(value: int, what: str) -> None:
+    if value <= 0:
+        raise OpShapeError(f"{what} must be positive; got {value}")

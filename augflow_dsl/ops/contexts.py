@@ -1,0 +1,77 @@
+"""Context nets of q-networks: read the conditioning data x once, feed every coupling."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .blocks import dense_block_macs, dense_block_params, gated_resnet_macs, gated_resnet_params
+from .registry import CONTEXT, Op, OpArgs, OpShapeError, conv_macs, conv_params, register
+from .shapes import need_image
+
+
+@register
+class GatedContext(Op):
+    """Flow++'s context net of r(u|x) (run_cifar.py:25-31): scale x (``input: centered``:
+    x/256 - 0.5; ``raw``: as given, VFlow's q on x~), even/odd-column split with the halves
+    concatenated on channels (2C x H x W/2), 3x3 conv 2C -> F, ``blocks`` gated convs whose
+    second conv is 3x3 (use_nin=False). Output F x H x W/2, the shape of a column half."""
+
+    name = "gated_context"
+    role = CONTEXT
+    layer = "augflow_dsl.layers.contexts:GatedContext"
+
+    class Args(OpArgs):
+        filters: int = Field(default=32, gt=0)
+        blocks: int = Field(default=3, ge=0)
+        input: Literal["centered", "raw"] = "centered"
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    def out_shape(self, a, shape, env):
+        need_image(shape, self.name)
+        c, h, w = shape
+        if w % 2:
+            raise OpShapeError(f"gated_context splits columns: width {w} is odd")
+        return (a.filters, h, w // 2)
+
+    def params(self, a, shape, env):
+        return conv_params(3, 2 * shape[0], a.filters) + a.blocks * gated_resnet_params(a.filters, nin=False)
+
+    def macs(self, a, shape, env):
+        c, h, w = shape
+        n = h * (w // 2)
+        return conv_macs(3, 2 * c, a.filters, n) + a.blocks * gated_resnet_macs(a.filters, n, nin=False)
+
+
+@register
+class DenseContext(Op):
+    """DenseFlow's context net of the dequantizer (dequantization.py:46-61): 2x/(2^bits - 1) - 1,
+    dense block C -> F (``depth`` layers, growth ``growth``, gated) at H x W, 2x2 stride-2 conv
+    F -> F, dense block F -> F at H/2 x W/2. Output F x H/2 x W/2."""
+
+    name = "dense_context"
+    role = CONTEXT
+    layer = "augflow_dsl.layers.contexts:DenseContext"
+
+    class Args(OpArgs):
+        filters: int = Field(default=64, gt=0)
+        depth: int = Field(default=4, gt=0)
+        growth: int = Field(default=16, gt=0)
+
+    def out_shape(self, a, shape, env):
+        need_image(shape, self.name)
+        c, h, w = shape
+        if h % 2 or w % 2:
+            raise OpShapeError(f"dense_context downsamples by 2: {h}x{w} has an odd side")
+        return (a.filters, h // 2, w // 2)
+
+    def params(self, a, shape, env):
+        f = a.filters
+        return (dense_block_params(shape[0], a.depth, a.growth, f) + conv_params(2, f, f)
+                + dense_block_params(f, a.depth, a.growth, f))
+
+    def macs(self, a, shape, env):
+        c, h, w = shape
+        f, n = a.filters, h * w
+        return (dense_block_macs(c, a.depth, a.growth, f, n) + conv_macs(2, f, f, n // 4)
+                + dense_block_macs(f, a.depth, a.growth, f, n // 4))

@@ -1,0 +1,44 @@
+"""Elementwise bijections: sigmoid, logit, shift."""
+from __future__ import annotations
+
+from .registry import BIJECTION, Op, OpArgs, OpShapeError, register
+
+
+@register
+class Sigmoid(Op):
+    """y = sigmoid(x), log|dy/dx| = -softplus(-x) - softplus(x) (ends the Flow++ / DenseFlow
+    dequantizers and VFlow's q, mapping to (0, 1))."""
+
+    name = "sigmoid"
+    role = BIJECTION
+    layer = "augflow_dsl.layers.elementwise:Sigmoid"
+
+
+@register
+class Logit(Op):
+    """y = logit(alpha + (1 - 2 alpha) x) for x in (0, 1) (RealNVP Sec. 4.1, Flow++ ImgProc
+    flows.py:254-268 with alpha = 0.05)."""
+
+    name = "logit"
+    role = BIJECTION
+    layer = "augflow_dsl.layers.elementwise:Logit"
+
+    class Args(OpArgs):
+        alpha: float = 0.05
+
+    def out_shape(self, a, shape, env):
+        if not 0.0 <= a.alpha < 0.5:
+            raise OpShapeError(f"logit: alpha must lie in [0, 0.5); got {a.alpha}")
+        return shape
+
+
+@register
+class Shift(Op):
+    """y = x + by (DenseFlow's ScalarAffineBijection(shift=-0.5)); log-det 0."""
+
+    name = "shift"
+    role = BIJECTION
+    layer = "augflow_dsl.layers.elementwise:Shift"
+
+    class Args(OpArgs):
+        by: float = -0.5

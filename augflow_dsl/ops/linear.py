@@ -1,0 +1,48 @@
+"""conv1x1: Glow's invertible 1x1 convolution, LU-parameterised or with a full weight."""
+from __future__ import annotations
+
+from typing import Literal
+
+from .registry import BIJECTION, Op, OpArgs, register
+from .shapes import halves, spatial
+
+
+@register
+class Conv1x1(Op):
+    """Invertible 1x1 convolution (Glow, Kingma & Dhariwal 2018, eq. 9-10): y = W x per position,
+    log|det J| = H*W*log|det W|.
+
+    ``param: lu`` stores W = P L (U + diag(s)) (Glow Sec. 3.2; C^2 trainable numbers: strict L,
+    strict U, log|s|); ``param: full`` stores W itself with slogdet, as the DenseFlow code does
+    (conv1x1.py:29-84; the paper says LU, the reference code is followed). ``split: channels``
+    or ``columns`` applies one matrix per half, as the Flow++ code does (flows.py:368-420).
+    Cost: C^2 MACs per position; forming W and its determinant, O(C^3), once per batch.
+    """
+
+    name = "conv1x1"
+    role = BIJECTION
+    layer = "augflow_dsl.layers.linear:Conv1x1"
+
+    class Args(OpArgs):
+        param: Literal["lu", "full"] = "lu"
+        split: Literal["none", "channels", "columns"] = "none"
+        init: Literal["orthogonal", "identity"] = "orthogonal"
+        noise: float = 0.0
+
+    def _mat(self, a, shape):
+        if a.split == "none":
+            return shape[0], 1
+        part, _ = halves(a.split, shape, equal=True)
+        return part[0], 2
+
+    def out_shape(self, a, shape, env):
+        self._mat(a, shape)
+        return shape
+
+    def params(self, a, shape, env):
+        c, n = self._mat(a, shape)
+        return n * c * c
+
+    def macs(self, a, shape, env):
+        h, w = spatial(shape)
+        return shape[0] * shape[0] * max(h * w, 1) // (2 if a.split == "channels" else 1)

@@ -1,0 +1,235 @@
+"""Conditioner nets: what computes a coupling's (or a g-network's) parameters.
+
+Each net maps ``io.c_in`` channels (plus ``io.context`` context channels where the net
+supports one) to ``io.c_out`` channels at ``io.h`` x ``io.w``; its last layer starts at
+zero so that the coupling it serves starts at the identity.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .blocks import dense_block_macs, dense_block_params, gated_resnet_macs, gated_resnet_params
+from .registry import NetOp, OpArgs, OpShapeError, conv_macs, conv_params, register
+
+Pos = Field(gt=0)
+
+
+def _image(io, name):
+    if io.h == 0:
+        raise OpShapeError(f"{name} is a convolutional net and needs image data; got a vector")
+
+
+@register
+class MLP(NetOp):
+    """Fully connected net for vector data: Linear -> ReLU, ``layers`` hidden layers of
+    ``hidden`` units, zero-initialised output layer (VFlow Sec. 5: 2 hidden layers x 50)."""
+
+    name = "mlp"
+    layer = "augflow_dsl.layers.nets:MLP"
+
+    class Args(OpArgs):
+        hidden: int = Pos
+        layers: int = Field(default=2, gt=0)
+
+    def check_io(self, a, io):
+        if io.h != 0:
+            raise OpShapeError("mlp needs vector data; use a convolutional net for images")
+
+    def net_params(self, a, io):
+        c = io.c_in + io.context
+        return (c * a.hidden + a.hidden + (a.layers - 1) * (a.hidden * a.hidden + a.hidden)
+                + a.hidden * io.c_out + io.c_out)
+
+    def net_macs(self, a, io):
+        c = io.c_in + io.context
+        return c * a.hidden + (a.layers - 1) * a.hidden * a.hidden + a.hidden * io.c_out
+
+
+@register
+class GlowNet(NetOp):
+    """Glow's coupling net (Kingma & Dhariwal 2018, Sec. 3.3): 3x3 conv -> ReLU -> 1x1 conv
+    -> ReLU -> zero-initialised 3x3 conv, ``filters`` wide, biases throughout."""
+
+    name = "glow_net"
+    layer = "augflow_dsl.layers.nets:GlowNet"
+
+    class Args(OpArgs):
+        filters: int = Pos
+
+    def check_io(self, a, io):
+        _image(io, self.name)
+
+    def net_params(self, a, io):
+        f = a.filters
+        return conv_params(3, io.c_in + io.context, f) + conv_params(1, f, f) + conv_params(3, f, io.c_out)
+
+    def net_macs(self, a, io):
+        f, p = a.filters, io.positions
+        return conv_macs(3, io.c_in + io.context, f, p) + conv_macs(1, f, f, p) + conv_macs(3, f, io.c_out, p)
+
+
+@register
+class ResNet(NetOp):
+    """RealNVP's residual coupling net (Dinh et al. 2017, Sec. 4.1): 3x3 conv in -> F, ``blocks``
+    residual blocks [3x3 conv -> BatchNorm -> ReLU -> 3x3 conv -> BatchNorm, + x, ReLU],
+    zero-initialised 3x3 conv F -> out."""
+
+    name = "resnet"
+    layer = "augflow_dsl.layers.nets:ResNet"
+
+    class Args(OpArgs):
+        filters: int = Pos
+        blocks: int = Field(default=8, ge=0)
+
+    def check_io(self, a, io):
+        _image(io, self.name)
+
+    def net_params(self, a, io):
+        f = a.filters
+        block = 2 * (conv_params(3, f, f) + 2 * f)
+        return conv_params(3, io.c_in + io.context, f) + a.blocks * block + conv_params(3, f, io.c_out)
+
+    def net_macs(self, a, io):
+        f, p = a.filters, io.positions
+        return (conv_macs(3, io.c_in + io.context, f, p) + a.blocks * 2 * conv_macs(3, f, f, p)
+                + conv_macs(3, f, io.c_out, p))
+
+
+@register
+class ConvAttention(NetOp):
+    """Flow++ conditioning net (flows.py:488-498): learned position embedding [F, H, W]; 3x3 conv
+    C -> F; ``blocks`` x [gated conv (+ context), layer norm, gated multi-head self-attention
+    over positions (x + pos -> 1x1 F -> 3F -> softmax(QK^T/sqrt(d))V -> dropout -> 1x1 F -> 2F
+    -> GLU, residual), layer norm]; 3x3 conv F -> out. One block: 27F^2 + 12F parameters
+    (+ 2*context*F + F with a context). The reference's data-dependent init of the convs adds no
+    parameters; here the last conv starts at zero instead (the reference starts it at std 0.1)."""
+
+    name = "conv_attention"
+    layer = "augflow_dsl.layers.nets:ConvAttention"
+
+    class Args(OpArgs):
+        filters: int = Pos
+        blocks: int = Field(default=10, ge=0)
+        heads: int = Field(default=4, gt=0)
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+        position: Literal["learned", "none"] = "learned"
+
+    def check_io(self, a, io):
+        _image(io, self.name)
+        if a.filters % a.heads:
+            raise OpShapeError(f"filters {a.filters} are not divisible by heads {a.heads}")
+
+    def net_params(self, a, io):
+        f = a.filters
+        pos = f * io.h * io.w if a.position == "learned" else 0
+        attn = conv_params(1, f, 3 * f) + conv_params(1, f, 2 * f)
+        block = gated_resnet_params(f, io.context) + attn + 4 * f
+        return pos + conv_params(3, io.c_in, f) + a.blocks * block + conv_params(3, f, io.c_out)
+
+    def net_macs(self, a, io):
+        f, p = a.filters, io.positions
+        attn = conv_macs(1, f, 3 * f, p) + conv_macs(1, f, 2 * f, p) + 2 * p * p * f
+        block = gated_resnet_macs(f, p, io.context) + attn
+        return conv_macs(3, io.c_in, f, p) + a.blocks * block + conv_macs(3, f, io.c_out, p)
+
+
+@register
+class DenseAttention(NetOp):
+    """DenseFlow intra-module coupling net (Sec. 2.4, densenet.py:81-112): 1x1 conv C -> P; a
+    dense block (``depth`` layers, growth ``growth``, gated 1x1 to P) and Nystrom self-attention
+    (embed P/2, ``landmarks`` landmarks, qkv 1x1 P -> 3E, out 1x1 E -> P, + v) side by side,
+    fused by cat -> BatchNorm -> ReLU -> 1x1 2P -> P (no bias); zero-initialised 1x1 P -> out.
+    Parameters 1,568,840 + 73C for P 48, depth 7, growth 64. Attention runs over spatial
+    positions as the paper describes (the reference's reshape without permute forms
+    "tokens" from runs of one channel; the parameter count is the same)."""
+
+    name = "dense_attention"
+    layer = "augflow_dsl.layers.nets:DenseAttention"
+
+    class Args(OpArgs):
+        project: int = Pos
+        depth: int = Field(default=7, gt=0)
+        growth: int = Field(default=64, gt=0)
+        heads: int = Field(default=1, gt=0)
+        landmarks: int = Field(default=4, gt=0)
+        embed: int | None = None
+
+    def _e(self, a):
+        return a.embed if a.embed is not None else a.project // 2
+
+    def check_io(self, a, io):
+        _image(io, self.name)
+        e = self._e(a)
+        if e <= 0 or e % a.heads:
+            raise OpShapeError(f"attention embed {e} must be positive and divisible by heads {a.heads}")
+        if (io.h * io.w) % a.landmarks:
+            raise OpShapeError(f"{io.h}x{io.w} = {io.h * io.w} positions are not divisible by "
+                               f"{a.landmarks} landmarks")
+
+    def net_params(self, a, io):
+        p, e = a.project, self._e(a)
+        return (conv_params(1, io.c_in + io.context, p) + dense_block_params(p, a.depth, a.growth, p)
+                + conv_params(1, p, 3 * e) + conv_params(1, e, p) + 2 * (2 * p)
+                + conv_params(1, 2 * p, p, bias=False) + conv_params(1, p, io.c_out))
+
+    def net_macs(self, a, io):
+        p, e, n, m = a.project, self._e(a), io.positions, a.landmarks
+        attn = (conv_macs(1, p, 3 * e, n) + conv_macs(1, e, p, n)
+                + n * m * e + m * m * e + m * n * e  # the three kernels
+                + 6 * 4 * m * m * m * a.heads  # Moore-Penrose iterations (Nystromformer eq. 16)
+                + m * n * e + n * m * m + n * m * e)  # K1 pinv(K2) (K3 V)
+        return (conv_macs(1, io.c_in + io.context, p, n) + dense_block_macs(p, a.depth, a.growth, p, n)
+                + attn + conv_macs(1, 2 * p, p, n) + conv_macs(1, p, io.c_out, n))
+
+
+@register
+class Dense(NetOp):
+    """DenseFlow's conditional coupling net of the dequantizer (dequantization.py:11-39): 1x1
+    conv (C + context) -> mid, a dense block (``depth`` layers, growth ``growth``, gated) with a
+    residual around it, zero-initialised 1x1 conv mid -> out."""
+
+    name = "dense"
+    layer = "augflow_dsl.layers.nets:Dense"
+
+    class Args(OpArgs):
+        mid: int = Pos
+        depth: int = Field(default=4, gt=0)
+        growth: int = Field(default=64, gt=0)
+        residual: bool = True
+
+    def check_io(self, a, io):
+        _image(io, self.name)
+
+    def net_params(self, a, io):
+        return (conv_params(1, io.c_in + io.context, a.mid) + dense_block_params(a.mid, a.depth, a.growth, a.mid)
+                + conv_params(1, a.mid, io.c_out))
+
+    def net_macs(self, a, io):
+        n = io.positions
+        return (conv_macs(1, io.c_in + io.context, a.mid, n) + dense_block_macs(a.mid, a.depth, a.growth, a.mid, n)
+                + conv_macs(1, a.mid, io.c_out, n))
+
+
+@register
+class CrossUnitNet(NetOp):
+    """DenseFlow's g-network (flow_modules.py:31-44): 3x3 conv Cin -> expansion*Cin -> ReLU ->
+    zero-initialised 1x1 conv -> 2*growth (mu, then the raw log-scale)."""
+
+    name = "cross_unit_net"
+    layer = "augflow_dsl.layers.nets:CrossUnitNet"
+
+    class Args(OpArgs):
+        expansion: int = Field(default=4, gt=0)
+
+    def check_io(self, a, io):
+        _image(io, self.name)
+
+    def net_params(self, a, io):
+        hid = a.expansion * io.c_in
+        return conv_params(3, io.c_in, hid) + conv_params(1, hid, io.c_out)
+
+    def net_macs(self, a, io):
+        hid, n = a.expansion * io.c_in, io.positions
+        return conv_macs(3, io.c_in, hid, n) + conv_macs(1, hid, io.c_out, n)

@@ -1,0 +1,38 @@
+"""actnorm: per-channel or per-element affine normalisation with data-dependent init."""
+from __future__ import annotations
+
+from typing import Literal
+
+from .registry import BIJECTION, Op, OpArgs, register
+from .shapes import halves, is_image, numel
+
+
+@register
+class ActNorm(Op):
+    """Glow's actnorm (Kingma & Dhariwal 2018, Sec. 3.1): y = (x - b) * exp(-log s), log s and b
+    set from the first batch so its output has zero mean and unit variance.
+
+    ``per: channel`` (Glow, DenseFlow actnorm.py) keeps one (s, b) per channel;
+    ``per: element`` (Flow++ flows.py:328-365) one per element. ``split: columns`` keeps a
+    separate set for each half of an even/odd-column split; for per-element parameters the
+    halves partition the elements, so the count is the same either way.
+    """
+
+    name = "actnorm"
+    role = BIJECTION
+    layer = "augflow_dsl.layers.normalize:ActNorm"
+
+    class Args(OpArgs):
+        per: Literal["channel", "element"] = "channel"
+        split: Literal["none", "channels", "columns"] = "none"
+
+    def out_shape(self, a, shape, env):
+        if a.split != "none":
+            halves(a.split, shape, equal=True)
+        return shape
+
+    def params(self, a, shape, env):
+        if a.per == "element":
+            return 2 * numel(shape)
+        c = shape[0]
+        return 4 * c if (a.split == "columns" and is_image(shape)) else 2 * c

@@ -1,0 +1,27 @@
+"""Priors: the densities that score the final latents (and the dims dropped on the way)."""
+from __future__ import annotations
+
+from .registry import PRIOR, Op, register
+
+
+@register
+class Normal(Op):
+    """Standard normal N(0, I) (the papers' eq. 3 / Flow++ / VFlow)."""
+
+    name = "normal"
+    role = PRIOR
+    layer = "augflow_dsl.layers.priors:Normal"
+
+
+@register
+class LearnedNormal(Op):
+    """Diagonal Gaussian with a learned mean and log-std per channel, zero-initialised
+    (DenseFlow's ConvNormal2d, normal.py:30-55: 2C parameters; the paper's eq. 3 says N(0, I),
+    the reference code is followed)."""
+
+    name = "learned_normal"
+    role = PRIOR
+    layer = "augflow_dsl.layers.priors:LearnedNormal"
+
+    def params(self, a, shape, env):
+        return 2 * shape[0]

@@ -1,0 +1,200 @@
+"""The op registry: one definition per op, looked up by name.
+
+An op definition declares, in one place:
+
+* ``name`` and ``role`` (where it may stand in a flow: a bijection, an augment point,
+  a drop, a coupling net, a context net, a prior, a dequantizer, a composite block);
+* ``Args``: its argument schema, a pydantic model (unknown or ill-typed arguments are
+  refused with the argument's name);
+* its shape rule, parameter formula and multiply-accumulate formula, all pure Python,
+  so that ``check`` never imports torch;
+* ``layer``: the dotted path of the torch module that implements it, imported lazily by
+  :mod:`augflow_dsl.compile`.
+
+The graph builder, the cost report and the compiler read these definitions; adding an
+op touches neither the grammar nor any if-chain.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+Shape = tuple[int, ...]
+
+# roles
+BIJECTION = "bijection"    # invertible, same number of dims in and out
+AUGMENT = "augment"        # appends dims (noise or q-samples); its inverse drops them
+DROP = "drop"              # hands part of its input to a prior (factor-out); inverse samples it
+NET = "net"                # a conditioner: a coupling net or a cross-unit g-network
+CONTEXT = "context"        # the context net of a q-network: reads the data, feeds conditioners
+PRIOR = "prior"            # a density that scores dims
+DEQUANTIZER = "dequantizer"
+COMPOSITE = "composite"    # expands into other ops (a DenseFlow block)
+
+
+class OpShapeError(ValueError):
+    """An op cannot take its input shape; the message gives the numbers."""
+
+
+class OpArgs(BaseModel):
+    """Base of every op's argument schema: no unknown arguments, values frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+@dataclass(frozen=True, eq=False)
+class OpCall:
+    """An op applied with validated arguments, as it appears in a typed spec."""
+
+    op: str
+    args: Any  # the op's Args instance
+    loc: Any = None  # errors.Loc
+    origin: str = ""  # e.g. "module glow" when it came from a definition
+
+    @property
+    def definition(self) -> "Op":
+        return get(self.op)
+
+    def describe(self) -> str:
+        return self.op
+
+
+@dataclass(frozen=True, eq=False)
+class QFlow:
+    """A named conditional flow q(v | x) (a q-network): ``base`` noise pushed through ``flow``
+    (written in the sampling direction, noise -> v), its couplings conditioned on
+    ``context`` (a context net reading x)."""
+
+    name: str
+    flow: tuple[OpCall, ...]
+    base: OpCall
+    context: OpCall | None = None
+    loc: Any = None
+
+
+@dataclass(frozen=True)
+class NetIO:
+    """What a conditioner net is asked to compute: c_in -> c_out channels at h x w,
+    optionally reading a context of ``context`` channels at the same resolution.
+    ``h = w = 0`` for vector data (then c_in and c_out are features)."""
+
+    c_in: int
+    c_out: int
+    h: int = 0
+    w: int = 0
+    context: int = 0
+
+    @property
+    def positions(self) -> int:
+        return max(self.h, 1) * max(self.w, 1)
+
+
+@dataclass(frozen=True)
+class OpEnv:
+    """What the graph builder tells an op beyond its input shape."""
+
+    context: Shape | None = None  # shape of the q-network's context, when inside one
+
+
+class Op:
+    """Base of op definitions; subclasses set the class attributes and formulas."""
+
+    name: ClassVar[str]
+    role: ClassVar[str]
+    Args: ClassVar[type[OpArgs]] = OpArgs
+    layer: ClassVar[str | None] = None
+    summary: ClassVar[str] = ""
+
+    # --- pure-Python rules -----------------------------------------------------------
+    def out_shape(self, a, shape: Shape, env: OpEnv) -> Shape:
+        return shape
+
+    def in_shape(self, a, shape: Shape, env: OpEnv) -> Shape:
+        """The input shape that gives output ``shape`` (for q-flows, inferred backwards)."""
+        return shape
+
+    def params(self, a, shape: Shape, env: OpEnv) -> int:
+        return 0
+
+    def macs(self, a, shape: Shape, env: OpEnv) -> int:
+        return 0
+
+    def nets(self, a, shape: Shape, env: OpEnv) -> dict[str, tuple[OpCall, NetIO]]:
+        """Conditioner nets this op owns, by slot name, with what each must compute."""
+        return {}
+
+    def reads(self, a, shape: Shape) -> str:
+        """What part of the input the conditioner nets read (for the invertibility audit)."""
+        return "identity"
+
+    def passthrough(self, a, shape: Shape) -> str | None:
+        """The part of the input a bijection leaves unchanged (coupling identity half)."""
+        return None
+
+    def dims_added(self, a, shape: Shape, env: OpEnv) -> int:
+        return 0
+
+    # --- torch -------------------------------------------------------------------------
+    def layer_class(self):
+        if self.layer is None:
+            raise NotImplementedError(f"op '{self.name}' has no torch layer")
+        module, _, cls = self.layer.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+class NetOp(Op):
+    """A conditioner net: its formulas read a :class:`NetIO` instead of a shape."""
+
+    role: ClassVar[str] = NET
+
+    def net_params(self, a, io: NetIO) -> int:
+        raise NotImplementedError
+
+    def net_macs(self, a, io: NetIO) -> int:
+        raise NotImplementedError
+
+    def check_io(self, a, io: NetIO) -> None:
+        """Raise OpShapeError when the net cannot compute ``io``."""
+
+
+REGISTRY: dict[str, Op] = {}
+
+
+def register(cls: type[Op]) -> type[Op]:
+    if cls.name in REGISTRY:
+        raise RuntimeError(f"op '{cls.name}' registered twice")
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get(name: str) -> Op:
+    return REGISTRY[name]
+
+
+def names(role: str | None = None) -> list[str]:
+    return sorted(n for n, op in REGISTRY.items() if role is None or op.role == role)
+
+
+def conv_params(k: int, c_in: int, c_out: int, bias: bool = True) -> int:
+    return k * k * c_in * c_out + (c_out if bias else 0)
+
+
+def conv_macs(k: int, c_in: int, c_out: int, positions: int) -> int:
+    return k * k * c_in * c_out * positions
+
+
+@dataclass
+class Cost:
+    params: int = 0
+    macs: int = 0
+    by_part: dict[str, int] = field(default_factory=dict)
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+OpList = Annotated[list[OpCall], BeforeValidator(_as_list)]

@@ -1,0 +1,86 @@
+"""squeeze, unsqueeze, swap: volume-preserving rearrangements (log-det 0)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from .registry import BIJECTION, Op, OpArgs, OpShapeError, register
+from .shapes import halves, need_image
+
+Order = Literal["channel_major", "space_major"]
+
+
+def squeezed(shape, factor: int = 2):
+    need_image(shape, "squeeze")
+    c, h, w = shape
+    if h % factor or w % factor:
+        odd = "height" if h % factor else "width"
+        raise OpShapeError(f"squeeze by {factor}: {odd} {h if odd == 'height' else w} is not divisible by {factor}")
+    return (c * factor * factor, h // factor, w // factor)
+
+
+def unsqueezed(shape, factor: int = 2):
+    need_image(shape, "unsqueeze")
+    c, h, w = shape
+    if c % (factor * factor):
+        raise OpShapeError(f"unsqueeze by {factor}: {c} channels are not divisible by {factor * factor}")
+    return (c // (factor * factor), h * factor, w * factor)
+
+
+class _SqueezeArgs(OpArgs):
+    factor: int = 2
+    order: Order = "channel_major"
+
+
+@register
+class Squeeze(Op):
+    """Space-to-depth (RealNVP Sec. 3.6): C x H x W -> 4C x H/2 x W/2.
+
+    ``order: channel_major`` puts input (c, 2h+i, 2w+j) at channel 4c+2i+j (DenseFlow
+    squeeze.py:98-109, torch's pixel_unshuffle); ``space_major`` at (2i+j)C+c (TF's
+    space_to_depth, used by the Flow++ and VFlow code).
+    Example: (3, 32, 32) -> (12, 16, 16).
+    """
+
+    name = "squeeze"
+    role = BIJECTION
+    layer = "augflow_dsl.layers.reshape:Squeeze"
+    Args = _SqueezeArgs
+
+    def out_shape(self, a, shape, env):
+        return squeezed(shape, a.factor)
+
+    def in_shape(self, a, shape, env):
+        return unsqueezed(shape, a.factor)
+
+
+@register
+class Unsqueeze(Op):
+    """Depth-to-space, the inverse of squeeze with the same ``order``: 4C x H x W -> C x 2H x 2W."""
+
+    name = "unsqueeze"
+    role = BIJECTION
+    layer = "augflow_dsl.layers.reshape:Unsqueeze"
+    Args = _SqueezeArgs
+
+    def out_shape(self, a, shape, env):
+        return unsqueezed(shape, a.factor)
+
+    def in_shape(self, a, shape, env):
+        return squeezed(shape, a.factor)
+
+
+@register
+class Swap(Op):
+    """Exchange the two parts of a split (DenseFlow channel_switch.py: cat(x2, x1); Flow++
+    TupleFlip). For an odd channel count the first ceil(C/2) channels move to the end."""
+
+    name = "swap"
+    role = BIJECTION
+    layer = "augflow_dsl.layers.reshape:Swap"
+
+    class Args(OpArgs):
+        split: Literal["channels", "columns"] = "channels"
+
+    def out_shape(self, a, shape, env):
+        halves(a.split, shape)
+        return shape

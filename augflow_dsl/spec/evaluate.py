@@ -1,0 +1,489 @@
+"""Syntax tree -> typed :class:`~.models.Spec`: names, definitions, arithmetic, overrides.
+
+Name resolution, innermost first: a definition's parameters, ``let`` variables, named
+definitions (``module``, ``net``, ``q``), registered ops, ``true``/``false``/``none``; any
+other bare name is a *symbol* (an enum value such as ``columns``), which the op argument
+schemas accept or refuse. ``n * x`` with ``n`` an integer and ``x`` an op, a module or a
+list repeats ``x``; between numbers it multiplies. Every error is a SpecError located at
+the offending node.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from .. import ops as _ops  # noqa: F401  (registers every op)
+from ..errors import Diagnostics, Loc, Source, SpecError, did_you_mean
+from ..ops.registry import COMPOSITE, REGISTRY, OpCall, QFlow
+from . import ast
+from .models import DataSpec, Definition, Spec, TrainSpec
+
+TOP_KEYS = ("flow", "let", "data", "dequantize", "augment", "stages", "prior", "train")
+DEF_KINDS = ("module", "net", "q")
+CONSTANTS = {"true": True, "false": False, "none": None}
+MAX_EXPANSION = 100_000  # ops produced by repetition, to refuse `1000000 * glow`
+MAX_DEPTH = 50
+
+
+class Symbol(str):
+    """A bare name that is neither a variable nor a definition nor an op (e.g. ``columns``)."""
+
+    loc: Loc | None = None
+
+    def __new__(cls, value: str, loc: Loc | None):
+        s = super().__new__(cls, value)
+        s.loc = loc
+        return s
+
+
+@dataclass
+class _Def:
+    kind: str
+    name: str
+    params: tuple[str, ...] | None
+    body: ast.Node
+    loc: Loc | None
+    used: bool = False
+
+
+@dataclass
+class _Scope:
+    locals: dict[str, Any] = field(default_factory=dict)
+    origin: str = ""
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"growth=6"`` -> ("growth", 6); values are numbers, true/false or names."""
+    if "=" not in text:
+        raise SpecError(f"override '{text}' must look like name=value")
+    key, _, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not key.isidentifier():
+        raise SpecError(f"override '{text}': '{key}' is not a name")
+    for conv in (int, float):
+        try:
+            return key, conv(raw)
+        except ValueError:
+            pass
+    if raw.lower() in CONSTANTS:
+        return key, CONSTANTS[raw.lower()]
+    return key, raw
+
+
+class Evaluator:
+    def __init__(self, doc: ast.Document, source: Source, overrides: dict[str, Any] | None = None):
+        self.doc = doc
+        self.source = source
+        self.overrides = dict(overrides or {})
+        self.diag = Diagnostics()
+        self.defs: dict[str, _Def] = {}
+        self.variables: dict[str, Any] = {}
+        self.entries: dict[str, ast.Entry] = {}
+        self._expanded = 0
+        self._stack: list[str] = []
+
+    # -------------------------------------------------------------- top level
+    def run(self) -> Spec:
+        self._collect()
+        self._variables()
+        name_entry = self._need("flow")
+        name = name_entry.text or self._plain(name_entry.value, "flow")
+        data = self._data()
+        stages = self._op_list(self._need("stages").value, _Scope(), "stages")
+        if not stages:
+            raise SpecError("'stages' is empty: a flow needs at least one layer", self._need("stages").loc)
+        dequant = self._optional_op("dequantize")
+        augment = self._optional_op("augment")
+        prior = self._optional_op("prior") or OpCall("normal", REGISTRY["normal"].Args())
+        train = self._train()
+        for d in self.defs.values():
+            if not d.used:
+                self.diag.warn(f"{d.kind} '{d.name}' is defined but never used", d.loc)
+        for w in self.diag.warnings:
+            w.with_source(self.source)
+        return Spec(name=str(name), file=self.source.file, text=self.source.text, variables=dict(self.variables),
+                    data=data, dequantize=dequant, augment=augment, stages=stages, prior=prior, train=train,
+                    definitions={k: Definition(kind=d.kind, name=d.name, params=d.params or (),
+                                               line=d.loc.line if d.loc else None,
+                                               column=d.loc.column if d.loc else None, used=d.used)
+                                 for k, d in self.defs.items()},
+                    warnings=list(self.diag.warnings))
+
+    def _collect(self) -> None:
+        for e in self.doc.entries:
+            h = e.head
+            if h.name is not None:
+                if h.first not in DEF_KINDS:
+                    raise SpecError(f"unknown kind of definition '{h.first}'"
+                                    f"{did_you_mean(h.first, DEF_KINDS)}; definitions are: "
+                                    + ", ".join(DEF_KINDS), e.loc)
+                if h.name in self.defs:
+                    first = self.defs[h.name].loc
+                    raise SpecError(f"duplicate definition '{h.name}' (first defined at line "
+                                    f"{first.line if first else '?'})", e.loc)
+                if h.name in REGISTRY:
+                    raise SpecError(f"definition '{h.name}' has the name of a built-in op; choose another name",
+                                    e.loc)
+                if h.params is not None and len(set(h.params)) != len(h.params):
+                    raise SpecError(f"{h.first} '{h.name}' repeats a parameter name", e.loc)
+                self.defs[h.name] = _Def(h.first, h.name, h.params, e.value, e.loc)
+            else:
+                if h.first in DEF_KINDS:
+                    raise SpecError(f"'{h.first}' needs a name: write '{h.first} NAME: ...'", e.loc)
+                if h.params is not None:
+                    raise SpecError(f"'{h.first}' takes no parameters", e.loc)
+                if h.first not in TOP_KEYS:
+                    raise SpecError(f"unknown key '{h.first}'{did_you_mean(h.first, TOP_KEYS + DEF_KINDS)}; "
+                                    f"the keys are: {', '.join(TOP_KEYS)}", e.loc)
+                if h.first in self.entries:
+                    raise SpecError(f"duplicate key '{h.first}' (first at line {self.entries[h.first].loc.line})",
+                                    e.loc)
+                self.entries[h.first] = e
+
+    def _need(self, key: str) -> ast.Entry:
+        if key not in self.entries:
+            raise SpecError(f"the spec has no '{key}:' entry", Loc(1, 1))
+        return self.entries[key]
+
+    def _plain(self, node: ast.Node, what: str) -> str:
+        if isinstance(node, (ast.Name, ast.Str)):
+            return node.id if isinstance(node, ast.Name) else node.value
+        raise SpecError(f"'{what}' must be a name", node.loc)
+
+    def _variables(self) -> None:
+        entry = self.entries.get("let")
+        pairs: tuple[ast.Pair, ...] = ()
+        if entry is not None:
+            if not isinstance(entry.value, ast.MapLit):
+                raise SpecError("'let' must be a mapping of names to values, e.g. let: {growth: 10}",
+                                entry.value.loc)
+            pairs = entry.value.pairs
+        seen: dict[str, ast.Pair] = {}
+        for p in pairs:
+            if p.key in seen:
+                raise SpecError(f"variable '{p.key}' is defined twice", p.loc)
+            if p.key in self.defs:
+                raise SpecError(f"variable '{p.key}' has the name of a {self.defs[p.key].kind} definition", p.loc)
+            if p.key in CONSTANTS:
+                raise SpecError(f"'{p.key}' is a constant and cannot be a variable", p.loc)
+            seen[p.key] = p
+        for key in self.overrides:
+            if key not in seen:
+                raise SpecError(f"override of '{key}': the spec defines no variable '{key}'"
+                                f"{did_you_mean(key, seen)}"
+                                + (f"; its variables are: {', '.join(seen)}" if seen else "; it has no 'let'"),
+                                entry.loc if entry else Loc(1, 1))
+        for key, p in seen.items():
+            if key in self.overrides:
+                self.variables[key] = self.overrides[key]
+            else:
+                value = self.value(p.value, _Scope())
+                if not isinstance(value, (int, float, str, bool)) or value is None:
+                    raise SpecError(f"variable '{key}' must be a number, a name or a boolean", p.value.loc)
+                self.variables[key] = value
+
+    def _data(self) -> DataSpec:
+        e = self._need("data")
+        raw = self._mapping(e.value, _Scope(), "data")
+        return self._model(DataSpec, raw, e.value, "data")
+
+    def _train(self) -> TrainSpec:
+        e = self.entries.get("train")
+        if e is None:
+            return TrainSpec()
+        raw = self._mapping(e.value, _Scope(), "train")
+        return self._model(TrainSpec, raw, e.value, "train")
+
+    def _optional_op(self, key: str) -> OpCall | None:
+        e = self.entries.get(key)
+        if e is None:
+            return None
+        v = self.value(e.value, _Scope())
+        v = self._as_op(v, e.value.loc, key)
+        return v
+
+    def _model(self, cls, raw: dict, node: ast.Node, what: str):
+        try:
+            return cls.model_validate({k: v for k, (v, _) in raw.items()})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = err["loc"][0] if err["loc"] else None
+            loc = raw[key][1] if key in raw else node.loc
+            if err["type"] == "extra_forbidden":
+                raise SpecError(f"'{what}' has no setting '{key}'{did_you_mean(str(key), cls.model_fields)}; "
+                                f"its settings are: {', '.join(cls.model_fields)}", loc) from None
+            msg = _pyd_msg(err)
+            raise SpecError(f"'{what}': " + (f"'{key}': " if key is not None else "") + msg, loc) from None
+
+    # -------------------------------------------------------------- values
+    def _mapping(self, node: ast.Node, scope: _Scope, what: str) -> dict[str, tuple[Any, Loc | None]]:
+        if not isinstance(node, ast.MapLit):
+            raise SpecError(f"'{what}' must be a mapping ({{key: value, ...}} or an indented block)", node.loc)
+        out: dict[str, tuple[Any, Loc | None]] = {}
+        for p in node.pairs:
+            if p.key in out:
+                raise SpecError(f"'{p.key}' is given twice in '{what}'", p.loc)
+            out[p.key] = (self.value(p.value, scope), p.loc)
+        return out
+
+    def value(self, node: ast.Node, scope: _Scope, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise SpecError("expression nested too deeply", node.loc)
+        d = depth + 1
+        if isinstance(node, ast.Num):
+            return node.value
+        if isinstance(node, ast.Str):
+            return node.value
+        if isinstance(node, ast.Name):
+            return self._name(node, scope)
+        if isinstance(node, ast.Call):
+            return self._call(node, scope, d)
+        if isinstance(node, ast.ListLit):
+            out: list = []
+            for item in node.items:
+                v = self.value(item, scope, d)
+                out.extend(v) if isinstance(v, list) and _is_ops(v) else out.append(v)
+            return out
+        if isinstance(node, ast.MapLit):
+            return {k: v for k, (v, _) in self._mapping(node, scope, "mapping").items()}
+        if isinstance(node, ast.Neg):
+            v = self.value(node.operand, scope, d)
+            if not _is_num(v):
+                raise SpecError(f"cannot negate {_kind(v)}", node.loc)
+            return -v
+        if isinstance(node, ast.BinOp):
+            return self._binop(node, scope, d)
+        raise SpecError("unsupported expression", node.loc)  # pragma: no cover
+
+    def _name(self, node: ast.Name, scope: _Scope) -> Any:
+        n = node.id
+        if n in scope.locals:
+            return scope.locals[n]
+        if n in self.variables:
+            return self.variables[n]
+        if n in self.defs:
+            d = self.defs[n]
+            if d.params:
+                raise SpecError(f"{d.kind} '{n}' takes {len(d.params)} argument(s) ({', '.join(d.params)}); "
+                                f"call it as {n}(...)", node.loc)
+            return self._expand(d, {}, node.loc)
+        if n in REGISTRY:
+            return self._op(n, (), (), node.loc, scope)
+        if n in CONSTANTS:
+            return CONSTANTS[n]
+        return Symbol(n, node.loc)
+
+    def _call(self, node: ast.Call, scope: _Scope, depth: int) -> Any:
+        n = node.name
+        if n in scope.locals or n in self.variables:
+            raise SpecError(f"'{n}' is a variable, not something that can be called", node.loc)
+        if n in self.defs:
+            d = self.defs[n]
+            params = d.params or ()
+            if len(node.args) > len(params):
+                raise SpecError(f"{d.kind} '{n}' takes {len(params)} argument(s) "
+                                f"({', '.join(params) or 'none'}); got {len(node.args)}", node.loc)
+            bound = {p: self.value(a, scope, depth) for p, a in zip(params, node.args)}
+            for kw in node.kwargs:
+                if kw.key not in params:
+                    raise SpecError(f"{d.kind} '{n}' has no parameter '{kw.key}'{did_you_mean(kw.key, params)}",
+                                    kw.loc)
+                if kw.key in bound:
+                    raise SpecError(f"parameter '{kw.key}' of '{n}' is given twice", kw.loc)
+                bound[kw.key] = self.value(kw.value, scope, depth)
+            missing = [p for p in params if p not in bound]
+            if missing:
+                raise SpecError(f"{d.kind} '{n}' is missing argument(s): {', '.join(missing)}", node.loc)
+            return self._expand(d, bound, node.loc)
+        if n in REGISTRY:
+            return self._op(n, node.args, node.kwargs, node.loc, scope, depth)
+        raise SpecError(f"unknown op '{n}'{did_you_mean(n, list(REGISTRY) + list(self.defs))}", node.loc)
+
+    def _expand(self, d: _Def, bound: dict[str, Any], loc: Loc | None) -> Any:
+        d.used = True
+        if d.name in self._stack:
+            raise SpecError(f"{d.kind} '{d.name}' refers to itself", loc)
+        self._stack.append(d.name)
+        try:
+            scope = _Scope(bound, origin=f"{d.kind} {d.name}")
+            if d.kind == "q":
+                return self._qflow(d, scope)
+            v = self.value(d.body, scope)
+            if d.kind == "module":
+                v = v if isinstance(v, list) else [v]
+                v = [self._as_op(x, d.body.loc, f"module '{d.name}'") for x in v]
+            elif d.kind == "net":
+                v = self._as_op(v, d.body.loc, f"net '{d.name}'")
+            return v
+        finally:
+            self._stack.pop()
+
+    def _qflow(self, d: _Def, scope: _Scope) -> QFlow:
+        raw = self._mapping(d.body, scope, f"q {d.name}")
+        allowed = ("context", "flow", "base")
+        for k, (_, loc) in raw.items():
+            if k not in allowed:
+                raise SpecError(f"q '{d.name}' has no setting '{k}'{did_you_mean(k, allowed)}; "
+                                f"its settings are: {', '.join(allowed)}", loc)
+        if "flow" not in raw:
+            raise SpecError(f"q '{d.name}' needs a 'flow: [...]' list", d.loc)
+        flow_v, flow_loc = raw["flow"]
+        flow = [self._as_op(x, flow_loc, f"q '{d.name}' flow") for x in (flow_v if isinstance(flow_v, list)
+                                                                        else [flow_v])]
+        ctx = self._as_op(raw["context"][0], raw["context"][1], f"q '{d.name}' context") if "context" in raw else None
+        base = (self._as_op(raw["base"][0], raw["base"][1], f"q '{d.name}' base") if "base" in raw
+                else OpCall("normal", REGISTRY["normal"].Args(), d.loc))
+        return QFlow(d.name, tuple(flow), base, ctx, d.loc)
+
+    def _op(self, name: str, args, kwargs, loc, scope: _Scope, depth: int = 0) -> OpCall:
+        op = REGISTRY[name]
+        fields = list(op.Args.model_fields)
+        given: dict[str, Any] = {}
+        locs: dict[str, Loc | None] = {}
+        for kw in kwargs:
+            if kw.key in given:
+                raise SpecError(f"argument '{kw.key}' of '{name}' is given twice", kw.loc)
+            given[kw.key] = self.value(kw.value, scope, depth)
+            locs[kw.key] = kw.loc
+        free = [f for f in fields if f not in given]
+        if len(args) > len(free):
+            raise SpecError(f"'{name}' takes at most {len(fields)} argument(s) ({', '.join(fields) or 'none'}); "
+                            f"got {len(args) + len(given)}", loc)
+        for f, a in zip(free, args):
+            given[f] = self.value(a, scope, depth)
+            locs[f] = a.loc
+        for f, v in given.items():
+            if isinstance(v, list) and _is_ops(v):
+                self._expanded += len(v)
+                if self._expanded > MAX_EXPANSION:
+                    raise SpecError(f"the spec expands to more than {MAX_EXPANSION:,} ops", locs.get(f) or loc)
+        try:
+            parsed = op.Args.model_validate(given)
+        except ValidationError as exc:
+            raise self._arg_error(name, op, exc, given, locs, loc) from None
+        return OpCall(name, parsed, loc, scope.origin)
+
+    def _arg_error(self, name, op, exc: ValidationError, given, locs, loc) -> SpecError:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else None
+        where = locs.get(key) or loc
+        fields = list(op.Args.model_fields)
+        if err["type"] == "extra_forbidden":
+            return SpecError(f"'{name}' has no argument '{key}'{did_you_mean(key, fields)}; its arguments are: "
+                             f"{', '.join(fields) or 'none'}", where)
+        if err["type"] == "missing":
+            return SpecError(f"'{name}' needs the argument '{key}'", loc)
+        v = given.get(key)
+        if isinstance(v, Symbol) and err["type"] == "is_instance_of":
+            return SpecError(f"'{name}': argument '{key}': unknown op '{v}'"
+                             f"{did_you_mean(v, list(REGISTRY) + list(self.defs))}", v.loc or where)
+        if isinstance(v, Symbol) and err["type"] == "literal_error":
+            choices = err.get("ctx", {}).get("expected", "")
+            opts = [c.strip(" '") for c in choices.replace(" or ", ",").split(",")]
+            return SpecError(f"'{name}': argument '{key}' cannot be '{v}'{did_you_mean(v, opts)}; "
+                             f"expected {choices}", v.loc or where)
+        if isinstance(v, Symbol):
+            return SpecError(f"'{name}': argument '{key}': '{v}' is not a defined name"
+                             f"{did_you_mean(v, list(self.variables) + list(self.defs) + list(REGISTRY))}",
+                             v.loc or where)
+        return SpecError(f"'{name}': argument '{key}': {_pyd_msg(err)}", where)
+
+    def _binop(self, node: ast.BinOp, scope: _Scope, depth: int) -> Any:
+        left = self.value(node.left, scope, depth)
+        right = self.value(node.right, scope, depth)
+        op = node.op
+        if op == "*" and (_repeatable(left) or _repeatable(right)):
+            count, item = (left, right) if _is_num(left) else (right, left)
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise SpecError(f"repetition needs a whole number; got {_kind(count)} {count!r}", node.loc)
+            if count < 1:
+                raise SpecError(f"repetition count must be at least 1; got {count}", node.loc)
+            items = item if isinstance(item, list) else [item]
+            self._expanded += count * len(items)
+            if self._expanded > MAX_EXPANSION:
+                raise SpecError(f"the spec expands to more than {MAX_EXPANSION:,} ops", node.loc)
+            return [x for _ in range(count) for x in items]
+        if not (_is_num(left) and _is_num(right)):
+            bad = left if not _is_num(left) else right
+            raise SpecError(f"cannot apply '{op}' to {_kind(bad)} {str(bad)!r}"
+                            + (f"{did_you_mean(bad, list(self.variables) + list(self.defs) + list(REGISTRY))}"
+                               if isinstance(bad, Symbol) else ""), node.loc)
+        try:
+            if op == "+":
+                return left + right
+            if op == "-":
+                return left - right
+            if op == "*":
+                return left * right
+            if op == "/":
+                r = left / right
+                return int(r) if isinstance(left, int) and isinstance(right, int) and r == int(r) else r
+            return left // right
+        except ZeroDivisionError:
+            raise SpecError("division by zero", node.loc) from None
+        except OverflowError:
+            raise SpecError("number too large", node.loc) from None
+
+    # -------------------------------------------------------------- ops
+    def _op_list(self, node: ast.Node, scope: _Scope, what: str) -> list[OpCall]:
+        v = self.value(node, scope)
+        items = v if isinstance(v, list) else [v]
+        return [self._as_op(x, node.loc, what) for x in items]
+
+    def _as_op(self, v: Any, loc: Loc | None, what: str) -> OpCall:
+        if isinstance(v, OpCall):
+            return v
+        if isinstance(v, Symbol):
+            raise SpecError(f"unknown op '{v}' in {what}{did_you_mean(v, list(REGISTRY) + list(self.defs))}",
+                            v.loc or loc)
+        if isinstance(v, QFlow):
+            raise SpecError(f"q '{v.name}' is a q-network; use it inside variational(q: ...) or "
+                            f"input(q: ...)", loc)
+        if isinstance(v, list) and len(v) == 1:
+            return self._as_op(v[0], loc, what)
+        raise SpecError(f"{what}: expected an op, got {_kind(v)}", loc)
+
+
+def _pyd_msg(err: dict) -> str:
+    msg = err.get("msg", "invalid value")
+    if "input" in err and not isinstance(err["input"], (dict, list, OpCall)):
+        msg += f" (got {err['input']!r})"
+    return msg
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_ops(v: list) -> bool:
+    return all(isinstance(x, OpCall) for x in v)
+
+
+def _repeatable(v) -> bool:
+    return isinstance(v, OpCall) or (isinstance(v, list) and bool(v) and _is_ops(v))
+
+
+def _kind(v) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if _is_num(v):
+        return "a number"
+    if isinstance(v, Symbol):
+        return "the name"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, OpCall):
+        return f"the op '{v.op}'"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "a mapping"
+    if isinstance(v, QFlow):
+        return f"the q-network '{v.name}'"
+    return type(v).__name__
+
+
+def composite(op: OpCall) -> bool:
+    return op.definition.role == COMPOSITE

@@ -1,0 +1,92 @@
+"""The typed spec: pydantic models at the boundary between the language and the pipeline.
+
+A :class:`Spec` is what every later stage reads (graph, check, compile, runtime). Ops appear
+as :class:`~augflow_dsl.ops.registry.OpCall` (op name + validated arguments + location);
+q-networks as :class:`~augflow_dsl.ops.registry.QFlow`.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..ops.registry import OpCall
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+
+class DataSpec(_Model):
+    """``data: {shape: [3, 32, 32], bits: 8}``; ``bits`` absent for continuous data."""
+
+    shape: tuple[int, ...]
+    bits: int | None = Field(default=None, ge=1, le=16)
+    dataset: str | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _shape(cls, v):
+        if len(v) not in (1, 3):
+            raise ValueError(f"shape must be [C, H, W] or [D]; got {list(v)}")
+        if any(s <= 0 for s in v):
+            raise ValueError(f"every size in shape must be positive; got {list(v)}")
+        return v
+
+    @property
+    def dims(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+class TrainSpec(_Model):
+    """Settings the training runtime reads (``train: {...}``)."""
+
+    optimizer: Literal["adam", "adamax", "adamw"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    batch: int = Field(default=64, gt=0)
+    epochs: int = Field(default=10, ge=0)
+    steps: int | None = Field(default=None, ge=0)
+    warmup: int = Field(default=0, ge=0)
+    decay: float = Field(default=1.0, gt=0, le=1)
+    decay_every: Literal["epoch", "step"] = "epoch"
+    decay_after: int = Field(default=0, ge=0)
+    lr_min: float = Field(default=0.0, ge=0)
+    ema: float | None = Field(default=None, ge=0, lt=1)
+    clip: float | None = Field(default=None, gt=0)
+    init_batch: int = Field(default=64, gt=0)
+    finetune_epochs: int = Field(default=0, ge=0)
+    finetune_lr: float | None = Field(default=None, gt=0)
+    eval_samples: int = Field(default=1, gt=0)
+    augment: list[str] = Field(default_factory=list)
+    seed: int = 0
+
+
+class Definition(_Model):
+    """A named definition (``module``, ``net`` or ``q``) and whether anything used it."""
+
+    kind: str
+    name: str
+    params: tuple[str, ...] = ()
+    line: int | None = None
+    column: int | None = None
+    used: bool = False
+
+
+class Spec(_Model):
+    """A loaded, evaluated, validated .flow spec."""
+
+    name: str
+    file: str = "<string>"
+    text: str = ""
+    variables: dict[str, Any] = Field(default_factory=dict)
+    data: DataSpec
+    dequantize: OpCall | None = None
+    augment: OpCall | None = None
+    stages: list[OpCall]
+    prior: OpCall
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    definitions: dict[str, Definition] = Field(default_factory=dict)
+    warnings: list[Any] = Field(default_factory=list)  # errors.SpecError with kind="warning"

@@ -1,0 +1,1 @@
+"""The training runtime: data, training loop, evaluation (installed as augflow_dsl.runtime)."""
