@@ -75,3 +75,13 @@ class DenseContext(Op):
         f, n = a.filters, h * w
         return (dense_block_macs(c, a.depth, a.growth, f, n) + conv_macs(2, f, f, n // 4)
                 + dense_block_macs(f, a.depth, a.growth, f, n // 4))
+
+
+@register
+class DataContext(Op):
+    """The conditioning data itself as the context (no parameters): a conditional coupling's
+    net reads cat(x1, x). Used by small conditional flows, e.g. VFlow's toy q(z | x)."""
+
+    name = "data_context"
+    role = CONTEXT
+    layer = "augflow_dsl.layers.contexts:DataContext"

@@ -52,6 +52,7 @@ class _Def:
 class _Scope:
     locals: dict[str, Any] = field(default_factory=dict)
     origin: str = ""
+    plain: bool = False  # settings (data, train): bare names are variables or symbols only
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -89,7 +90,8 @@ class Evaluator:
         self._collect()
         self._variables()
         name_entry = self._need("flow")
-        name = name_entry.text or self._plain(name_entry.value, "flow")
+        name = (name_entry.value.value if isinstance(name_entry.value, ast.Str)
+                else name_entry.text or self._plain(name_entry.value, "flow"))
         data = self._data()
         stages = self._op_list(self._need("stages").value, _Scope(), "stages")
         if not stages:
@@ -186,14 +188,14 @@ class Evaluator:
 
     def _data(self) -> DataSpec:
         e = self._need("data")
-        raw = self._mapping(e.value, _Scope(), "data")
+        raw = self._mapping(e.value, _Scope(plain=True), "data")
         return self._model(DataSpec, raw, e.value, "data")
 
     def _train(self) -> TrainSpec:
         e = self.entries.get("train")
         if e is None:
             return TrainSpec()
-        raw = self._mapping(e.value, _Scope(), "train")
+        raw = self._mapping(e.value, _Scope(plain=True), "train")
         return self._model(TrainSpec, raw, e.value, "train")
 
     def _optional_op(self, key: str) -> OpCall | None:
@@ -263,13 +265,13 @@ class Evaluator:
             return scope.locals[n]
         if n in self.variables:
             return self.variables[n]
-        if n in self.defs:
+        if n in self.defs and not scope.plain:
             d = self.defs[n]
             if d.params:
                 raise SpecError(f"{d.kind} '{n}' takes {len(d.params)} argument(s) ({', '.join(d.params)}); "
                                 f"call it as {n}(...)", node.loc)
             return self._expand(d, {}, node.loc)
-        if n in REGISTRY:
+        if n in REGISTRY and not scope.plain:
             return self._op(n, (), (), node.loc, scope)
         if n in CONSTANTS:
             return CONSTANTS[n]
@@ -342,17 +344,18 @@ class Evaluator:
         fields = list(op.Args.model_fields)
         given: dict[str, Any] = {}
         locs: dict[str, Loc | None] = {}
+        plain = _Scope(scope.locals, scope.origin, plain=True)
         for kw in kwargs:
             if kw.key in given:
                 raise SpecError(f"argument '{kw.key}' of '{name}' is given twice", kw.loc)
-            given[kw.key] = self.value(kw.value, scope, depth)
+            given[kw.key] = self.value(kw.value, scope if _takes_ops(op, kw.key) else plain, depth)
             locs[kw.key] = kw.loc
         free = [f for f in fields if f not in given]
         if len(args) > len(free):
             raise SpecError(f"'{name}' takes at most {len(fields)} argument(s) ({', '.join(fields) or 'none'}); "
                             f"got {len(args) + len(given)}", loc)
         for f, a in zip(free, args):
-            given[f] = self.value(a, scope, depth)
+            given[f] = self.value(a, scope if _takes_ops(op, f) else plain, depth)
             locs[f] = a.loc
         for f, v in given.items():
             if isinstance(v, list) and _is_ops(v):
@@ -444,6 +447,15 @@ class Evaluator:
         if isinstance(v, list) and len(v) == 1:
             return self._as_op(v[0], loc, what)
         raise SpecError(f"{what}: expected an op, got {_kind(v)}", loc)
+
+
+def _takes_ops(op, field_name: str) -> bool:
+    """Whether an argument takes ops or q-networks (else bare names in it are symbols)."""
+    f = op.Args.model_fields.get(field_name)
+    if f is None:
+        return True
+    text = repr(f.annotation)
+    return "OpCall" in text or "QFlow" in text
 
 
 def _pyd_msg(err: dict) -> str:
