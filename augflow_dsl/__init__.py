@@ -28,6 +28,6 @@ def build_graph(spec, overrides=None):
 
 
 def compile(spec, overrides=None):  # noqa: A001 - the public name DESIGN.md gives
-    """Compile ``spec`` (a Spec or a path) to a :class:`~augflow_dsl.compile.model.FlowModel`."""
-    from .compile.model import compile_spec
+    """Compile ``spec`` (a Spec or a path) to a :class:`~augflow_dsl.compiler.model.FlowModel`."""
+    from .compiler.model import compile_spec
     return compile_spec(spec, overrides)

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_graph)
 
-    from .compile import cli as compile_cli
+    from .compiler import cli as compile_cli
     compile_cli.add_commands(sub, _common)
     return ap
 

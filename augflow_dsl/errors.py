@@ -40,8 +40,9 @@ class Source:
     file: str = "<string>"
 
     def line_text(self, line: int) -> str:
-        lines = self.text.splitlines()
-        return lines[line - 1] if 0 < line <= len(lines) else ""
+        # split at "\n" only, as the parser counts lines (str.splitlines also splits at U+2028 etc.)
+        lines = self.text.split("\n")
+        return lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
 
 
 class SpecError(Exception):

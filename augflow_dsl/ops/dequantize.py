@@ -13,7 +13,7 @@ class Uniform(Op):
 
     name = "uniform"
     role = DEQUANTIZER
-    layer = "augflow_dsl.layers.dequantize:Uniform"
+    layer = None  # dequantization is part of FlowModel (compile/model.py)
 
     class Args(OpArgs):
         then: OpList = Field(default_factory=list)
@@ -28,7 +28,7 @@ class Variational(Op):
 
     name = "variational"
     role = DEQUANTIZER
-    layer = "augflow_dsl.layers.dequantize:Variational"
+    layer = None  # dequantization is part of FlowModel (compile/model.py)
 
     class Args(OpArgs):
         q: QFlow

@@ -9,7 +9,7 @@ An op definition declares, in one place:
 * its shape rule, parameter formula and multiply-accumulate formula, all pure Python,
   so that ``check`` never imports torch;
 * ``layer``: the dotted path of the torch module that implements it, imported lazily by
-  :mod:`augflow_dsl.compile`.
+  :mod:`augflow_dsl.compiler`.
 
 The graph builder, the cost report and the compiler read these definitions; adding an
 op touches neither the grammar nor any if-chain.

@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.indenter import DedentError, Indenter
+from lark.visitors import Transformer_NonRecursive
 
 from ..errors import Loc, Source, SpecError
 from . import ast
@@ -57,7 +58,9 @@ def _loc(meta) -> Loc | None:
 
 
 @v_args(meta=True)
-class _ToAst(Transformer):
+class _ToAst(Transformer_NonRecursive):
+    # non-recursive: `1 + 1 + ... + 1` or `- - - 1` thousands deep must not hit Python's recursion
+    # limit here; the evaluator refuses expressions nested deeper than its MAX_DEPTH, with a location
     def __init__(self, text: str):
         super().__init__()
         self._text = text
@@ -176,7 +179,7 @@ class _ToAst(Transformer):
 
     def _slice(self, node) -> str:
         loc = node.loc
-        lines = self._text.splitlines()
+        lines = _lines(self._text)
         if loc.end_line is None or loc.end_line != loc.line:
             return ""
         return lines[loc.line - 1][loc.column - 1: loc.end_column - 1]
@@ -193,23 +196,26 @@ def _expected(exc: UnexpectedInput) -> str:
 
 
 def _describe_token(tok: Token) -> str:
+    """What was found, worded to follow 'unexpected '."""
     if tok.type == "_NL":
-        return "the end of the line"
+        return "end of the line"
     if tok.type == "_INDENT":
-        return "an unexpected indentation"
+        return "indentation (this line is indented more than the line above allows)"
     if tok.type == "_DEDENT":
-        return "a line indented less than its block"
+        return "end of an indented block (this line is indented less than its block)"
     if tok.type == "$END":
-        return "the end of the file"
+        return "end of the file"
     return f"'{tok}'"
 
 
 def _token_loc(tok: Token, text: str) -> Loc:
     line, col = tok.line, tok.column
+    if tok.type in ("_INDENT", "_DEDENT") and tok.end_line is not None:
+        # these borrow the position of the newline before them; the indented text starts at its end
+        return Loc(tok.end_line, tok.end_column or 1)
     if tok.type == "_NL" and line is not None:
-        # report the end of the line the newline token closes, not the next line
-        first = text.splitlines()[line - 1] if line - 1 < len(text.splitlines()) else ""
-        return Loc(line, len(first) + 1)
+        # where the line ends (or its comment starts), not the next line
+        return Loc(line, col or 1)
     return Loc(line or 1, col or 1)
 
 
@@ -226,24 +232,52 @@ def _check_bytes(data: bytes, source: Source) -> str:
     return text
 
 
-def _check_text(text: str, source: Source) -> None:
-    depth = 0
-    line, col = 1, 0
-    for ch in text:
-        col += 1
-        if ch == "\n":
-            line, col = line + 1, 0
+def _lines(text: str) -> list[str]:
+    """The lines as lark counts them (split at '\\n' only, unlike str.splitlines)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "" and len(lines) > 1:
+        lines.pop()
+    return lines
+
+
+def _code(line: str):
+    """(column, character) for the characters of ``line`` outside comments and strings."""
+    quote = None
+    escaped = False
+    for col, ch in enumerate(line, 1):
+        if quote is not None:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == quote:
+                quote = None
             continue
-        if ch == "\t":
-            raise SpecError("tab character: indent with spaces (columns would be ambiguous)", Loc(line, col), source)
-        if ch in "([{":
-            depth += 1
-            if depth > MAX_NESTING:
-                raise SpecError(f"brackets nested deeper than {MAX_NESTING} levels", Loc(line, col), source)
-        elif ch in ")]}":
-            depth = max(0, depth - 1)
-        elif ch == "\x00" or (ord(ch) < 32 and ch not in "\r\n"):
-            raise SpecError(f"control character U+{ord(ch):04X} in the spec", Loc(line, col), source)
+        if ch == "#":
+            return
+        if ch in "\"'":
+            quote = ch
+            continue
+        yield col, ch
+
+
+def _check_text(text: str, source: Source) -> None:
+    for line, raw in enumerate(_lines(text), 1):
+        for col, ch in enumerate(raw, 1):
+            if ch == "\t":
+                raise SpecError("tab character: indent with spaces (columns would be ambiguous)", Loc(line, col),
+                                source)
+            if ord(ch) < 32 and ch != "\r":
+                raise SpecError(f"control character U+{ord(ch):04X} in the spec", Loc(line, col), source)
+    depth = 0
+    for line, raw in enumerate(_lines(text), 1):
+        for col, ch in _code(raw):
+            if ch in "([{":
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise SpecError(f"brackets nested deeper than {MAX_NESTING} levels", Loc(line, col), source)
+            elif ch in ")]}":
+                depth = max(0, depth - 1)
 
 
 def parse_text(text: str | bytes, file: str = "<string>") -> ast.Document:
@@ -267,19 +301,22 @@ def parse_text(text: str | bytes, file: str = "<string>") -> ast.Document:
         raise SpecError(f"cannot read the spec: {e.orig_exc}", Loc(1, 1), source) from None
     except UnexpectedCharacters as e:
         ch = text[e.pos_in_stream] if e.pos_in_stream < len(text) else "?"
+        if ch in "\"'":
+            raise SpecError(f"unterminated string: a string opened with {ch} must close on the same line",
+                            Loc(e.line, e.column), source) from None
         what = _expected(e)
         raise SpecError(f"unexpected character {ch!r}" + (f"; {what}" if what else ""),
                         Loc(e.line, e.column), source) from None
     except UnexpectedEOF as e:
         what = _expected(e)
-        lines = text.splitlines() or [""]
+        lines = _lines(text)
         raise SpecError("unexpected end of file" + (f"; {what}" if what else ""),
                         Loc(len(lines), len(lines[-1]) + 1), source) from None
     except UnexpectedToken as e:
         tok = e.token
         what = _expected(e)
         if tok.type == "$END":
-            lines = text.splitlines() or [""]
+            lines = _lines(text)
             loc = Loc(len(lines), len(lines[-1]) + 1)
         else:
             loc = _token_loc(tok, text)
@@ -301,10 +338,10 @@ def _dedent_message(e: DedentError) -> str:
 def _dedent_loc(text: str) -> Loc:
     stack = [0]
     depth = 0
-    for i, raw in enumerate(text.splitlines(), 1):
+    for i, raw in enumerate(_lines(text), 1):
         stripped = raw.strip()
         opened = depth
-        for ch in raw:
+        for _, ch in _code(raw):
             if ch in "([{":
                 depth += 1
             elif ch in ")]}":

@@ -7,7 +7,7 @@ def add_commands(sub, common) -> None:
     p.add_argument("spec")
     p.add_argument("--out", help="save the module (state and spec text) to this file")
     common(p)
-    p.set_defaults(func=lambda a: _run("augflow_dsl.compile.commands", "cmd_compile", a))
+    p.set_defaults(func=lambda a: _run("augflow_dsl.compiler.commands", "cmd_compile", a))
 
     p = sub.add_parser("bench", help="time forward+backward and sampling")
     p.add_argument("spec")
@@ -17,7 +17,7 @@ def add_commands(sub, common) -> None:
     p.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
     p.add_argument("--json", action="store_true")
     common(p)
-    p.set_defaults(func=lambda a: _run("augflow_dsl.compile.commands", "cmd_bench", a))
+    p.set_defaults(func=lambda a: _run("augflow_dsl.compiler.commands", "cmd_bench", a))
 
 
 def _run(module: str, name: str, args) -> int:

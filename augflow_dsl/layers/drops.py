@@ -1,0 +1,65 @@
+"""Drops (factor-out): forward returns (kept, log-density of the dropped part, dropped)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import zero_init
+from .priors import normal_log_prob
+from .reshape import squeeze, unsqueeze
+
+
+class FactorOut(nn.Module):
+    """Keep the first C/2 channels; score the rest with N(0, I) or, with ``conditional``, with a
+    Gaussian whose (mean, log-std) come from a zero-initialised 3x3 conv of the kept half."""
+
+    def __init__(self, shape, prior: str = "normal"):
+        super().__init__()
+        c = shape[0]
+        self.conv = zero_init(nn.Conv2d(c // 2, c, 3, padding=1)) if prior == "conditional" else None
+
+    @classmethod
+    def from_op(cls, args, shape, env, nets):
+        return cls(shape, args.prior)
+
+    def _stats(self, kept):
+        if self.conv is None:
+            return 0.0, None
+        p = self.conv(kept)
+        c = p.shape[1] // 2
+        return p[:, :c], p[:, c:]
+
+    def _split(self, x):
+        c = x.shape[1] // 2
+        return x[:, :c], x[:, c:]
+
+    def forward(self, x, cond=None):
+        kept, dropped = self._split(x)
+        loc, log_scale = self._stats(kept)
+        return kept, normal_log_prob(dropped, loc, log_scale), dropped
+
+    def inverse(self, kept, z=None, temperature: float = 1.0):
+        loc, log_scale = self._stats(kept)
+        if z is None:
+            eps = temperature * torch.randn_like(kept)
+            z = eps if log_scale is None else loc + torch.exp(log_scale) * eps
+        return torch.cat([kept, z], 1)
+
+
+class SqueezeAndDrop(FactorOut):
+    """DenseFlow transition (flow_modules.py:47-65): squeeze, keep the first half of the
+    channels, score the second half with a fixed N(0, I)."""
+
+    def __init__(self, shape, order: str = "channel_major"):
+        super().__init__(shape, "normal")
+        self.order = order
+
+    @classmethod
+    def from_op(cls, args, shape, env, nets):
+        return cls(shape, args.order)
+
+    def forward(self, x, cond=None):
+        return super().forward(squeeze(x, 2, self.order))
+
+    def inverse(self, kept, z=None, temperature: float = 1.0):
+        return unsqueeze(super().inverse(kept, z, temperature), 2, self.order)

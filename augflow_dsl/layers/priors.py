@@ -1,0 +1,62 @@
+"""Priors: standard normal and a learned per-channel diagonal Gaussian (DenseFlow ConvNormal2d)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .base import sum_except_batch
+
+HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def normal_log_prob(z: torch.Tensor, loc=0.0, log_scale=None) -> torch.Tensor:
+    if log_scale is None:
+        return sum_except_batch(-0.5 * z * z - HALF_LOG_2PI)
+    e = (z - loc) * torch.exp(-log_scale)
+    return sum_except_batch(-0.5 * e * e - HALF_LOG_2PI - log_scale)
+
+
+class Normal(nn.Module):
+    """N(0, I)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    @classmethod
+    def from_op(cls, args, shape, env, nets):
+        return cls(shape)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        return normal_log_prob(z)
+
+    def sample(self, n: int, temperature: float = 1.0, like: torch.Tensor | None = None) -> torch.Tensor:
+        kw = {"device": like.device, "dtype": like.dtype} if like is not None else {}
+        return temperature * torch.randn(n, *self.shape, **kw)
+
+    def rsample(self, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.sample(n, 1.0, like)
+        return z, self.log_prob(z)
+
+
+class LearnedNormal(Normal):
+    """Diagonal Gaussian, a mean and a log-std per channel, zero-initialised (normal.py:30-55)."""
+
+    def __init__(self, shape):
+        super().__init__(shape)
+        pshape = (shape[0], 1, 1) if len(shape) == 3 else (shape[0],)
+        self.loc = nn.Parameter(torch.zeros(pshape))
+        self.log_scale = nn.Parameter(torch.zeros(pshape))
+
+    def log_prob(self, z):
+        return normal_log_prob(z, self.loc, self.log_scale)
+
+    def sample(self, n, temperature=1.0, like=None):
+        eps = super().sample(n, 1.0, like if like is not None else self.loc)
+        return self.loc + temperature * torch.exp(self.log_scale) * eps
+
+    def rsample(self, n, like):
+        z = self.sample(n, 1.0, like)
+        return z, self.log_prob(z)
