@@ -52,6 +52,17 @@ def _nets_of(g, node) -> dict[str, nn.Module]:
     return nets
 
 
+def layer_for(call, shape, env=None) -> nn.Module:
+    """The torch layer of one op applied to ``shape`` (its nets built from the op's formulas);
+    what compilation builds for a graph node, available on its own for tests and tools."""
+    from ..ops.registry import OpEnv
+    env = env or OpEnv()
+    op = call.definition
+    nets = {slot: net.definition.layer_class().from_op(net.args, io)
+            for slot, (net, io) in op.nets(call.args, tuple(shape), env).items()}
+    return op.layer_class().from_op(call.args, tuple(shape), env, nets)
+
+
 def _layer(g, node) -> nn.Module:
     d = g.nodes[node]
     call = d["call"]
@@ -299,4 +310,4 @@ def compile_spec(spec: Spec | str, overrides=None) -> FlowModel:
     return model
 
 
-__all__ = ["FlowModel", "Latents", "compile_spec", "CONDITIONER"]
+__all__ = ["FlowModel", "Latents", "compile_spec", "layer_for", "CONDITIONER"]

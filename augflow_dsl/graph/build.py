@@ -78,6 +78,10 @@ class Builder:
         if op.role not in allowed:
             self._fail(_misplaced(call.op, op.role, allowed), call, name)
         a = call.args
+        # a net argument must be a conditioner net before any shape rule asks it for its I/O
+        net_arg = getattr(a, "net", None)
+        if isinstance(net_arg, OpCall) and net_arg.definition.role != NET:
+            self._fail(_not_a_net(net_arg), net_arg, f"{name} / net: {net_arg.op}")
         shape_out = self._shape(lambda: op.out_shape(a, cur.shape, env), call, name)
         if any(s <= 0 for s in shape_out):
             self._fail(f"output shape {fmt(shape_out)} has an empty side", call, name)
@@ -93,8 +97,7 @@ class Builder:
             net = net_call.definition
             nname = f"{name} / {slot}: {net_call.op}"
             if net.role != NET:
-                self._fail(f"'{net_call.op}' is not a conditioner net (its role is {net.role}); nets are: "
-                           + ", ".join(sorted(n for n, o in _registry().items() if o.role == NET)), net_call, nname)
+                self._fail(_not_a_net(net_call), net_call, nname)
             self._shape(lambda: net.check_io(net_call.args, io), net_call, nname)
             np_ = net.net_params(net_call.args, io)
             nm = net.net_macs(net_call.args, io)
@@ -272,6 +275,12 @@ class Builder:
             else:
                 outs.append(cur)
         return cur
+
+
+def _not_a_net(net_call: OpCall) -> str:
+    role = net_call.definition.role
+    return (f"'{net_call.op}' is {_ROLE_WORDS.get(role, role)}, not a conditioner net; nets are: "
+            + ", ".join(sorted(n for n, o in _registry().items() if o.role == NET)))
 
 
 def _registry():

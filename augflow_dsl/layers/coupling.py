@@ -90,6 +90,11 @@ def _mix_logit_and_logpdf(x, logw, means, log_scales):
     return log_cdf, log_sf, log_pdf
 
 
+def bisection_steps(dtype: torch.dtype) -> int:
+    """Mantissa bits + 24: float32 47, float64 76 halvings of the bracket."""
+    return int(round(-math.log2(torch.finfo(dtype).eps))) + 24
+
+
 class MixtureCoupling(_Coupling):
     """Flow++ coupling (eq. 17-20): y2 = logit(F(x2)) * exp(a) + b, F a K-component logistic
     mixture CDF, a = tanh(raw a), log-scales clamped at -7. ``smooth``: VFlow's
@@ -143,7 +148,7 @@ class MixtureCoupling(_Coupling):
     def _bisect(self, h, logw, means, log_scales):
         ends = means + torch.exp(log_scales) * h.unsqueeze(2)
         lo, hi = ends.min(2).values, ends.max(2).values
-        for _ in range(torch.finfo(h.dtype).nmant + 24):
+        for _ in range(bisection_steps(h.dtype)):
             mid = (lo + hi) / 2
             log_cdf, log_sf, _ = _mix_logit_and_logpdf(mid, logw, means, log_scales)
             above = (log_cdf - log_sf) > h

@@ -179,7 +179,7 @@ class DenseAttention(NetOp):
         attn = (conv_macs(1, p, 3 * e, n) + conv_macs(1, e, p, n)
                 + n * m * e + m * m * e + m * n * e  # the three kernels
                 + 6 * 4 * m * m * m * a.heads  # Moore-Penrose iterations (Nystromformer eq. 16)
-                + m * n * e + n * m * m + n * m * e)  # K1 pinv(K2) (K3 V)
+                + m * n * e + a.heads * n * m * m + n * m * e)  # K1 pinv(K2) (K3 V), per head
         return (conv_macs(1, io.c_in + io.context, p, n) + dense_block_macs(p, a.depth, a.growth, p, n)
                 + attn + conv_macs(1, 2 * p, p, n) + conv_macs(1, p, io.c_out, n))
 

@@ -9,6 +9,8 @@ the offending node.
 """
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ DEF_KINDS = ("module", "net", "q")
 CONSTANTS = {"true": True, "false": False, "none": None}
 MAX_EXPANSION = 100_000  # ops produced by repetition, to refuse `1000000 * glow`
 MAX_DEPTH = 50
+_FLOW_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 
 
 class Symbol(str):
@@ -87,11 +90,18 @@ class Evaluator:
 
     # -------------------------------------------------------------- top level
     def run(self) -> Spec:
+        if not self.doc.entries:
+            raise SpecError("the spec is empty: it needs at least 'flow:', 'data:' and 'stages:'", Loc(1, 1))
         self._collect()
         self._variables()
         name_entry = self._need("flow")
-        name = (name_entry.value.value if isinstance(name_entry.value, ast.Str)
-                else name_entry.text or self._plain(name_entry.value, "flow"))
+        if isinstance(name_entry.value, ast.Str):
+            name = name_entry.value.value
+        else:
+            name = name_entry.text or self._plain(name_entry.value, "flow")
+            if not _FLOW_NAME.fullmatch(name):
+                raise SpecError(f"'flow' must be a name such as denseflow-74-10; got '{name}' "
+                                f"(quote a name with other characters: flow: \"...\")", name_entry.value.loc)
         data = self._data()
         stages = self._op_list(self._need("stages").value, _Scope(), "stages")
         if not stages:
@@ -410,7 +420,8 @@ class Evaluator:
             return [x for _ in range(count) for x in items]
         if not (_is_num(left) and _is_num(right)):
             bad = left if not _is_num(left) else right
-            raise SpecError(f"cannot apply '{op}' to {_kind(bad)} {str(bad)!r}"
+            shown = f" {str(bad)!r}" if isinstance(bad, (str, int, float)) or bad is None else ""
+            raise SpecError(f"cannot apply '{op}' to {_kind(bad)}{shown}"
                             + (f"{did_you_mean(bad, list(self.variables) + list(self.defs) + list(REGISTRY))}"
                                if isinstance(bad, Symbol) else ""), node.loc)
         try:

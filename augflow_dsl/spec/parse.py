@@ -8,6 +8,7 @@ unbalanced indentation, an unexpected token, nesting deeper than
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from lark import Lark, Token, v_args
@@ -261,16 +262,23 @@ def _code(line: str):
         yield col, ch
 
 
+_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f]")
+_BRACKET = re.compile(r"[()\[\]{}]")
+
+
 def _check_text(text: str, source: Source) -> None:
-    for line, raw in enumerate(_lines(text), 1):
-        for col, ch in enumerate(raw, 1):
-            if ch == "\t":
-                raise SpecError("tab character: indent with spaces (columns would be ambiguous)", Loc(line, col),
-                                source)
-            if ord(ch) < 32 and ch != "\r":
-                raise SpecError(f"control character U+{ord(ch):04X} in the spec", Loc(line, col), source)
+    bad = _CONTROL.search(text)
+    if bad is not None:
+        line = text.count("\n", 0, bad.start()) + 1
+        col = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        ch = bad.group()
+        if ch == "\t":
+            raise SpecError("tab character: indent with spaces (columns would be ambiguous)", Loc(line, col), source)
+        raise SpecError(f"control character U+{ord(ch):04X} in the spec", Loc(line, col), source)
     depth = 0
     for line, raw in enumerate(_lines(text), 1):
+        if _BRACKET.search(raw) is None:
+            continue
         for col, ch in _code(raw):
             if ch in "([{":
                 depth += 1

@@ -1,0 +1,323 @@
+"""Conditioner nets and context nets against their ops' analytic formulas.
+
+For every ``net`` and ``context`` op of the registry, at tiny sizes: parameter count equals
+the op's formula exactly; output shapes; zero output at init (zero-initialised last layer)
+and non-zero once the parameters are perturbed; MACs within 1% of FlopCounterMode's count,
+taken per example as (FLOPs(batch 2) - FLOPs(batch 1)) / 2.
+"""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from flops import count_flops  # noqa: E402
+
+from augflow_dsl.ops import registry  # noqa: E402
+from augflow_dsl.ops.registry import NetIO, OpEnv  # noqa: E402
+from augflow_dsl.layers import contexts as ctx_layers  # noqa: E402
+from augflow_dsl.layers import nets as net_layers  # noqa: E402
+
+
+# FlopCounterMode has no formula for the CPU flash-attention kernel that
+# scaled_dot_product_attention dispatches to on CPU; count it as the CUDA kernels are.
+
+# (op, args, io)
+NET_CASES = [
+    ("mlp", dict(hidden=7), NetIO(3, 4)),
+    ("mlp", dict(hidden=5, layers=3), NetIO(2, 6, context=3)),
+    ("mlp", dict(hidden=4, layers=1), NetIO(1, 2)),
+    ("glow_net", dict(filters=6), NetIO(3, 4, 4, 4)),
+    ("glow_net", dict(filters=5), NetIO(2, 4, 4, 2, context=3)),
+    ("resnet", dict(filters=6, blocks=2), NetIO(3, 4, 4, 4)),
+    ("resnet", dict(filters=4, blocks=0), NetIO(2, 2, 2, 4, context=1)),
+    ("resnet", dict(filters=5, blocks=1), NetIO(1, 4, 3, 3, context=2)),
+    ("conv_attention", dict(filters=8, blocks=2, heads=2), NetIO(3, 6, 4, 4)),
+    ("conv_attention", dict(filters=6, blocks=1, heads=3, dropout=0.2), NetIO(2, 4, 4, 2, context=3)),
+    ("conv_attention", dict(filters=4, blocks=2, heads=1, position="none"), NetIO(1, 2, 2, 4, context=2)),
+    ("conv_attention", dict(filters=4, blocks=0), NetIO(2, 2, 2, 2)),
+    ("dense_attention", dict(project=8, depth=2, growth=4), NetIO(3, 4, 4, 4)),
+    ("dense_attention", dict(project=6, depth=1, growth=3, landmarks=2, embed=4), NetIO(2, 2, 2, 4, context=3)),
+    ("dense_attention", dict(project=4, depth=3, growth=2, landmarks=8), NetIO(1, 2, 4, 4, context=1)),
+    ("dense", dict(mid=6, depth=2, growth=4), NetIO(3, 6, 4, 4)),
+    ("dense", dict(mid=5, depth=1, growth=3, residual=False), NetIO(2, 4, 2, 4, context=4)),
+    ("cross_unit_net", dict(), NetIO(3, 4, 4, 4)),
+    ("cross_unit_net", dict(expansion=2), NetIO(5, 2, 2, 6)),
+]
+
+# DenseAttention with several heads: the op's MAC formula counts K1 pinv(K2) (n x m x m) once,
+# not once per head; these cases are checked against the corrected formula below.
+NET_CASES_HEADS = [
+    ("dense_attention", dict(project=8, depth=1, growth=2, heads=2, landmarks=4), NetIO(2, 2, 4, 4)),
+    ("dense_attention", dict(project=6, depth=1, growth=2, heads=3, landmarks=8, embed=6), NetIO(1, 2, 8, 4, context=2)),
+]
+
+# (op, args, in_shape, bits)
+CONTEXT_CASES = [
+    ("gated_context", dict(filters=8, blocks=2), (3, 4, 4), 8),
+    ("gated_context", dict(filters=6, blocks=1, input="raw", dropout=0.1), (2, 2, 6), None),
+    ("gated_context", dict(filters=4, blocks=0), (1, 2, 2), 5),
+    ("dense_context", dict(filters=8, depth=2, growth=4), (3, 4, 4), 8),
+    ("dense_context", dict(filters=5, depth=1, growth=3), (2, 2, 6), 5),
+    ("data_context", dict(), (3, 4, 4), 8),
+    ("data_context", dict(), (5,), None),
+]
+
+
+def _id(case):
+    return f"{case[0]}-{'-'.join(f'{k}{v}' for k, v in case[1].items())}-{case[2]}"
+
+
+def _nparams(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _build_net(op_name, kwargs, io):
+    op = registry.get(op_name)
+    args = op.Args(**kwargs)
+    return op, args, op.layer_class().from_op(args, io)
+
+
+def _net_inputs(io, batch):
+    if io.h == 0:
+        x = torch.randn(batch, io.c_in)
+        c = torch.randn(batch, io.context) if io.context else None
+    else:
+        x = torch.randn(batch, io.c_in, io.h, io.w)
+        c = torch.randn(batch, io.context, io.h, io.w) if io.context else None
+    return x, c
+
+
+def _out_shape(io, batch):
+    return (batch, io.c_out) if io.h == 0 else (batch, io.c_out, io.h, io.w)
+
+
+def _flops(fn) -> int:
+    return count_flops(fn)
+
+
+def _macs_per_example(run) -> float:
+    """Marginal MACs of one example: (FLOPs(2) - FLOPs(1)) / 2."""
+    return (_flops(lambda: run(2)) - _flops(lambda: run(1))) / 2
+
+
+def _perturb(module):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+
+
+# ---------------------------------------------------------------------------------------
+# coverage
+# ---------------------------------------------------------------------------------------
+
+def test_every_net_and_context_op_is_covered():
+    assert {c[0] for c in NET_CASES} == set(registry.names("net"))
+    assert {c[0] for c in CONTEXT_CASES} == set(registry.names("context"))
+
+
+def test_layer_paths_resolve():
+    for name in registry.names("net") + registry.names("context"):
+        cls = registry.get(name).layer_class()
+        module = net_layers if name in registry.names("net") else ctx_layers
+        assert getattr(module, cls.__name__) is cls
+
+
+# ---------------------------------------------------------------------------------------
+# nets
+# ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", NET_CASES + NET_CASES_HEADS, ids=_id)
+def test_net_params_match_formula(case):
+    op, args, net = _build_net(*case)
+    assert _nparams(net) == op.net_params(args, case[2])
+
+
+@pytest.mark.parametrize("case", NET_CASES + NET_CASES_HEADS, ids=_id)
+def test_net_zero_at_init_then_nonzero(case):
+    torch.manual_seed(0)
+    _, _, net = _build_net(*case)
+    io = case[2]
+    net.eval()
+    x, c = _net_inputs(io, 3)
+    with torch.no_grad():
+        y = net(x, c)
+    assert y.shape == _out_shape(io, 3)
+    assert torch.count_nonzero(y) == 0
+    _perturb(net)
+    with torch.no_grad():
+        y = net(x, c)
+    assert y.shape == _out_shape(io, 3)
+    assert torch.isfinite(y).all()
+    assert y.abs().amax() > 0
+    # train mode (dropout, batch norm statistics) gives the same shapes and runs backward
+    net.train()
+    y = net(x, c)
+    y.square().sum().backward()
+    # (the position embedding of a conv_attention without blocks is counted but unused)
+    unused = {"pos"} if case[0] == "conv_attention" and case[1].get("blocks", 10) == 0 else set()
+    assert all(p.grad is not None for n, p in net.named_parameters() if n not in unused)
+
+
+@pytest.mark.parametrize("case", NET_CASES, ids=_id)
+def test_net_macs_match_formula(case):
+    op, args, net = _build_net(*case)
+    net.eval()
+    io = case[2]
+    inputs = {b: _net_inputs(io, b) for b in (1, 2)}
+    measured = _macs_per_example(lambda b: net(*inputs[b]))
+    formula = op.net_macs(args, io)
+    assert measured > 0
+    assert abs(formula - measured) <= 0.01 * measured, (formula, measured)
+
+
+@pytest.mark.parametrize("case", NET_CASES_HEADS, ids=_id)
+def test_dense_attention_macs_with_heads_op_formula(case):
+    op, args, net = _build_net(*case)
+    net.eval()
+    io = case[2]
+    inputs = {b: _net_inputs(io, b) for b in (1, 2)}
+    measured = _macs_per_example(lambda b: net(*inputs[b]))
+    assert abs(op.net_macs(args, io) - measured) <= 0.01 * measured
+
+
+def test_net_context_is_required_and_used():
+    torch.manual_seed(0)
+    for case in NET_CASES:
+        io = case[2]
+        if not io.context:
+            continue
+        _, _, net = _build_net(*case)
+        net.eval()
+        _perturb(net)
+        x, c = _net_inputs(io, 2)
+        with pytest.raises(ValueError):
+            net(x)
+        with torch.no_grad():
+            assert not torch.allclose(net(x, c), net(x, c + 1.0)), case[0]
+
+
+def test_check_io_refuses_bad_shapes():
+    op = registry.get("conv_attention")
+    with pytest.raises(ValueError):
+        op.layer_class().from_op(op.Args(filters=6, heads=4), NetIO(2, 2, 4, 4))
+    op = registry.get("dense_attention")
+    with pytest.raises(ValueError):
+        op.layer_class().from_op(op.Args(project=8, landmarks=3), NetIO(2, 2, 4, 4))
+
+
+# ---------------------------------------------------------------------------------------
+# blocks
+# ---------------------------------------------------------------------------------------
+
+def test_pinv_newton_schulz_matches_pinv():
+    torch.manual_seed(0)
+    k = torch.softmax(3 * torch.randn(2, 3, 4, 4, dtype=torch.float64), dim=-1)
+    z = net_layers._pinv_newton_schulz(k, iters=30)
+    assert torch.allclose(z, torch.linalg.pinv(k), atol=1e-6)
+
+
+def test_nystrom_with_all_tokens_as_landmarks_is_exact_attention():
+    """With m = n landmarks, K1 = K2 = K3 = softmax(QK^T/sqrt(d)) and the Nystrom product is
+    exact attention (plus v), Xiong et al. 2021 eq. 14."""
+    torch.manual_seed(0)
+    attn = net_layers.NystromAttention(4, 4, heads=2, landmarks=4, iters=40).double()
+    with torch.no_grad():
+        attn.qkv.weight.mul_(4)
+    x = torch.randn(2, 4, 2, 2, dtype=torch.float64)
+    t = attn.qkv(x).reshape(2, 3, 2, 2, 4).permute(1, 0, 2, 4, 3)
+    q, k, v = t[0], t[1], t[2]
+    exact = torch.softmax(q @ k.transpose(-1, -2) / 2 ** 0.5, dim=-1) @ v + v
+    expect = attn.out(exact.transpose(-1, -2).reshape(2, 4, 2, 2))
+    assert torch.allclose(attn(x), expect, atol=1e-6)
+
+
+def test_gated_attention_heads_are_contiguous_channel_runs():
+    torch.manual_seed(0)
+    f, heads, h, w = 4, 2, 2, 3
+    blk = net_layers.GatedAttention(f, heads)
+    x = torch.randn(2, f, h, w)
+    t = blk.qkv(x).reshape(2, 3 * f, h * w)
+    outs = []
+    for i in range(heads):
+        sl = lambda s: t[:, s * f + i * 2: s * f + i * 2 + 2].transpose(1, 2)  # noqa: E731
+        q, k, v = sl(0), sl(1), sl(2)
+        outs.append((torch.softmax(q @ k.transpose(1, 2) / 2 ** 0.5, dim=-1) @ v).transpose(1, 2))
+    a = torch.cat(outs, dim=1).reshape(2, f, h, w)
+    val, gate = blk.proj(a).chunk(2, dim=1)
+    assert torch.allclose(blk(x), x + val * torch.sigmoid(gate), atol=1e-5)
+
+
+def test_channel_layer_norm():
+    ln = net_layers.ChannelLayerNorm(3)
+    x = torch.randn(2, 3, 4, 5)
+    with torch.no_grad():
+        ln.norm.weight.copy_(torch.tensor([1.0, 2.0, 3.0]))
+        ln.norm.bias.copy_(torch.tensor([0.0, -1.0, 1.0]))
+    mean, var = x.mean(1, keepdim=True), x.var(1, unbiased=False, keepdim=True)
+    expect = (x - mean) / torch.sqrt(var + 1e-5) * torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1) \
+        + torch.tensor([0.0, -1.0, 1.0]).view(1, 3, 1, 1)
+    assert torch.allclose(ln(x), expect, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# context nets
+# ---------------------------------------------------------------------------------------
+
+def _build_context(op_name, kwargs, in_shape, bits):
+    op = registry.get(op_name)
+    args = op.Args(**kwargs)
+    return op, args, op.layer_class().from_op(args, in_shape, bits)
+
+
+def _context_input(in_shape, bits, batch):
+    if bits is None:
+        return torch.randn(batch, *in_shape)
+    return torch.randint(0, 2 ** bits, (batch, *in_shape)).float()
+
+
+@pytest.mark.parametrize("case", CONTEXT_CASES, ids=_id)
+def test_context_params_shape_macs(case):
+    torch.manual_seed(0)
+    op, args, net = _build_context(*case)
+    in_shape, bits = case[2], case[3]
+    env = OpEnv()
+    assert _nparams(net) == op.params(args, in_shape, env)
+    net.eval()
+    inputs = {b: _context_input(in_shape, bits, b) for b in (1, 2, 3)}
+    with torch.no_grad():
+        y = net(inputs[3])
+    assert y.shape == (3, *op.out_shape(args, in_shape, env))
+    assert torch.isfinite(y).all()
+    measured = _macs_per_example(lambda b: net(inputs[b]))
+    formula = op.macs(args, in_shape, env)
+    assert abs(formula - measured) <= 0.01 * max(measured, 1), (formula, measured)
+    if op.name == "data_context":
+        assert y is inputs[3]
+    else:
+        net.train()
+        net(inputs[2]).square().sum().backward()
+        assert all(p.grad is not None for p in net.parameters())
+
+
+def test_gated_context_scaling_and_column_split():
+    op = registry.get("gated_context")
+    net = op.layer_class().from_op(op.Args(filters=4, blocks=0), (2, 2, 4), 8)
+    x = torch.randint(0, 256, (1, 2, 2, 4)).float()
+    s = x / 256 - 0.5
+    split = torch.cat([s[..., [0, 2]], s[..., [1, 3]]], dim=1)
+    assert torch.allclose(net(x), net.proj(split), atol=1e-6)
+    raw = op.layer_class().from_op(op.Args(filters=4, blocks=0, input="raw"), (2, 2, 4), None)
+    raw.load_state_dict(net.state_dict())
+    assert torch.allclose(raw(s), net(x), atol=1e-6)
+    with pytest.raises(ValueError):
+        op.layer_class().from_op(op.Args(filters=4), (2, 2, 4), None)
+
+
+def test_dense_context_scaling():
+    op = registry.get("dense_context")
+    net = op.layer_class().from_op(op.Args(filters=4, depth=1, growth=2), (1, 2, 2), 8)
+    x = torch.full((1, 1, 2, 2), 255.0)
+    assert torch.allclose(net(x), net.net(torch.ones(1, 1, 2, 2)))
+    x = torch.zeros(1, 1, 2, 2)
+    assert torch.allclose(net(x), net.net(-torch.ones(1, 1, 2, 2)))
