@@ -22,6 +22,7 @@ from ..errors import Diagnostics, Loc, SpecError
 from ..ops.registry import (AUGMENT, BIJECTION, COMPOSITE, CONTEXT, DEQUANTIZER, DROP, NET, PRIOR, OpCall,
                             OpEnv, OpShapeError, QFlow, Shape)
 from ..ops.shapes import fmt, numel
+from ..spec.evaluate import MAX_EXPANSION
 from ..spec.models import Spec
 
 INPUT = "input"
@@ -64,10 +65,17 @@ class Builder:
         raise BuildStop
 
     def _shape(self, fn, call: OpCall, label: str):
+        """Run an op's shape / cost rule; its failure becomes a located error, never a traceback."""
         try:
             return fn()
         except OpShapeError as e:
             self._fail(str(e), call, label)
+        except BuildStop:
+            raise
+        except Exception as e:  # an op's rule that does not guard its arguments (e.g. a zero factor)
+            op = call.op if call is not None else "op"
+            self._fail(f"'{op}' cannot be applied here with these arguments "
+                       f"({type(e).__name__}: {e}); this is a gap in the op's argument checks", call, label)
 
     # ------------------------------------------------------------------ ops
     def op(self, call: OpCall, cur: _Cursor, label: str, chain: str, group: str, unit: str,
@@ -99,8 +107,8 @@ class Builder:
             if net.role != NET:
                 self._fail(_not_a_net(net_call), net_call, nname)
             self._shape(lambda: net.check_io(net_call.args, io), net_call, nname)
-            np_ = net.net_params(net_call.args, io)
-            nm = net.net_macs(net_call.args, io)
+            np_ = self._shape(lambda: net.net_params(net_call.args, io), net_call, nname)
+            nm = self._shape(lambda: net.net_macs(net_call.args, io), net_call, nname)
             own_params -= np_
             macs -= nm
             out_shape = (io.c_out, io.h, io.w) if io.h else (io.c_out,)
@@ -132,6 +140,7 @@ class Builder:
         return out
 
     _context_node: str | None = None
+    _work: int = 0
 
     # ------------------------------------------------------------------ q-networks
     def qflow(self, q: QFlow, target: Shape, given: _Cursor, group: str) -> str:
@@ -156,8 +165,10 @@ class Builder:
             ctx_shape = self._shape(lambda: cop.out_shape(c.args, given.shape, OpEnv()), c, f"{label} context")
             cid = self._add(f"{chain}/context", label=f"{label} / context: {c.op}", op=c.op, call=c, role=CONTEXT,
                             chain=chain, group=group, unit=label, shape_in=given.shape, shape_out=ctx_shape,
-                            params=cop.params(c.args, given.shape, OpEnv()),
-                            macs=cop.macs(c.args, given.shape, OpEnv()), loc=c.loc)
+                            params=self._shape(lambda: cop.params(c.args, given.shape, OpEnv()), c,
+                                               f"{label} context"),
+                            macs=self._shape(lambda: cop.macs(c.args, given.shape, OpEnv()), c, f"{label} context"),
+                            loc=c.loc)
             self.g.add_edge(given.node, cid, kind="condition", shape=given.shape, port=given.port,
                             part="the conditioning data")
             self._context_node = cid
@@ -167,7 +178,8 @@ class Builder:
             self._fail(_misplaced(base.op, bop.role, (PRIOR,)), base, f"{label} base")
         bid = self._add(f"{chain}/base", label=f"{label} / base: {base.op}", op=base.op, call=base, role=PRIOR,
                         chain=chain, group=group, unit=label, shape_in=shape, shape_out=shape,
-                        params=bop.params(base.args, shape, OpEnv()), dims=numel(shape), loc=base.loc, base=True)
+                        params=self._shape(lambda: bop.params(base.args, shape, OpEnv()), base, f"{label} base"),
+                        dims=numel(shape), loc=base.loc, base=True)
         cur = _Cursor(bid, shape)
         env = OpEnv(context=ctx_shape)
         for i, call in enumerate(q.flow):
@@ -216,7 +228,8 @@ class Builder:
                 g.add_edge(last, did, kind="sample", shape=shape)
             cur = _Cursor(did, shape)
             for i, call in enumerate(dq.args.then):
-                cur = self.op(call, cur, f"dequantize, then {i + 1}", "p", "flow", "dequantize")
+                cur = self.op(call, cur, f"dequantize, then {i + 1}", "p", "flow", "dequantize",
+                              allowed=(BIJECTION,))
         aug = spec.augment
         if aug is not None:
             op = aug.definition
@@ -227,10 +240,11 @@ class Builder:
             out = self._shape(lambda: op.out_shape(a, cur.shape, OpEnv()), aug, "augment")
             aid = self._add("p/augment", label=f"augment: {aug.op}", op=aug.op, call=aug, role=AUGMENT, chain="p",
                             group="flow", unit="augment", shape_in=cur.shape, shape_out=out, loc=aug.loc,
-                            added=op.dims_added(a, cur.shape, OpEnv()))
+                            added=self._shape(lambda: op.dims_added(a, cur.shape, OpEnv()), aug, "augment"))
             self.g.add_edge(cur.node, aid, kind="data", shape=cur.shape, port=cur.port)
-            last = self.qflow(a.q, op.aug_shape(a, cur.shape), cur, "q")
-            self.g.add_edge(last, aid, kind="sample", shape=op.aug_shape(a, cur.shape))
+            aug_shape = self._shape(lambda: op.aug_shape(a, cur.shape), aug, "augment")
+            last = self.qflow(a.q, aug_shape, cur, "q")
+            self.g.add_edge(last, aid, kind="sample", shape=aug_shape)
             cur = _Cursor(aid, out)
         blocks = 0
         for i, call in enumerate(spec.stages):
@@ -251,6 +265,14 @@ class Builder:
 
     def _block(self, call: OpCall, cur: _Cursor, b: int) -> _Cursor:
         a = call.args
+        # refuse `units: 1000000` before building it: ops, plus the cross-unit reads (quadratic in units)
+        work = a.units * (len(a.modules) + (a.augment is not None))
+        if a.augment is not None:
+            work += a.units * (a.units - 1) // 2
+        self._work += work
+        if self._work > MAX_EXPANSION:
+            self._fail(f"{a.units:,} units of {len(a.modules)} op(s) each expand to {work:,} ops and "
+                       f"connections; a spec may expand to at most {MAX_EXPANSION:,}", call, f"block {b}")
         block_in = cur
         outs: list[_Cursor] = []
         for u in range(a.units):
@@ -271,7 +293,8 @@ class Builder:
                 outs.append(cur)
                 cur = self.op(aug, cur, f"{unit}, cross-unit coupling", "p", "flow", unit, env,
                               allowed=(AUGMENT,), reads=reads)
-                self.g.nodes[cur.node]["added"] = aug.definition.dims_added(aug.args, outs[-1].shape, env)
+                self.g.nodes[cur.node]["added"] = self._shape(
+                    lambda: aug.definition.dims_added(aug.args, outs[-1].shape, env), aug, unit)
             else:
                 outs.append(cur)
         return cur

@@ -67,7 +67,7 @@ class Conv1x1(Bijection):
         return cls(shape, args.param, args.split, args.init, args.noise)
 
     @staticmethod
-    def _apply(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _multiply(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         if x.dim() == 2:
             return x @ w.T
         return F.conv2d(x, w.view(*w.shape, 1, 1))
@@ -93,7 +93,7 @@ class Conv1x1(Bijection):
             w, logdet = m.weight_and_logdet()
             if inverse:
                 w, logdet = torch.linalg.inv(w), -logdet
-            outs.append(self._apply(part, w))
+            outs.append(self._multiply(part, w))
             positions = part[0, 0].numel() if part.dim() > 2 else 1
             ld = ld + positions * logdet
         return self._join(outs), (ld * x.new_ones(x.shape[0]))

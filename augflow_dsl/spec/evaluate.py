@@ -9,6 +9,7 @@ the offending node.
 """
 from __future__ import annotations
 
+import math
 import re
 
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from ..errors import Diagnostics, Loc, Source, SpecError, did_you_mean
 from ..ops.registry import COMPOSITE, REGISTRY, OpCall, QFlow
 from . import ast
 from .models import DataSpec, Definition, Spec, TrainSpec
+from .parse import MAX_NUMBER  # numbers beyond it (or inf / nan) are refused
 
 TOP_KEYS = ("flow", "let", "data", "dequantize", "augment", "stages", "prior", "train")
 DEF_KINDS = ("module", "net", "q")
@@ -189,6 +191,9 @@ class Evaluator:
                                 entry.loc if entry else Loc(1, 1))
         for key, p in seen.items():
             if key in self.overrides:
+                if not number_ok(self.overrides[key]):
+                    raise SpecError(f"override of '{key}': {self.overrides[key]!r} is not a finite number of at most "
+                                    f"{MAX_NUMBER:.0e}", entry.loc if entry else Loc(1, 1))
                 self.variables[key] = self.overrides[key]
             else:
                 value = self.value(p.value, _Scope())
@@ -217,6 +222,8 @@ class Evaluator:
         return v
 
     def _model(self, cls, raw: dict, node: ast.Node, what: str):
+        _no_bools(cls, {k: v for k, (v, _) in raw.items()}, {k: loc for k, (_, loc) in raw.items()},
+                  f"'{what}': setting", node.loc)
         try:
             return cls.model_validate({k: v for k, (v, _) in raw.items()})
         except ValidationError as exc:
@@ -241,6 +248,7 @@ class Evaluator:
         return out
 
     def value(self, node: ast.Node, scope: _Scope, depth: int = 0) -> Any:
+        """The value of an expression: a number, string, symbol, op, list of ops, q-network or mapping."""
         if depth > MAX_DEPTH:
             raise SpecError("expression nested too deeply", node.loc)
         d = depth + 1
@@ -372,6 +380,7 @@ class Evaluator:
                 self._expanded += len(v)
                 if self._expanded > MAX_EXPANSION:
                     raise SpecError(f"the spec expands to more than {MAX_EXPANSION:,} ops", locs.get(f) or loc)
+        _no_bools(op.Args, given, locs, f"'{name}': argument", loc)
         try:
             parsed = op.Args.model_validate(given)
         except ValidationError as exc:
@@ -401,6 +410,19 @@ class Evaluator:
             return SpecError(f"'{name}': argument '{key}': '{v}' is not a defined name"
                              f"{did_you_mean(v, list(self.variables) + list(self.defs) + list(REGISTRY))}",
                              v.loc or where)
+        ann = repr(op.Args.model_fields[key].annotation) if key in op.Args.model_fields else ""
+        if "QFlow" in ann and not isinstance(v, QFlow):
+            return SpecError(f"'{name}': argument '{key}' needs a q-network (defined with 'q NAME: ...'); "
+                             f"got {_kind(v)}", where)
+        if "OpCall" in ann and "list" in ann:
+            bad = next((x for x in (v if isinstance(v, list) else [v]) if not isinstance(x, OpCall)), None)
+            if bad is not None:
+                return SpecError(f"'{name}': argument '{key}' needs ops; got {_kind(bad)}", where)
+        elif "OpCall" in ann and not isinstance(v, OpCall):
+            if isinstance(v, list) and v and _is_ops(v):
+                return SpecError(f"'{name}': argument '{key}' needs one op; got {_kind(v)} (a module is a list: "
+                                 f"define a single net with 'net NAME: ...')", where)
+            return SpecError(f"'{name}': argument '{key}' needs an op; got {_kind(v)}", where)
         return SpecError(f"'{name}': argument '{key}': {_pyd_msg(err)}", where)
 
     def _binop(self, node: ast.BinOp, scope: _Scope, depth: int) -> Any:
@@ -426,19 +448,23 @@ class Evaluator:
                                if isinstance(bad, Symbol) else ""), node.loc)
         try:
             if op == "+":
-                return left + right
-            if op == "-":
-                return left - right
-            if op == "*":
-                return left * right
-            if op == "/":
+                r = left + right
+            elif op == "-":
+                r = left - right
+            elif op == "*":
+                r = left * right
+            elif op == "/":
                 r = left / right
-                return int(r) if isinstance(left, int) and isinstance(right, int) and r == int(r) else r
-            return left // right
+                r = int(r) if isinstance(left, int) and isinstance(right, int) and r == int(r) else r
+            else:
+                r = left // right
         except ZeroDivisionError:
             raise SpecError("division by zero", node.loc) from None
         except OverflowError:
             raise SpecError("number too large", node.loc) from None
+        if not number_ok(r):
+            raise SpecError(f"number too large: the result of '{op}' is beyond {MAX_NUMBER:.0e}", node.loc)
+        return r
 
     # -------------------------------------------------------------- ops
     def _op_list(self, node: ast.Node, scope: _Scope, what: str) -> list[OpCall]:
@@ -460,6 +486,30 @@ class Evaluator:
         raise SpecError(f"{what}: expected an op, got {_kind(v)}", loc)
 
 
+def _no_bools(cls, given: dict, locs: dict, what: str, loc) -> None:
+    """Refuse true/false for a field that is not a boolean (pydantic would read true as 1)."""
+    for key, v in given.items():
+        f = cls.model_fields.get(key)
+        if isinstance(v, bool) and f is not None and "bool" not in repr(f.annotation):
+            raise SpecError(f"{what} '{key}' takes {_wants(f.annotation)}, not the boolean {str(v).lower()}",
+                            locs.get(key) or loc)
+
+
+def _wants(annotation) -> str:
+    text = repr(annotation)
+    if "Literal" in text:
+        return "one of its names"
+    if "int" in text and "float" not in text:
+        return "a whole number"
+    if "float" in text or "int" in text:
+        return "a number"
+    if "QFlow" in text:
+        return "a q-network"
+    if "OpCall" in text:
+        return "ops" if "list" in text else "an op"
+    return "a value of another type"
+
+
 def _takes_ops(op, field_name: str) -> bool:
     """Whether an argument takes ops or q-networks (else bare names in it are symbols)."""
     f = op.Args.model_fields.get(field_name)
@@ -474,6 +524,13 @@ def _pyd_msg(err: dict) -> str:
     if "input" in err and not isinstance(err["input"], (dict, list, OpCall)):
         msg += f" (got {err['input']!r})"
     return msg
+
+
+def number_ok(v) -> bool:
+    """Whether a number is finite and at most MAX_NUMBER in size (what a spec may hold)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return True
+    return math.isfinite(v) and abs(v) <= MAX_NUMBER
 
 
 def _is_num(v) -> bool:
@@ -500,6 +557,8 @@ def _kind(v) -> str:
     if isinstance(v, OpCall):
         return f"the op '{v.op}'"
     if isinstance(v, list):
+        if v and _is_ops(v):
+            return f"a list of {len(v)} op{'s' if len(v) != 1 else ''}"
         return "a list"
     if isinstance(v, dict):
         return "a mapping"

@@ -8,6 +8,7 @@ unbalanced indentation, an unexpected token, nesting deeper than
 from __future__ import annotations
 
 import functools
+import math
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from . import ast
 
 MAX_BYTES = 1 << 20
 MAX_NESTING = 64
+MAX_NUMBER = 10**18  # the evaluator's limit too (evaluate.MAX_NUMBER)
 
 GRAMMAR_FILE = Path(__file__).resolve().parents[2] / "grammar" / "flow.lark"
 _PACKAGED_GRAMMAR = Path(__file__).resolve().parents[1] / "grammar" / "flow.lark"
@@ -126,8 +128,11 @@ class _ToAst(Transformer_NonRecursive):
         raw = str(children[0]).replace("_", "")
         try:
             value = int(raw)
-        except ValueError:
+        except ValueError:  # a float, or an integer with more digits than Python converts
             value = float(raw)
+        if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > MAX_NUMBER:
+            short = raw if len(raw) <= 24 else raw[:20] + "..."
+            raise SpecError(f"number too large: {short} (a spec's numbers are at most {MAX_NUMBER:.0e})", _loc(meta))
         return ast.Num(_loc(meta), value)
 
     def string(self, meta, children):
