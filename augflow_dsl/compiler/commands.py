@@ -1,0 +1,185 @@
+"""``augflow-dsl compile`` and ``augflow-dsl bench`` (torch is imported here, not at start-up)."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import SpecError
+from ..graph.build import build
+from ..graph.check import check_graph
+from ..spec.load import load, loads
+from .model import FlowModel
+
+
+def _load_spec(args):
+    if not Path(args.spec).is_file():
+        print(f"error: no such spec file: {args.spec}", file=sys.stderr)
+        return None
+    return load(args.spec, args.set)
+
+
+def save_model(model: FlowModel, path: str | Path, overrides: dict | None = None) -> None:
+    """Save the module with its spec text, atomically (a crash never leaves a half-written file)."""
+    path = Path(path)
+    payload = {"format": "augflow-dsl/1", "spec_text": model.spec_text, "name": model.name,
+               "overrides": dict(overrides or {}), "state_dict": model.state_dict()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_model(path: str | Path, map_location="cpu") -> FlowModel:
+    """Rebuild a saved model from its spec text and load its state (data-dependent init included)."""
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    spec = loads(payload["spec_text"], f"{path}:spec", payload.get("overrides"))
+    from .model import compile_spec
+    model = compile_spec(spec)
+    model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def cmd_compile(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    spec = _load_spec(args)
+    if spec is None:
+        return 2
+    g, diag = build(spec)
+    report = check_graph(spec, g, diag)
+    console = Console(highlight=False)
+    if not report.valid:
+        for e in report.errors:
+            print(e["text"], file=sys.stderr)
+        return 1
+    t = time.perf_counter()
+    model = FlowModel(spec, g)
+    built = time.perf_counter() - t
+    numel = sum(p.numel() for p in model.parameters())
+    table = Table(title=f"{spec.name}: compiled in {built:.2f} s", header_style="bold")
+    for col in ("stage", "layers", "shape out", "params", "MACs"):
+        table.add_column(col, justify="left" if col in ("stage", "shape out") else "right")
+    rows: dict[str, dict] = {}
+    for r in report.nodes:
+        key = r.unit if r.group == "flow" else f"{r.group}: {r.unit}"
+        row = rows.setdefault(key, {"n": 0, "out": r.shape_out, "params": 0, "macs": 0})
+        row["n"] += r.role not in ("conditioner", "prior", "context")
+        if r.role not in ("conditioner", "context", "prior"):
+            row["out"] = r.shape_out
+        row["params"] += r.params
+        row["macs"] += r.macs
+    for key, row in rows.items():
+        table.add_row(key, str(row["n"]), "x".join(map(str, row["out"])), f"{row['params']:,}", f"{row['macs']:,}")
+    console.print(table)
+    d = report.dims
+    console.print(f"parameters: {numel:,} (analytic {report.parameters.total:,}); plan: {len(model.plan)} steps; "
+                  f"dims: data {d.data:,} + augmented {d.augmented:,} = priors {d.prior:,}")
+    if args.out:
+        save_model(model, args.out, dict(_overrides(args.set)))
+        console.print(f"saved to {args.out}")
+    return 0 if numel == report.parameters.total else 1
+
+
+def _overrides(items):
+    from ..spec.evaluate import parse_override
+    return [parse_override(i) for i in items]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_model(model: FlowModel, batch: int, device: str = "cpu", repeats: int = 3, compiled: bool = False,
+                sample: bool = True) -> dict:
+    """Median times of forward+backward of the training loss and of sampling ``batch`` images."""
+    model = model.to(device)
+    x = _batch(model, batch, device)
+    model.initialize(x)
+    model.train()
+    fn = torch.compile(model) if compiled else model
+
+    def step():
+        loss = -fn(x).mean() / (model.dims * 0.6931471805599453)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    step()  # warm-up (and compilation)
+    rss_before = _peak_rss_mb()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    out = {"name": model.name, "batch": batch, "device": device, "compiled": compiled,
+           "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
+           "fwd_bwd_s": statistics.median(times), "fwd_bwd_all_s": times,
+           "images_per_s": batch / statistics.median(times)}
+    if device.startswith("cuda"):
+        out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        out["peak_rss_mb"] = max(rss_before, _peak_rss_mb())
+    if sample:
+        model.eval()
+        model.sample(batch)
+        st = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model.sample(batch)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            st.append(time.perf_counter() - t)
+        out["sample_s"] = statistics.median(st)
+        out["sample_all_s"] = st
+    return out
+
+
+def _batch(model: FlowModel, n: int, device: str) -> torch.Tensor:
+    if model.bits is not None:
+        return torch.randint(0, 2 ** model.bits, (n, *model.data_shape), device=device).float()
+    return torch.randn(n, *model.data_shape, device=device)
+
+
+def cmd_bench(args) -> int:
+    try:
+        spec = _load_spec(args)
+    except SpecError as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    if spec is None:
+        return 2
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA device is available", file=sys.stderr)
+        return 2
+    from .model import compile_spec
+    model = compile_spec(spec)
+    result = bench_model(model, args.batch, args.device, args.repeats, args.compile)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        mem = (f"peak memory {result['peak_memory_mb']:.0f} MB" if "peak_memory_mb" in result
+               else f"peak RSS {result['peak_rss_mb']:.0f} MB")
+        print(f"{result['name']}: batch {args.batch} on {args.device}"
+              f"{' (torch.compile)' if args.compile else ''}, {result['threads']} threads, "
+              f"{result['params']:,} parameters")
+        print(f"  forward+backward {result['fwd_bwd_s']:.3f} s (median of {args.repeats}), "
+              f"{result['images_per_s']:.1f} images/s, {mem}")
+        print(f"  sampling {result['sample_s']:.3f} s (median of {args.repeats}); "
+              f"sampling / forward+backward = {result['sample_s'] / result['fwd_bwd_s']:.2f}")
+    return 0
