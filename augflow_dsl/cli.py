@@ -31,9 +31,10 @@ def _num(n: int) -> str:
 
 
 def _print_report(report, summary: bool, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{report.name}  ({report.file})", show_lines=False, header_style="bold")
+    table = Table(title=escape(f"{report.name}  ({report.file})"), show_lines=False, header_style="bold")
     if summary:
         for col in ("unit", "ops", "shape in -> out", "dims", "augmented", "dropped", "params", "MACs"):
             table.add_column(col, justify="left" if col in ("unit", "shape in -> out") else "right")
@@ -52,7 +53,7 @@ def _print_report(report, summary: bool, console) -> None:
             n_out = 1
             for s in gr["out"]:
                 n_out *= s
-            table.add_row(key, str(gr["ops"]), f"{_fmt_shape(gr['in'])} -> {_fmt_shape(gr['out'])}", f"{n_out:,}",
+            table.add_row(escape(key), str(gr["ops"]), f"{_fmt_shape(gr['in'])} -> {_fmt_shape(gr['out'])}", f"{n_out:,}",
                           f"{gr['aug']:,}", f"{gr['drop']:,}", f"{gr['params']:,}", _num(gr["macs"]))
     else:
         for col in ("#", "node", "op", "shape in -> out", "dims", "aug. so far", "dropped", "params", "MACs"):
@@ -61,7 +62,7 @@ def _print_report(report, summary: bool, console) -> None:
             n_out = 1
             for s in r.shape_out:
                 n_out *= s
-            table.add_row(str(i), r.label, r.op, f"{_fmt_shape(r.shape_in)} -> {_fmt_shape(r.shape_out)}",
+            table.add_row(str(i), escape(r.label), escape(r.op), f"{_fmt_shape(r.shape_in)} -> {_fmt_shape(r.shape_out)}",
                           f"{n_out:,}", f"{r.augmented_so_far:,}", f"{r.dropped:,}" if r.dropped else "",
                           f"{r.params:,}", _num(r.macs))
     console.print(table)
@@ -73,10 +74,12 @@ def _print_report(report, summary: bool, console) -> None:
 
 
 def _print_errors(report, console) -> None:
+    # escape: a spec's text such as `stages: [squeeze, squee]` must not be read as rich markup
+    from rich.markup import escape
     for w in report.warnings:
-        console.print(f"[yellow]{_err_text(w)}[/yellow]")
+        console.print(f"[yellow]{escape(_err_text(w))}[/yellow]")
     for e in report.errors:
-        console.print(f"[red]{_err_text(e)}[/red]")
+        console.print(f"[red]{escape(_err_text(e))}[/red]")
 
 
 def _err_text(e: dict) -> str:
@@ -91,7 +94,8 @@ def cmd_check(args) -> int:
     reports = []
     for path in args.spec:
         if not Path(path).is_file():
-            err.print(f"[red]error: no such spec file: {path}[/red]")
+            from rich.markup import escape
+            err.print(f"[red]error: no such spec file: {escape(path)}[/red]")
             return 2
         report = check(path, args.set)
         reports.append(report)
@@ -102,12 +106,15 @@ def cmd_check(args) -> int:
                 _print_report(report, args.summary, out)
             _print_errors(report, err)
             verdict = "[green]valid[/green]" if report.valid else f"[red]invalid ({len(report.errors)} error(s))[/red]"
-            out.print(f"{report.file}: {verdict}")
+            from rich.markup import escape
+            out.print(f"{escape(report.file)}: {verdict}")
         worst = max(worst, 0 if report.valid else 1)
     return worst
 
 
 def cmd_graph(args) -> int:
+    from .errors import Source
+    from .graph.build import build
     from .graph.export import export
     from .spec.load import load
 
@@ -118,6 +125,11 @@ def cmd_graph(args) -> int:
         spec = load(args.spec, args.set)
     except SpecError as e:
         print(str(e), file=sys.stderr)
+        return 1
+    _, diag = build(spec)
+    if diag.errors:  # a shape error: the graph stops there, so there is no graph to export
+        for e in diag.errors:
+            print(str(e.with_source(Source(spec.text, spec.file))), file=sys.stderr)
         return 1
     text = export(spec, args.format)
     if args.out:

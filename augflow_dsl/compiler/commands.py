@@ -103,10 +103,15 @@ def _peak_rss_mb() -> float:
 
 
 def bench_model(model: FlowModel, batch: int, device: str = "cpu", repeats: int = 3, compiled: bool = False,
-                sample: bool = True) -> dict:
+                sample: bool = True, channels_last: bool = False, bf16: bool = False) -> dict:
     """Median times of forward+backward of the training loss and of sampling ``batch`` images."""
     model = model.to(device)
     x = _batch(model, batch, device)
+    if channels_last and x.dim() == 4:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    if bf16:
+        model.set_precision(torch.bfloat16)
     model.initialize(x)
     model.train()
     fn = torch.compile(model) if compiled else model
@@ -128,6 +133,7 @@ def bench_model(model: FlowModel, batch: int, device: str = "cpu", repeats: int 
         step()
         times.append(time.perf_counter() - t)
     out = {"name": model.name, "batch": batch, "device": device, "compiled": compiled,
+           "channels_last": channels_last, "bf16": bf16,
            "threads": torch.get_num_threads(), "params": sum(p.numel() for p in model.parameters()),
            "fwd_bwd_s": statistics.median(times), "fwd_bwd_all_s": times,
            "images_per_s": batch / statistics.median(times)}
@@ -169,14 +175,16 @@ def cmd_bench(args) -> int:
         return 2
     from .model import compile_spec
     model = compile_spec(spec)
-    result = bench_model(model, args.batch, args.device, args.repeats, args.compile)
+    result = bench_model(model, args.batch, args.device, args.repeats, args.compile,
+                         channels_last=args.channels_last, bf16=args.bf16)
     if args.json:
         print(json.dumps(result))
     else:
         mem = (f"peak memory {result['peak_memory_mb']:.0f} MB" if "peak_memory_mb" in result
                else f"peak RSS {result['peak_rss_mb']:.0f} MB")
         print(f"{result['name']}: batch {args.batch} on {args.device}"
-              f"{' (torch.compile)' if args.compile else ''}, {result['threads']} threads, "
+              f"{' (torch.compile)' if args.compile else ''}{' channels_last' if args.channels_last else ''}"
+              f"{' bf16 nets' if args.bf16 else ''}, {result['threads']} threads, "
               f"{result['params']:,} parameters")
         print(f"  forward+backward {result['fwd_bwd_s']:.3f} s (median of {args.repeats}), "
               f"{result['images_per_s']:.1f} images/s, {mem}")

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
+from ..layers.base import UsesNets
 from ..graph.build import CONDITIONER, build, data_chain
 from ..graph.check import check_graph
 from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR
@@ -91,7 +92,7 @@ class Chain(nn.Module):
         return y, ld
 
 
-class QNet(nn.Module):
+class QNet(UsesNets, nn.Module):
     """A q-network q(v | x): context net on x, base noise, a conditional flow (noise -> v).
     ``sample(x)`` returns v and log q(v | x) = log base(e) - log|det dv/de|."""
 
@@ -100,7 +101,7 @@ class QNet(nn.Module):
         self.context, self.base, self.flow = context, base, flow
 
     def sample(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx = self.context(x) if self.context is not None else None
+        ctx = self.run_net(self.context, x) if self.context is not None else None
         e, log_base = self.base.rsample(x.shape[0], x)
         v, ld = self.flow(e, ctx)
         return v, log_base - ld
@@ -295,6 +296,15 @@ class FlowModel(nn.Module):
         like = next(iter(self.parameters()), torch.zeros(()))
         z = self.prior.sample(n, temperature, like)
         return self._from_model_space(self._inverse_plan(z, None, temperature))
+
+    def set_precision(self, dtype: torch.dtype | None) -> "FlowModel":
+        """Run every conditioner and context net under autocast to ``dtype`` (e.g. torch.bfloat16
+        on CUDA); the bijections' arithmetic, log-dets and the mixture CDF stay in float32.
+        ``None`` turns it off."""
+        for m in self.modules():
+            if isinstance(m, UsesNets):
+                m.autocast_dtype = dtype
+        return self
 
     @torch.no_grad()
     def initialize(self, x: torch.Tensor) -> None:

@@ -178,9 +178,17 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
     for w in list(spec.warnings) + list(diag.warnings):
         report.warnings.append(w.to_dict())
     if g.graph.get("complete"):
+        # labels themselves hold ": " ("stage 3: mixture_coupling"): match the longest label a message opens with
+        locs = {}
+        for _, d in g.nodes(data=True):
+            locs.setdefault(d["label"], d.get("loc"))
+        by_length = sorted(locs, key=len, reverse=True)
         for msg in audit(g):
-            node, _, text = msg.partition(": ")
-            errors.append(SpecError(text.strip(), node=node) if text else SpecError(msg))
+            label = next((lb for lb in by_length if msg.startswith(lb + ": ")), None)
+            if label is None:
+                errors.append(SpecError(msg))
+            else:
+                errors.append(SpecError(msg[len(label) + 2:].strip(), locs[label], node=label))
         dims, stages, per_node = dims_table(g)
         report.dims, report.stages = dims, stages
         declared = sum(d.get("added", 0) for _, d in g.nodes(data=True) if d["role"] == AUGMENT and d["chain"] == "p")

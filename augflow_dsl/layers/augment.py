@@ -4,10 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .base import UsesNets
 from .priors import normal_log_prob
 
 
-class CrossUnit(nn.Module):
+class CrossUnit(UsesNets, nn.Module):
     """DenseFlow cross-unit coupling (eq. 6-9): e' = mu + sigma * e, e ~ N(0, I),
     (mu, u) = g(cat(z_<i)), log sigma = 2 tanh(u/2); y = cat(x, e'); the term
     log|diag sigma| - log N(e) (eq. 9) joins the log-likelihood. The inverse drops e'."""
@@ -21,7 +22,7 @@ class CrossUnit(nn.Module):
         return cls(nets["g"], args.growth)
 
     def forward(self, x, reads: list[torch.Tensor], temperature: float = 1.0):
-        p = self.g(torch.cat(reads, 1) if len(reads) > 1 else reads[0])
+        p = self.run_net(self.g, torch.cat(reads, 1) if len(reads) > 1 else reads[0])
         mu, u = p[:, :self.growth], p[:, self.growth:]
         log_sigma = 2 * torch.tanh(u / 2)
         eps = temperature * torch.randn_like(mu)

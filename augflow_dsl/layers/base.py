@@ -50,3 +50,18 @@ def zero_init(layer: nn.Module) -> nn.Module:
     for p in layer.parameters():
         nn.init.zeros_(p)
     return layer
+
+
+class UsesNets:
+    """Mixin of layers that call conditioner nets. ``autocast_dtype`` (set by
+    ``FlowModel.set_precision``) runs the nets under autocast (bf16 on CUDA) while the flow's own
+    arithmetic -- log-dets, the mixture CDF and its bisection -- stays in float32."""
+
+    autocast_dtype: torch.dtype | None = None
+
+    def run_net(self, net, *args):
+        if self.autocast_dtype is None:
+            return net(*args)
+        with torch.autocast(args[0].device.type, dtype=self.autocast_dtype):
+            out = net(*args)
+        return out.float()

@@ -6,18 +6,18 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import Bijection, sum_except_batch
+from .base import Bijection, UsesNets, sum_except_batch
 from .splits import checkerboard, merge, split
 
 
-class _Coupling(Bijection):
+class _Coupling(UsesNets, Bijection):
     def __init__(self, net, how: str):
         super().__init__()
         self.net = net
         self.how = how
 
     def _params(self, x1, cond):
-        return self.net(x1, cond)
+        return self.run_net(self.net, x1, cond)
 
 
 class AffineCoupling(_Coupling):
