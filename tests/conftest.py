@@ -1,13 +1,46 @@
-"""Test-session settings: one torch thread per process.
+"""Shared fixtures and helpers for the spec-language and `check` tests."""
+from __future__ import annotations
 
-The suite runs many tiny tensor ops; on a 2-core machine torch's default two intra-op threads
-spin against each other (and against pytest-xdist's second worker), which makes small ops up to
-100x slower. Parallelism comes from ``pytest -n 2`` instead.
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS_DIR = ROOT / "specs"
+SPEC_FILES = sorted(SPECS_DIR.glob("*.flow"))
+
+# A small valid spec (DenseFlow's design at toy scale) that the malformed-spec corpus breaks one
+# thing at a time. Line numbers in tests/test_spec_errors.py refer to this text:
+#   1 flow  2 let  3 data  4 module glow  5 stages:  6 - squeeze  7 - block 1  8 - squeeze_and_drop
+#   9 - block 2  10 prior
+BASE = """\
+flow: tiny
+let: {width: 16, growth: 2, units: 2}
+data: {shape: [4, 8, 8], bits: 5}
+module glow: [actnorm, conv1x1(param: lu), affine_coupling(net: glow_net(filters: width)), swap]
+stages:
+  - squeeze
+  - block: {units: units, modules: 2 * glow, augment: cross_unit(growth: growth)}
+  - squeeze_and_drop
+  - block: {units: 1, modules: [glow]}
+prior: learned_normal
 """
-try:
-    import torch
-except ImportError:  # the spec-only tests run without torch
-    torch = None
 
-if torch is not None:
-    torch.set_num_threads(1)
+
+def mutate(old: str, new: str, text: str = BASE) -> str:
+    """``text`` with the single occurrence of ``old`` replaced by ``new`` (fails if not exactly one)."""
+    assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times"
+    return text.replace(old, new)
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 60):
+    """Run ``augflow-dsl ARGS`` in a subprocess; returns the CompletedProcess."""
+    import subprocess
+    return subprocess.run([sys.executable, "-m", "augflow_dsl.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def base_text() -> str:
+    return BASE

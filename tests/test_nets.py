@@ -321,3 +321,26 @@ def test_dense_context_scaling():
     assert torch.allclose(net(x), net.net(torch.ones(1, 1, 2, 2)))
     x = torch.zeros(1, 1, 2, 2)
     assert torch.allclose(net(x), net.net(-torch.ones(1, 1, 2, 2)))
+
+
+def test_flowpp_convs_data_dependent_init_once():
+    """Flow++ convs (flows.py:26-66): the first training batch sets each inner conv's output to
+    zero mean and std init_scale per channel; the buffer makes it happen once."""
+    from augflow_dsl.layers.nets import ConvAttention, DataInitConv2d
+
+    torch.manual_seed(0)
+    net = ConvAttention(3, 6, 4, 4, filters=8, blocks=1, heads=2)
+    x = torch.randn(16, 3, 4, 4) * 3 + 1
+    net.train()
+    h = net.proj_in(x)
+    assert torch.allclose(h.mean((0, 2, 3)), torch.zeros(8), atol=1e-5)
+    assert torch.allclose(h.std((0, 2, 3), unbiased=False), torch.ones(8), atol=1e-4)
+    w = net.proj_in.weight.clone()
+    net.proj_in(x * 5)
+    assert torch.equal(w, net.proj_in.weight), "initialised once only"
+    convs = [m for m in net.modules() if isinstance(m, DataInitConv2d)]
+    assert len(convs) == 1 + 4 and all(bool(c.initialized) for c in convs[:1])
+    net(x)
+    assert all(bool(c.initialized) for c in convs)
+    assert sum(p.numel() for p in net.parameters()) == registry.get("conv_attention").net_params(
+        registry.get("conv_attention").Args(filters=8, blocks=1, heads=2), NetIO(3, 6, 4, 4))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .base import ContextModule
-from .nets import DenseBlock, GatedResNet
+from .nets import DataInitConv2d, DenseBlock, GatedResNet
 
 __all__ = ["GatedContext", "DenseContext", "DataContext"]
 
@@ -32,7 +32,7 @@ class GatedContext(ContextModule):
         super().__init__()
         self.input = input
         self.scale = 2.0 ** _need_bits(bits, "gated_context (input: centered)") if input == "centered" else None
-        self.proj = nn.Conv2d(2 * channels, filters, 3, padding=1)
+        self.proj = DataInitConv2d(2 * channels, filters, 3, padding=1)
         self.blocks = nn.ModuleList(GatedResNet(filters, nin=False, dropout=dropout) for _ in range(blocks))
 
     @classmethod

@@ -35,6 +35,31 @@ def concat_elu(x: torch.Tensor) -> torch.Tensor:
     return F.elu(torch.cat([x, -x], dim=1))
 
 
+class DataInitConv2d(nn.Conv2d):
+    """A conv with the Flow++ code's data-dependent init (flows.py:26-66): on its first forward
+    in training mode it rescales weight and bias so that this batch's output has zero mean and
+    standard deviation ``init_scale`` per channel. A buffer records that it ran, so a reloaded
+    model is not re-initialised; no parameters are added."""
+
+    def __init__(self, *args, init_scale: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.init_scale = init_scale
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if self.training and not bool(self.initialized):
+            with torch.no_grad():
+                mean = y.mean((0, 2, 3))
+                std = y.var((0, 2, 3), unbiased=False).add(1e-8).sqrt()
+                s = self.init_scale / std
+                self.weight.mul_(s.view(-1, 1, 1, 1))
+                self.bias.sub_(mean).mul_(s)
+                self.initialized.fill_(True)
+            y = super().forward(x)
+        return y
+
+
 class ConcatELU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return concat_elu(x)
@@ -54,11 +79,11 @@ class GatedResNet(nn.Module):
     def __init__(self, filters: int, context: int = 0, nin: bool = True, dropout: float = 0.0):
         super().__init__()
         f = filters
-        self.conv1 = nn.Conv2d(2 * f, f, 3, padding=1)
-        self.ctx = nn.Conv2d(2 * context, f, 1) if context else None
+        self.conv1 = DataInitConv2d(2 * f, f, 3, padding=1)
+        self.ctx = DataInitConv2d(2 * context, f, 1) if context else None
         self.drop = nn.Dropout(dropout)
         k = 1 if nin else 3
-        self.conv2 = nn.Conv2d(2 * f, 2 * f, k, padding=k // 2)
+        self.conv2 = DataInitConv2d(2 * f, 2 * f, k, padding=k // 2, init_scale=0.1)
 
     def forward(self, x: torch.Tensor, ctx_elu: torch.Tensor | None = None) -> torch.Tensor:
         """``ctx_elu`` is concat_elu(context), computed once by the caller."""
@@ -180,9 +205,9 @@ class GatedAttention(nn.Module):
     def __init__(self, filters: int, heads: int, dropout: float = 0.0):
         super().__init__()
         self.f, self.heads = filters, heads
-        self.qkv = nn.Conv2d(filters, 3 * filters, 1)
+        self.qkv = DataInitConv2d(filters, 3 * filters, 1)
         self.drop = nn.Dropout(dropout)
-        self.proj = nn.Conv2d(filters, 2 * filters, 1)
+        self.proj = DataInitConv2d(filters, 2 * filters, 1, init_scale=0.1)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         n_, f, h, w = x.shape
@@ -301,7 +326,9 @@ class ResNet(NetModule):
 class ConvAttention(NetModule):
     """Flow++ conditioning net (Ho et al. 2019, Sec. 3.3; flows.py:488-498): 3x3 conv c_in -> F;
     ``blocks`` x [gated conv (+ context), layer norm, gated attention (x + pos), layer norm];
-    zero-initialised 3x3 conv F -> c_out. The context (same h x w) enters every gated conv as
+    zero-initialised 3x3 conv F -> c_out. Inner convs use the reference's data-dependent init
+    (:class:`DataInitConv2d`); the last one starts at zero (the reference starts it at std 0.1) so
+    that the coupling starts at the identity. The context (same h x w) enters every gated conv as
     1x1(concat_elu(context)); the learned position embedding [F, h, w] only the attention."""
 
     op = "conv_attention"
@@ -315,7 +342,7 @@ class ConvAttention(NetModule):
             self.pos = nn.Parameter(torch.randn(f, h, w) * 0.01)
         else:
             self.pos = None
-        self.proj_in = nn.Conv2d(c_in, f, 3, padding=1)
+        self.proj_in = DataInitConv2d(c_in, f, 3, padding=1)
         self.blocks = nn.ModuleList()
         for _ in range(blocks):
             self.blocks.append(nn.ModuleList([

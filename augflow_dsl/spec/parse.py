@@ -227,7 +227,7 @@ def _token_loc(tok: Token, text: str) -> Loc:
 
 def _check_bytes(data: bytes, source: Source) -> str:
     if len(data) > MAX_BYTES:
-        raise SpecError(f"the file is {len(data):,} bytes; a spec may be at most {MAX_BYTES:,}", Loc(1, 1), source)
+        raise SpecError(f"the spec is {len(data):,} bytes; a spec may be at most {MAX_BYTES:,}", Loc(1, 1), source)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -298,8 +298,8 @@ def parse_text(text: str | bytes, file: str = "<string>") -> ast.Document:
     source = Source("", file)
     if isinstance(text, bytes):
         text = _check_bytes(text, source)
-    elif len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
-        raise SpecError(f"the spec is longer than {MAX_BYTES:,} bytes", Loc(1, 1), source)
+    elif len(text) > MAX_BYTES // 4 and (size := len(text.encode("utf-8", "surrogatepass"))) > MAX_BYTES:
+        raise SpecError(f"the spec is {size:,} bytes; a spec may be at most {MAX_BYTES:,}", Loc(1, 1), source)
     if text.startswith("\ufeff"):
         text = text[1:]
     source.text = text
