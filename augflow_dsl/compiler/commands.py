@@ -98,6 +98,14 @@ def _overrides(items):
     return [parse_override(i) for i in items]
 
 
+def _current_rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -125,6 +133,7 @@ def bench_model(model: FlowModel, batch: int, device: str = "cpu", repeats: int 
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    out_rss = _current_rss_mb()  # model and data in memory, no training step yet
     step()  # warm-up (and compilation)
     rss_before = _peak_rss_mb()
     times = []
@@ -141,8 +150,18 @@ def bench_model(model: FlowModel, batch: int, device: str = "cpu", repeats: int 
         out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
     else:
         out["peak_rss_mb"] = max(rss_before, _peak_rss_mb())
+        out["rss_before_step_mb"] = out_rss
+    model.eval()
+    with torch.no_grad():
+        fwd = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn(x)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            fwd.append(time.perf_counter() - t)
+    out["forward_s"] = statistics.median(fwd)
     if sample:
-        model.eval()
         model.sample(batch)
         st = []
         for _ in range(repeats):
@@ -188,6 +207,9 @@ def cmd_bench(args) -> int:
               f"{result['params']:,} parameters")
         print(f"  forward+backward {result['fwd_bwd_s']:.3f} s (median of {args.repeats}), "
               f"{result['images_per_s']:.1f} images/s, {mem}")
-        print(f"  sampling {result['sample_s']:.3f} s (median of {args.repeats}); "
-              f"sampling / forward+backward = {result['sample_s'] / result['fwd_bwd_s']:.2f}")
+        print(f"  forward (no grad) {result['forward_s']:.3f} s; sampling {result['sample_s']:.3f} s "
+              f"(medians of {args.repeats}); sampling / forward = {result['sample_s'] / result['forward_s']:.2f}")
+        if "rss_before_step_mb" in result:
+            print(f"  resident memory before the training steps {result['rss_before_step_mb']:.0f} MB, "
+                  f"peak {result['peak_rss_mb']:.0f} MB")
     return 0
