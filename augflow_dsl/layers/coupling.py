@@ -81,12 +81,16 @@ def _mixture(p: torch.Tensor, c: int, k: int):
     return a, b, torch.log_softmax(logits, 2), means, log_scales
 
 
-def _mix_logit_and_logpdf(x, logw, means, log_scales):
-    """log CDF, log(1 - CDF) and log pdf of a logistic mixture at x (components on dim 2)."""
-    z = (x.unsqueeze(2) - means) * torch.exp(-log_scales)
-    log_cdf = torch.logsumexp(logw + F.logsigmoid(z), 2)
-    log_sf = torch.logsumexp(logw + F.logsigmoid(-z), 2)
-    log_pdf = torch.logsumexp(logw + F.logsigmoid(z) + F.logsigmoid(-z) - log_scales, 2)
+def _mix_logit_and_logpdf(x, logw, means, log_scales, inv_scales=None, pdf: bool = True):
+    """log CDF, log(1 - CDF) and (if ``pdf``) log pdf of a logistic mixture at x (components on
+    dim 2), from one log-sigmoid: log sigmoid(-z) = log sigmoid(z) - z."""
+    inv = torch.exp(-log_scales) if inv_scales is None else inv_scales
+    z = (x.unsqueeze(2) - means) * inv
+    ls = F.logsigmoid(z)
+    ls_neg = ls - z
+    log_cdf = torch.logsumexp(logw + ls, 2)
+    log_sf = torch.logsumexp(logw + ls_neg, 2)
+    log_pdf = torch.logsumexp(logw + ls + ls_neg - log_scales, 2) if pdf else None
     return log_cdf, log_sf, log_pdf
 
 
@@ -148,9 +152,10 @@ class MixtureCoupling(_Coupling):
     def _bisect(self, h, logw, means, log_scales):
         ends = means + torch.exp(log_scales) * h.unsqueeze(2)
         lo, hi = ends.min(2).values, ends.max(2).values
+        inv = torch.exp(-log_scales)
         for _ in range(bisection_steps(h.dtype)):
             mid = (lo + hi) / 2
-            log_cdf, log_sf, _ = _mix_logit_and_logpdf(mid, logw, means, log_scales)
+            log_cdf, log_sf, _ = _mix_logit_and_logpdf(mid, logw, means, log_scales, inv, pdf=False)
             above = (log_cdf - log_sf) > h
             hi = torch.where(above, mid, hi)
             lo = torch.where(above, lo, mid)
