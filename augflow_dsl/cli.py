@@ -76,10 +76,11 @@ def _print_report(report, summary: bool, console) -> None:
 def _print_errors(report, console) -> None:
     # escape: a spec's text such as `stages: [squeeze, squee]` must not be read as rich markup
     from rich.markup import escape
+    # soft_wrap: never break a message (file:line:col ...) or the source line above its caret
     for w in report.warnings:
-        console.print(f"[yellow]{escape(_err_text(w))}[/yellow]")
+        console.print(f"[yellow]{escape(_err_text(w))}[/yellow]", soft_wrap=True)
     for e in report.errors:
-        console.print(f"[red]{escape(_err_text(e))}[/red]")
+        console.print(f"[red]{escape(_err_text(e))}[/red]", soft_wrap=True)
 
 
 def _err_text(e: dict) -> str:
@@ -107,7 +108,7 @@ def cmd_check(args) -> int:
             _print_errors(report, err)
             verdict = "[green]valid[/green]" if report.valid else f"[red]invalid ({len(report.errors)} error(s))[/red]"
             from rich.markup import escape
-            out.print(f"{escape(report.file)}: {verdict}")
+            out.print(f"{escape(report.file)}: {verdict}", soft_wrap=True)
         worst = max(worst, 0 if report.valid else 1)
     return worst
 

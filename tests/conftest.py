@@ -1,10 +1,25 @@
-"""Shared fixtures and helpers for the spec-language and `check` tests."""
+"""Test-session settings and shared helpers.
+
+One torch thread per process: the suite runs many tiny tensor ops; on a 2-core machine torch's
+default two intra-op threads spin against each other (and against pytest-xdist's second worker),
+which makes small ops up to 100x slower. Parallelism comes from ``pytest -n 2`` instead.
+
+The spec-language and `check` tests share BASE, ``mutate`` and ``run_cli``.
+"""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
 import pytest
+
+try:
+    import torch
+except ImportError:  # the spec-only tests run without torch
+    torch = None
+
+if torch is not None:
+    torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS_DIR = ROOT / "specs"

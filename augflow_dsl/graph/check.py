@@ -176,7 +176,8 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
     errors = list(diag.errors)
     report = CheckReport(name=spec.name, file=spec.file, valid=False)
     for w in list(spec.warnings) + list(diag.warnings):
-        report.warnings.append(w.to_dict())
+        w.with_source(Source(spec.text, spec.file))
+        report.warnings.append(w.to_dict() | {"text": str(w)})
     if g.graph.get("complete"):
         # labels themselves hold ": " ("stage 3: mixture_coupling"): match the longest label a message opens with
         locs = {}
