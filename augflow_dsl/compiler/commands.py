@@ -122,7 +122,7 @@ def bench_model(model: FlowModel, batch: int, device: str = "cpu", repeats: int 
         model.set_precision(torch.bfloat16)
     model.initialize(x)
     model.train()
-    fn = torch.compile(model) if compiled else model
+    fn = torch.compile(model, dynamic=False) if compiled else model
 
     def step():
         loss = -fn(x).mean() / (model.dims * 0.6931471805599453)
@@ -194,8 +194,15 @@ def cmd_bench(args) -> int:
         return 2
     from .model import compile_spec
     model = compile_spec(spec)
-    result = bench_model(model, args.batch, args.device, args.repeats, args.compile,
-                         channels_last=args.channels_last, bf16=args.bf16)
+    try:
+        result = bench_model(model, args.batch, args.device, args.repeats, args.compile,
+                             channels_last=args.channels_last, bf16=args.bf16)
+    except Exception as e:  # noqa: BLE001 - torch.compile / device failures are reported, not dumped
+        if not args.compile:
+            raise
+        print(f"error: torch.compile failed on {spec.name}: {type(e).__name__}: {str(e).splitlines()[0]}",
+              file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result))
     else:

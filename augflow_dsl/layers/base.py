@@ -65,3 +65,24 @@ class UsesNets:
         with torch.autocast(args[0].device.type, dtype=self.autocast_dtype):
             out = net(*args)
         return out.float()
+
+
+class InitOnce:
+    """Mixin of layers with a data-dependent init: the ``initialized`` buffer is the state that
+    is saved and loaded; ``_done`` mirrors it as a plain Python bool so that the check costs no
+    tensor read (and gives torch.compile no graph break)."""
+
+    _done: bool = False
+
+    def _needs_init(self) -> bool:
+        return self.training and not self._done
+
+    def _mark_initialized(self) -> None:
+        self.initialized.fill_(True)
+        self._done = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        key = prefix + "initialized"
+        if key in state_dict:
+            self._done = bool(state_dict[key])

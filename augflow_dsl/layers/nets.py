@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import registry
-from .base import NetModule, zero_init
+from .base import InitOnce, NetModule, zero_init
 
 __all__ = [
     "concat_elu", "ConcatELU", "GatedResNet", "ChannelLayerNorm", "DenseLayer", "DenseBlock",
@@ -35,7 +35,7 @@ def concat_elu(x: torch.Tensor) -> torch.Tensor:
     return F.elu(torch.cat([x, -x], dim=1))
 
 
-class DataInitConv2d(nn.Conv2d):
+class DataInitConv2d(InitOnce, nn.Conv2d):
     """A conv with the Flow++ code's data-dependent init (flows.py:26-66): on its first forward
     in training mode it rescales weight and bias so that this batch's output has zero mean and
     standard deviation ``init_scale`` per channel. A buffer records that it ran, so a reloaded
@@ -48,14 +48,14 @@ class DataInitConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = super().forward(x)
-        if self.training and not bool(self.initialized):
+        if self._needs_init():
             with torch.no_grad():
                 mean = y.mean((0, 2, 3))
                 std = y.var((0, 2, 3), unbiased=False).add(1e-8).sqrt()
                 s = self.init_scale / std
                 self.weight.mul_(s.view(-1, 1, 1, 1))
                 self.bias.sub_(mean).mul_(s)
-                self.initialized.fill_(True)
+                self._mark_initialized()
             y = super().forward(x)
         return y
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Bijection
+from .base import Bijection, InitOnce
 
 
-class ActNorm(Bijection):
+class ActNorm(InitOnce, Bijection):
     """y = x * exp(log s) + b; log|det| = sum of log s over all elements.
 
     Data-dependent init on the first forward in training mode: b and log s make that batch's
@@ -55,7 +55,7 @@ class ActNorm(Bijection):
         std = torch.nan_to_num(std, nan=1.0)
         self.log_scale.copy_(-torch.log(std + self.eps))
         self.bias.copy_(-mean * torch.exp(self.log_scale))
-        self.initialized.fill_(True)
+        self._mark_initialized()
 
     def _logdet(self, x: torch.Tensor) -> torch.Tensor:
         ls = self._expand(self.log_scale, x)
@@ -63,7 +63,7 @@ class ActNorm(Bijection):
         return per_example.expand(x.shape[0])
 
     def forward(self, x, cond=None):
-        if self.training and not bool(self.initialized):
+        if self._needs_init():
             self._init(x)
         y = x * torch.exp(self._expand(self.log_scale, x)) + self._expand(self.bias, x)
         return y, self._logdet(x)

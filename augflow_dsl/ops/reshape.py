@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from .registry import BIJECTION, Op, OpArgs, OpShapeError, register
 from .shapes import halves, need_image
 
@@ -27,7 +29,7 @@ def unsqueezed(shape, factor: int = 2):
 
 
 class _SqueezeArgs(OpArgs):
-    factor: int = 2
+    factor: int = Field(default=2, gt=1)
     order: Order = "channel_major"
 
 
