@@ -69,6 +69,10 @@ def _print_report(report, summary: bool, console) -> None:
     p, d = report.parameters, report.dims
     console.print(f"parameters: [bold]{p.total:,}[/bold]  (flow {p.flow:,}, q {p.q:,}, dequantizer {p.dequantizer:,})"
                   f"   MACs per example: {_num(report.macs)}")
+    if not report.complete:
+        console.print(f"dims: data {d.data:,}; the graph stops at the first shape error, so the totals above "
+                      f"cover only the nodes before it")
+        return
     console.print(f"dims: data {d.data:,} + augmented {d.augmented:,} = {d.data + d.augmented:,}; "
                   f"scored by priors {d.prior:,}")
 

@@ -66,6 +66,7 @@ class CheckReport(BaseModel):
     name: str
     file: str
     valid: bool
+    complete: bool = True  # False when a shape error stopped the graph (later nodes are unknown)
     parameters: Parameters = Field(default_factory=Parameters)
     macs: int = 0
     dims: Dims = Field(default_factory=Dims)
@@ -201,6 +202,8 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
                                     f"{dims.data + dims.augmented:,}, but the priors score {dims.prior:,}"))
     else:
         per_node = {}
+        report.dims.data = numel(g.graph["data_shape"])  # the rest is unknown after a shape error
+        report.complete = False
     params = Parameters()
     macs = 0
     for n, d in sorted(g.nodes(data=True), key=lambda kv: kv[1]["order"]):
