@@ -88,6 +88,10 @@ def test_torch_compile_matches_eager():
     assert torch.allclose(a, b, rtol=1e-4, atol=1e-4)
     for g, p in zip(grads, m.parameters()):
         assert torch.allclose(g, p.grad, rtol=1e-3, atol=1e-4)
+    m.zero_grad()
+    m.compile_nets()  # regional compilation, what `bench --compile` uses
+    c = m.log_prob(x)
+    assert torch.allclose(a, c, rtol=1e-4, atol=1e-4)
 
 
 def _cli(*args):

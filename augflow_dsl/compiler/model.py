@@ -297,6 +297,18 @@ class FlowModel(nn.Module):
         z = self.prior.sample(n, temperature, like)
         return self._from_model_space(self._inverse_plan(z, None, temperature))
 
+    def compile_nets(self, **options) -> "FlowModel":
+        """torch.compile every conditioner and context net in place (regional compilation: the
+        nets hold nearly all the compute; the flat plan around them stays eager, so a 74-module
+        DenseFlow compiles in minutes instead of one huge graph). ``options`` go to
+        ``nn.Module.compile`` (default: static shapes)."""
+        from ..layers.base import ContextModule, NetModule
+        options.setdefault("dynamic", False)
+        for m in self.modules():
+            if isinstance(m, (NetModule, ContextModule)):
+                m.compile(**options)
+        return self
+
     def set_precision(self, dtype: torch.dtype | None) -> "FlowModel":
         """Run every conditioner and context net under autocast to ``dtype`` (e.g. torch.bfloat16
         on CUDA); the bijections' arithmetic, log-dets and the mixture CDF stay in float32.
