@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .registry import AUGMENT, NetIO, Op, OpArgs, OpCall, OpShapeError, QFlow, get, register
+from .registry import AUGMENT, NetIO, Op, OpArgs, OpCall, QFlow, get, register
 from .shapes import need_image
 
 
@@ -84,8 +84,3 @@ class InputAugment(Op):
 
     def reads(self, a, shape):
         return "the data x (through q's context net)"
-
-
-def check_positive(value: int, what: str) -> None:
-    if value <= 0:
-        raise OpShapeError(f"{what} must be positive; got {value}")
