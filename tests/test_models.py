@@ -158,3 +158,27 @@ def test_augmented_image_model_samples_and_iw():
     assert (iw >= elbo - 1.0).all()
     bpd = model.bits_per_dim(x, samples=4)
     assert bpd.shape == (4,) and (bpd > 0).all()
+
+
+def test_iw_streams_in_bounded_chunks():
+    """S = 16,384 importance samples never go through one forward pass: each pass holds at most
+    ``chunk`` copies of the batch (here set, and chosen automatically)."""
+    torch.manual_seed(5)
+    model = af.compile(SPECS / "toy-vflow3-10d.flow")
+    model.initialize(torch.randn(256, 2))
+    model.eval()
+    x = torch.randn(3, 2)
+    sizes = []
+    original = model.log_prob
+
+    def spy(t):
+        sizes.append(t.shape[0])
+        return original(t)
+
+    model.log_prob = spy
+    ll = model.log_likelihood(x, samples=16_384, chunk=1_000)
+    assert torch.isfinite(ll).all() and max(sizes) == 3 * 1_000 and sum(sizes) == 3 * 16_384
+    sizes.clear()
+    ll_auto = model.log_likelihood(x, samples=16_384)
+    assert max(sizes) * model.dims <= 1 << 20 and sum(sizes) == 3 * 16_384
+    assert torch.allclose(ll, ll_auto, atol=0.05)
