@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -34,43 +35,26 @@ def _print_report(report, summary: bool, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=escape(f"{report.name}  ({report.file})"), show_lines=False, header_style="bold")
+    from .graph.check import units
+
+    title = f"{report.name}  ({report.file})"
     if summary:
+        table = Table(title=escape(title), header_style="bold")
         for col in ("unit", "ops", "shape in -> out", "dims", "augmented", "dropped", "params", "MACs"):
             table.add_column(col, justify="left" if col in ("unit", "shape in -> out") else "right")
-        groups: dict[str, dict] = {}
-        for r in report.nodes:
-            key = r.unit if r.group == "flow" else f"{r.group}: {r.unit}"
-            gr = groups.setdefault(key, {"ops": 0, "in": r.shape_in, "out": r.shape_out, "params": 0, "macs": 0,
-                                         "aug": 0, "drop": 0})
-            gr["ops"] += r.role != "conditioner"
-            gr["out"] = r.shape_out if r.role not in ("conditioner", "context", "prior") else gr["out"]
-            gr["params"] += r.params
-            gr["macs"] += r.macs
-            gr["drop"] += r.dropped
-            gr["aug"] = max(gr["aug"], r.augmented_so_far)
-        for key, gr in groups.items():
-            n_out = 1
-            for s in gr["out"]:
-                n_out *= s
-            table.add_row(escape(key), str(gr["ops"]), f"{_fmt_shape(gr['in'])} -> {_fmt_shape(gr['out'])}", f"{n_out:,}",
-                          f"{gr['aug']:,}", f"{gr['drop']:,}", f"{gr['params']:,}", _num(gr["macs"]))
+        for u in units(report):
+            table.add_row(escape(u.unit), str(u.ops), f"{_fmt_shape(u.shape_in)} -> {_fmt_shape(u.shape_out)}",
+                          f"{math.prod(u.shape_out):,}", f"{u.augmented_so_far:,}", f"{u.dropped:,}",
+                          f"{u.params:,}", _num(u.macs))
+        console.print(table)
     else:
         # node by node: hundreds of rows, so aligned plain text rather than a rich Table, whose
         # per-cell measuring would double the command's run time (DenseFlow-74-10 has 412 nodes)
         headers = ("#", "node", "op", "shape in -> out", "dims", "aug. so far", "dropped", "params", "MACs")
-        rows = []
-        for i, r in enumerate(report.nodes):
-            n_out = 1
-            for s in r.shape_out:
-                n_out *= s
-            rows.append((str(i), r.label, r.op, f"{_fmt_shape(r.shape_in)} -> {_fmt_shape(r.shape_out)}",
-                         f"{n_out:,}", f"{r.augmented_so_far:,}", f"{r.dropped:,}" if r.dropped else "",
-                         f"{r.params:,}", _num(r.macs)))
-        _plain_table(console, f"{report.name}  ({report.file})", headers, rows, left={1, 2, 3})
-        table = None
-    if table is not None:
-        console.print(table)
+        rows = [(str(i), r.label, r.op, f"{_fmt_shape(r.shape_in)} -> {_fmt_shape(r.shape_out)}",
+                 f"{math.prod(r.shape_out):,}", f"{r.augmented_so_far:,}", f"{r.dropped:,}" if r.dropped else "",
+                 f"{r.params:,}", _num(r.macs)) for i, r in enumerate(report.nodes)]
+        _plain_table(console, title, headers, rows, left={1, 2, 3})
     p, d = report.parameters, report.dims
     console.print(f"parameters: [bold]{p.total:,}[/bold]  (flow {p.flow:,}, q {p.q:,}, dequantizer {p.dequantizer:,})"
                   f"   MACs per example: {_num(report.macs)}")
@@ -111,16 +95,15 @@ def _err_text(e: dict) -> str:
 def cmd_check(args) -> int:
     from .graph.check import check
 
+    from rich.markup import escape
+
     out, err = _console(), _console(stderr=True)
     worst = 0
-    reports = []
     for path in args.spec:
         if not Path(path).is_file():
-            from rich.markup import escape
             err.print(f"[red]error: no such spec file: {escape(path)}[/red]")
             return 2
         report = check(path, args.set)
-        reports.append(report)
         if args.json:
             print(json.dumps(report.model_dump(), separators=(",", ":")))
         else:
@@ -128,7 +111,6 @@ def cmd_check(args) -> int:
                 _print_report(report, args.summary, out)
             _print_errors(report, err)
             verdict = "[green]valid[/green]" if report.valid else f"[red]invalid ({len(report.errors)} error(s))[/red]"
-            from rich.markup import escape
             out.print(f"{escape(report.file)}: {verdict}", soft_wrap=True)
         worst = max(worst, 0 if report.valid else 1)
     return worst
@@ -148,12 +130,12 @@ def cmd_graph(args) -> int:
     except SpecError as e:
         print(str(e), file=sys.stderr)
         return 1
-    _, diag = build(spec)
+    g, diag = build(spec)
     if diag.errors:  # a shape error: the graph stops there, so there is no graph to export
         for e in diag.errors:
             print(str(e.with_source(Source(spec.text, spec.file))), file=sys.stderr)
         return 1
-    text = export(spec, args.format)
+    text = export(g, args.format)
     if args.out:
         Path(args.out).write_text(text)
     else:

@@ -442,7 +442,7 @@ report = augflow_dsl.check(sys.argv[1])
 assert report.valid and report.parameters.total == 130_647_294, report.errors
 bad = augflow_dsl.check(augflow_dsl.loads("flow: x\ndata: {shape: [3, 5, 5]}\nstages: [squeeze]\n"))
 assert not bad.valid
-export(augflow_dsl.load(sys.argv[1]), "graphml")
+export(augflow_dsl.build_graph(sys.argv[1])[0], "graphml")
 rc = augflow_dsl.cli.main(["check", "--summary", sys.argv[1]])
 assert rc == 0, rc
 del sys.modules["torch"]

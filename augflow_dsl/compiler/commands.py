@@ -14,7 +14,7 @@ import torch
 
 from ..errors import SpecError
 from ..graph.build import build
-from ..graph.check import check_graph
+from ..graph.check import check_graph, units
 from ..spec.load import load, loads
 from .model import FlowModel
 
@@ -53,6 +53,7 @@ def load_model(path: str | Path, map_location="cpu") -> FlowModel:
 
 def cmd_compile(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     spec = _load_spec(args)
@@ -72,17 +73,8 @@ def cmd_compile(args) -> int:
     table = Table(title=f"{spec.name}: compiled in {built:.2f} s", header_style="bold")
     for col in ("stage", "layers", "shape out", "params", "MACs"):
         table.add_column(col, justify="left" if col in ("stage", "shape out") else "right")
-    rows: dict[str, dict] = {}
-    for r in report.nodes:
-        key = r.unit if r.group == "flow" else f"{r.group}: {r.unit}"
-        row = rows.setdefault(key, {"n": 0, "out": r.shape_out, "params": 0, "macs": 0})
-        row["n"] += r.role not in ("conditioner", "prior", "context")
-        if r.role not in ("conditioner", "context", "prior"):
-            row["out"] = r.shape_out
-        row["params"] += r.params
-        row["macs"] += r.macs
-    for key, row in rows.items():
-        table.add_row(key, str(row["n"]), "x".join(map(str, row["out"])), f"{row['params']:,}", f"{row['macs']:,}")
+    for u in units(report):
+        table.add_row(escape(u.unit), str(u.ops), "x".join(map(str, u.shape_out)), f"{u.params:,}", f"{u.macs:,}")
     console.print(table)
     d = report.dims
     console.print(f"parameters: {numel:,} (analytic {report.parameters.total:,}); plan: {len(model.plan)} steps; "

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
-from ..layers.base import UsesNets
 from ..graph.build import CONDITIONER, build, data_chain
 from ..graph.check import check_graph
-from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR
+from ..layers.base import UsesNets
+from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR, OpEnv
 from ..spec.load import load
 from ..spec.models import Spec
 
@@ -44,30 +44,25 @@ class Latents:
     dropped: list[torch.Tensor] = field(default_factory=list)
 
 
-def _nets_of(g, node) -> dict[str, nn.Module]:
-    nets = {}
-    for u, _, e in g.in_edges(node, data=True):
-        if e["kind"] == "params":
-            d = g.nodes[u]
-            nets[d["slot"]] = d["call"].definition.layer_class().from_op(d["call"].args, d["io"])
-    return nets
+def build_layer(call, shape, env, nets: dict) -> nn.Module:
+    """The torch layer of ``call`` on ``shape``; ``nets`` maps each conditioner slot to its
+    (net call, NetIO)."""
+    built = {slot: net.definition.layer_class().from_op(net.args, io) for slot, (net, io) in nets.items()}
+    return call.definition.layer_class().from_op(call.args, tuple(shape), env, built)
 
 
 def layer_for(call, shape, env=None) -> nn.Module:
-    """The torch layer of one op applied to ``shape`` (its nets built from the op's formulas);
-    what compilation builds for a graph node, available on its own for tests and tools."""
-    from ..ops.registry import OpEnv
+    """One op's layer outside a graph, its nets sized by the op's own rules (tests, tools)."""
     env = env or OpEnv()
-    op = call.definition
-    nets = {slot: net.definition.layer_class().from_op(net.args, io)
-            for slot, (net, io) in op.nets(call.args, tuple(shape), env).items()}
-    return op.layer_class().from_op(call.args, tuple(shape), env, nets)
+    return build_layer(call, shape, env, call.definition.nets(call.args, tuple(shape), env))
 
 
 def _layer(g, node) -> nn.Module:
+    """A graph node's layer, its nets read off the node's conditioner nodes (the graph is the IR)."""
     d = g.nodes[node]
-    call = d["call"]
-    return call.definition.layer_class().from_op(call.args, tuple(d["shape_in"]), d.get("env"), _nets_of(g, node))
+    nets = {g.nodes[u]["slot"]: (g.nodes[u]["call"], g.nodes[u]["io"])
+            for u, _, e in g.in_edges(node, data=True) if e["kind"] == "params"}
+    return build_layer(d["call"], d["shape_in"], d.get("env"), nets)
 
 
 class Chain(nn.Module):

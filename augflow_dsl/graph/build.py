@@ -20,7 +20,7 @@ import networkx as nx
 
 from ..errors import Diagnostics, Loc, SpecError
 from ..ops.registry import (AUGMENT, BIJECTION, COMPOSITE, CONTEXT, DEQUANTIZER, DROP, NET, PRIOR, OpCall,
-                            OpEnv, OpShapeError, QFlow, Shape)
+                            OpEnv, OpShapeError, QFlow, Shape, get, names)
 from ..ops.shapes import fmt, numel
 from ..spec.evaluate import MAX_EXPANSION
 from ..spec.models import Spec
@@ -214,7 +214,6 @@ class Builder:
         if dq is not None and dq.definition.role != DEQUANTIZER:
             self._fail(_misplaced(dq.op, dq.definition.role, (DEQUANTIZER,)), dq, "dequantize")
         if dq is None and spec.data.bits is not None:
-            from ..ops.registry import get
             dq = OpCall("uniform", get("uniform").Args(), None, "default: uniform dequantization")
         if dq is not None:
             did = self._add("p/dequantize", label=f"dequantize: {dq.op}", op=dq.op, call=dq, role=DEQUANTIZER,
@@ -303,12 +302,7 @@ class Builder:
 def _not_a_net(net_call: OpCall) -> str:
     role = net_call.definition.role
     return (f"'{net_call.op}' is {_ROLE_WORDS.get(role, role)}, not a conditioner net; nets are: "
-            + ", ".join(sorted(n for n, o in _registry().items() if o.role == NET)))
-
-
-def _registry():
-    from ..ops.registry import REGISTRY
-    return REGISTRY
+            + ", ".join(names(NET)))
 
 
 _ROLE_WORDS = {

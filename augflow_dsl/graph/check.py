@@ -79,6 +79,36 @@ class CheckReport(BaseModel):
         return self.model_dump()
 
 
+class UnitRow(BaseModel):
+    """One unit (or stage, or q-network) of a report: what ``check --summary`` and ``compile`` print."""
+
+    unit: str
+    ops: int
+    shape_in: list[int]
+    shape_out: list[int]
+    params: int = 0
+    macs: int = 0
+    augmented_so_far: int = 0
+    dropped: int = 0
+
+
+def units(report: "CheckReport") -> list[UnitRow]:
+    """The report's nodes grouped by unit, in order (conditioners, contexts and priors count
+    towards their unit's parameters but not its ops or output shape)."""
+    rows: dict[str, UnitRow] = {}
+    for r in report.nodes:
+        key = r.unit if r.group == "flow" else f"{r.group}: {r.unit}"
+        row = rows.setdefault(key, UnitRow(unit=key, ops=0, shape_in=r.shape_in, shape_out=r.shape_out))
+        if r.role not in (CONDITIONER, CONTEXT, PRIOR):
+            row.ops += 1
+            row.shape_out = r.shape_out
+        row.params += r.params
+        row.macs += r.macs
+        row.dropped += r.dropped
+        row.augmented_so_far = max(row.augmented_so_far, r.augmented_so_far)
+    return list(rows.values())
+
+
 def audit(g: nx.DiGraph) -> list[str]:
     """Invertibility and wiring problems of a complete graph, each message opening with the
     node's label and a colon."""
@@ -140,8 +170,9 @@ def audit(g: nx.DiGraph) -> list[str]:
 
 def dims_table(g: nx.DiGraph) -> tuple[Dims, list[StageDims], dict[str, tuple[int, int]]]:
     """Stage-by-stage dims of the model chain, read off the graph's shapes."""
-    p_nodes = sorted((n for n, d in g.nodes(data=True) if d["chain"] == "p" and d["role"] != CONDITIONER
-                      and not n.endswith("/prior") or n == "p/prior"),
+    p_nodes = sorted((n for n, d in g.nodes(data=True)
+                      if (d["chain"] == "p" and d["role"] != CONDITIONER and not n.endswith("/prior"))
+                      or n == "p/prior"),
                      key=lambda n: g.nodes[n]["order"])
     data = numel(g.graph["data_shape"])
     stages: dict[str, StageDims] = {}

@@ -5,9 +5,6 @@ import io
 
 import networkx as nx
 
-from ..spec.models import Spec
-from .build import build
-
 _KEEP = ("label", "op", "role", "chain", "group", "unit", "params", "macs", "order")
 
 
@@ -46,8 +43,8 @@ def to_dot(g: nx.DiGraph) -> str:
     return "\n".join(out) + "\n"
 
 
-def export(spec: Spec, fmt: str = "graphml") -> str:
-    g, _ = build(spec)
+def export(g: nx.DiGraph, fmt: str = "graphml") -> str:
+    """The built graph ``g`` as GraphML or dot text."""
     h = plain(g)
     if fmt == "dot":
         return to_dot(h)

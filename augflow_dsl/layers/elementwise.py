@@ -9,6 +9,11 @@ import torch.nn.functional as F
 from .base import Bijection, sum_except_batch, zeros_like_batch
 
 
+def _log_dsigmoid(x: torch.Tensor) -> torch.Tensor:
+    """log sigmoid'(x) = -softplus(-x) - softplus(x), summed per example."""
+    return sum_except_batch(-F.softplus(-x) - F.softplus(x))
+
+
 class Sigmoid(Bijection):
     """y = sigmoid(x); log|dy/dx| = -softplus(-x) - softplus(x)."""
 
@@ -17,11 +22,11 @@ class Sigmoid(Bijection):
         return cls()
 
     def forward(self, x, cond=None):
-        return torch.sigmoid(x), sum_except_batch(-F.softplus(-x) - F.softplus(x))
+        return torch.sigmoid(x), _log_dsigmoid(x)
 
     def inverse(self, y, cond=None):
         x = torch.log(y) - torch.log1p(-y)
-        return x, -sum_except_batch(-F.softplus(-x) - F.softplus(x))
+        return x, -_log_dsigmoid(x)
 
 
 class Logit(Bijection):
@@ -44,7 +49,7 @@ class Logit(Bijection):
     def inverse(self, y, cond=None):
         p = torch.sigmoid(y)
         x = (p - self.alpha) / (1 - 2 * self.alpha)
-        ld = sum_except_batch(-F.softplus(-y) - F.softplus(y)) - y[0].numel() * math.log(1 - 2 * self.alpha)
+        ld = _log_dsigmoid(y) - y[0].numel() * math.log(1 - 2 * self.alpha)
         return x, ld
 
 

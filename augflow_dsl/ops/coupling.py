@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from .registry import BIJECTION, NetIO, Op, OpArgs, OpCall, OpShapeError, get, register
 from .shapes import Split, halves, spatial
 
@@ -87,10 +89,8 @@ class MixtureCoupling(_CouplingBase):
     class Args(OpArgs):
         net: OpCall
         split: Split = "channels"
-        components: int = 32
+        components: int = Field(default=32, gt=0)
         logit: Literal["exact", "smooth"] = "exact"
 
     def out_per_channel(self, a):
-        if a.components < 1:
-            raise OpShapeError(f"components must be at least 1; got {a.components}")
         return 2 + 3 * a.components

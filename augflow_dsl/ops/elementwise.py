@@ -1,7 +1,9 @@
 """Elementwise bijections: sigmoid, logit, shift."""
 from __future__ import annotations
 
-from .registry import BIJECTION, Op, OpArgs, OpShapeError, register
+from pydantic import Field
+
+from .registry import BIJECTION, Op, OpArgs, register
 
 
 @register
@@ -24,12 +26,7 @@ class Logit(Op):
     layer = "augflow_dsl.layers.elementwise:Logit"
 
     class Args(OpArgs):
-        alpha: float = 0.05
-
-    def out_shape(self, a, shape, env):
-        if not 0.0 <= a.alpha < 0.5:
-            raise OpShapeError(f"logit: alpha must lie in [0, 0.5); got {a.alpha}")
-        return shape
+        alpha: float = Field(default=0.05, ge=0.0, lt=0.5)
 
 
 @register
