@@ -160,6 +160,25 @@ def test_net_zero_at_init_then_nonzero(case):
 
 
 @pytest.mark.parametrize("case", NET_CASES, ids=_id)
+def test_net_output_does_not_depend_on_input_memory_layout(case):
+    """Nets run their 1x1 convs as GEMMs on channels-last views; an NCHW and a channels-last
+    copy of the same input must give the same output (float64, perturbed weights)."""
+    torch.manual_seed(0)
+    _, _, net = _build_net(*case)
+    io = case[2]
+    if io.h == 0:
+        pytest.skip("vector net")
+    net.double().eval()
+    _perturb(net)
+    x, c = (None if t is None else t.double() for t in _net_inputs(io, 2))
+    cl = (lambda t: None if t is None else t.contiguous(memory_format=torch.channels_last))
+    with torch.no_grad():
+        y, y_cl = net(x, c), net(cl(x), cl(c))
+    assert y.is_contiguous()
+    torch.testing.assert_close(y_cl, y, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", NET_CASES, ids=_id)
 def test_net_macs_match_formula(case):
     op, args, net = _build_net(*case)
     net.eval()

@@ -30,6 +30,17 @@ __all__ = [
 # shared blocks
 # ----------------------------------------------------------------------------------------
 
+def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution run as one GEMM over all N*H*W positions (``F.linear`` on the
+    channels-last view). Returns [N, O, H, W] in channels-last memory. When ``x`` is already
+    channels-last the view costs no copy, so a chain of 1x1 convs never changes layout; on
+    2-core CPUs this GEMM runs at 250-310 GFLOP/s where mkldnn's NCHW 1x1 conv gives 150-260
+    (``examples/bench_layout.py``). The parameters keep their Conv2d shape [O, C, 1, 1]."""
+    w = conv.weight
+    y = F.linear(x.permute(0, 2, 3, 1), w.reshape(w.shape[0], w.shape[1]), conv.bias)
+    return y.permute(0, 3, 1, 2)
+
+
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
     """elu(cat(x, -x)) on channels (Flow++ / PixelCNN++): doubles the channel count."""
     return F.elu(torch.cat([x, -x], dim=1))
@@ -46,8 +57,11 @@ class DataInitConv2d(InitOnce, nn.Conv2d):
         self.init_scale = init_scale
         self.register_buffer("initialized", torch.tensor(False))
 
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        return pointwise(self, x) if self.kernel_size == (1, 1) else super().forward(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = super().forward(x)
+        y = self._conv(x)
         if self._needs_init():
             with torch.no_grad():
                 mean = y.mean((0, 2, 3))
@@ -56,7 +70,7 @@ class DataInitConv2d(InitOnce, nn.Conv2d):
                 self.weight.mul_(s.view(-1, 1, 1, 1))
                 self.bias.sub_(mean).mul_(s)
                 self._mark_initialized()
-            y = super().forward(x)
+            y = self._conv(x)
         return y
 
 
@@ -109,14 +123,19 @@ class ChannelLayerNorm(nn.Module):
 
 
 class DenseLayer(nn.Module):
-    """DenseFlow dense layer (Grcic et al. 2021, Sec. 2.4): cat(x, ReLU(3x3(ReLU(1x1(x)))))."""
+    """DenseFlow dense layer (Grcic et al. 2021, Sec. 2.4): cat(x, ReLU(3x3(ReLU(1x1(x))))).
+    Runs in channels-last memory (the 1x1 conv by :func:`pointwise`)."""
 
     def __init__(self, c: int, growth: int):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(c, c, 1), nn.ReLU(), nn.Conv2d(c, growth, 3, padding=1), nn.ReLU())
+        # the 3x3 weight is kept channels-last like its input, so no conv re-lays it out per call
+        conv3 = nn.Conv2d(c, growth, 3, padding=1).to(memory_format=torch.channels_last)
+        self.net = nn.Sequential(nn.Conv2d(c, c, 1), nn.ReLU(), conv3, nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, self.net(x)], dim=1)
+        conv1, _, conv3, _ = self.net
+        h = torch.relu(conv3(torch.relu(pointwise(conv1, x))))
+        return torch.cat([x, h], dim=1)
 
 
 class GatedConv1x1(nn.Module):
@@ -127,7 +146,7 @@ class GatedConv1x1(nn.Module):
         self.conv = nn.Conv2d(c_in, 3 * out, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b, c = self.conv(x).chunk(3, dim=1)
+        a, b, c = pointwise(self.conv, x).chunk(3, dim=1)
         return a + b * torch.sigmoid(c)
 
 
@@ -186,7 +205,8 @@ class NystromAttention(nn.Module):
         d = self.e // hd
         if n % m:
             raise ValueError(f"{h}x{w} = {n} positions are not divisible by {m} landmarks")
-        t = self.qkv(x).reshape(n_, 3, hd, d, n).permute(1, 0, 2, 4, 3)  # 3, N, heads, n, d
+        # channels-last: [N, H, W, 3E] viewed as [N, n, 3, heads, d] without a copy
+        t = pointwise(self.qkv, x).permute(0, 2, 3, 1).reshape(n_, n, 3, hd, d).permute(2, 0, 3, 1, 4)
         q, k, v = t[0] * d ** -0.5, t[1], t[2]
         q_l = q.reshape(n_, hd, m, n // m, d).mean(dim=-2)
         k_l = k.reshape(n_, hd, m, n // m, d).mean(dim=-2)
@@ -194,8 +214,8 @@ class NystromAttention(nn.Module):
         k2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-1)  # m x m
         k3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-1)    # m x n
         y = (k1 @ _pinv_newton_schulz(k2, self.iters)) @ (k3 @ v) + v  # N, heads, n, d
-        y = y.transpose(-1, -2).reshape(n_, self.e, h, w)  # channel = head*d + i
-        return self.out(y)
+        y = y.transpose(1, 2).reshape(n_, h, w, self.e).permute(0, 3, 1, 2)  # channel = head*d + i
+        return pointwise(self.out, y)
 
 
 class GatedAttention(nn.Module):
@@ -212,10 +232,10 @@ class GatedAttention(nn.Module):
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         n_, f, h, w = x.shape
         d = f // self.heads
-        t = self.qkv(x if pos is None else x + pos)
-        t = t.reshape(n_, 3, self.heads, d, h * w).permute(1, 0, 2, 4, 3)  # 3, N, heads, hw, d
-        a = F.scaled_dot_product_attention(t[0], t[1], t[2])
-        a = a.transpose(-1, -2).reshape(n_, f, h, w)
+        t = self.qkv(x if pos is None else x + pos)  # channels-last: views below, no copies
+        t = t.permute(0, 2, 3, 1).reshape(n_, h * w, 3, self.heads, d).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(t[0], t[1], t[2])  # N, heads, hw, d
+        a = a.transpose(1, 2).reshape(n_, h, w, f).permute(0, 3, 1, 2)  # channel = head*d + i
         return x + _glu(self.proj(self.drop(a)))
 
 
@@ -360,16 +380,17 @@ class ConvAttention(NetModule):
         if self.context:
             if context is None:
                 raise ValueError(f"this net reads a context of {self.context} channels; none was given")
-            ctx = concat_elu(context)
+            ctx = concat_elu(context.contiguous(memory_format=torch.channels_last))
         else:
             if context is not None:
                 raise ValueError("this net was built without a context; got one")
             ctx = None
-        h = self.proj_in(x)
+        # channels-last throughout: 1x1 convs are GEMMs, layer norms and attention read views
+        h = self.proj_in(x.contiguous(memory_format=torch.channels_last))
         for conv, norm1, attn, norm2 in self.blocks:
             h = norm1(conv(h, ctx))
             h = norm2(attn(h, self.pos))
-        return self.proj_out(h)
+        return self.proj_out(h).contiguous()
 
 
 class DenseAttention(NetModule):
@@ -398,9 +419,10 @@ class DenseAttention(NetModule):
                    args.landmarks, args.embed, io.context)
 
     def forward(self, x, context=None):
-        h = self.proj_in(_with_context(x, context, self.context))
-        h = self.fuse(torch.cat([self.attn(h), self.dense(h)], dim=1))
-        return self.proj_out(h)
+        h = pointwise(self.proj_in, _with_context(x, context, self.context))
+        norm, _, conv = self.fuse
+        h = pointwise(conv, torch.relu(norm(torch.cat([self.attn(h), self.dense(h)], dim=1))))
+        return pointwise(self.proj_out, h).contiguous()
 
 
 class Dense(NetModule):
@@ -425,7 +447,9 @@ class Dense(NetModule):
         return cls(io.c_in, io.c_out, args.mid, args.depth, args.growth, args.residual, io.context)
 
     def forward(self, x, context=None):
-        return self.net(_with_context(x, context, self.context))
+        proj_in, block, proj_out = self.net
+        h = block(pointwise(proj_in, _with_context(x, context, self.context)))
+        return pointwise(proj_out, h).contiguous()
 
 
 class CrossUnitNet(NetModule):
