@@ -14,7 +14,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from augflow_dsl.layers.nets import pointwise
@@ -44,13 +43,13 @@ def main() -> None:
         xcl = x.contiguous(memory_format=torch.channels_last)
         flops = 3 * 2 * a.batch * c * c * hw * hw
 
-        def step(f, inp):
-            inp = inp.detach().requires_grad_()
-            f(inp).sum().backward()
+        def step(f, inp, grad):
+            f(inp.detach().requires_grad_()).backward(grad)
 
-        row = [timed(lambda: step(conv, x), a.repeats),
-               timed(lambda: step(conv, xcl), a.repeats),
-               timed(lambda: step(lambda t: pointwise(conv, t), xcl), a.repeats)]
+        row = []
+        for f, inp in ((conv, x), (conv, xcl), (lambda t, c=conv: pointwise(c, t), xcl)):
+            grad = torch.randn_like(f(inp))  # a dense gradient in the output's own layout
+            row.append(timed(lambda f=f, t=inp, g=grad: step(f, t, g), a.repeats))
         print(f"{c:>5} {hw:>3}x{hw:<2} " + " ".join(f"{flops / t / 1e9:>9.0f}" for t in row))
 
 

@@ -20,7 +20,7 @@ from ..ops import registry
 from .base import InitOnce, NetModule, zero_init
 
 __all__ = [
-    "concat_elu", "ConcatELU", "GatedResNet", "ChannelLayerNorm", "DenseLayer", "DenseBlock",
+    "pointwise", "concat_elu", "ConcatELU", "GatedResNet", "ChannelLayerNorm", "DenseLayer", "DenseBlock",
     "GatedConv1x1", "NystromAttention", "GatedAttention",
     "MLP", "GlowNet", "ResNet", "ConvAttention", "DenseAttention", "Dense", "CrossUnitNet",
 ]
@@ -33,9 +33,10 @@ __all__ = [
 def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """A 1x1 convolution run as one GEMM over all N*H*W positions (``F.linear`` on the
     channels-last view). Returns [N, O, H, W] in channels-last memory. When ``x`` is already
-    channels-last the view costs no copy, so a chain of 1x1 convs never changes layout; on
-    2-core CPUs this GEMM runs at 250-310 GFLOP/s where mkldnn's NCHW 1x1 conv gives 150-260
-    (``examples/bench_layout.py``). The parameters keep their Conv2d shape [O, C, 1, 1]."""
+    channels-last the view costs no copy, so a chain of 1x1 convs never changes layout. On a
+    2-core CPU, forward+backward at DenseFlow's sizes runs at 200-270 GFLOP/s this way against
+    115-210 for mkldnn's NCHW 1x1 conv (``examples/bench_layout.py``). The parameters keep their
+    Conv2d shape [O, C, 1, 1]."""
     w = conv.weight
     y = F.linear(x.permute(0, 2, 3, 1), w.reshape(w.shape[0], w.shape[1]), conv.bias)
     return y.permute(0, 3, 1, 2)
