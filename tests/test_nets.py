@@ -363,3 +363,18 @@ def test_flowpp_convs_data_dependent_init_once():
     assert all(bool(c.initialized) for c in convs)
     assert sum(p.numel() for p in net.parameters()) == registry.get("conv_attention").net_params(
         registry.get("conv_attention").Args(filters=8, blocks=1, heads=2), NetIO(3, 6, 4, 4))
+
+
+def test_dropout_mask_is_bernoulli_and_scaled():
+    torch.manual_seed(0)
+    drop = net_layers.Dropout(0.2)
+    x = torch.rand(200_000) + 1.0  # never zero, so a zero output marks a dropped unit
+    x.requires_grad_()
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.8) < 0.005  # 10 standard errors: 0.0009 each
+    torch.testing.assert_close(y[kept], x[kept] / 0.8)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.8)
+    drop.eval()
+    assert drop(x) is x

@@ -36,11 +36,11 @@ class AffineCoupling(_Coupling):
         return cls(nets["net"], args.split, args.scale, args.layout)
 
     def _st(self, p):
+        # unbind / chunk: one backward pass (stack / cat), not a zero-filled copy per slice
         if self.layout == "interleaved":
-            raw, t = p[:, 0::2], p[:, 1::2]
+            raw, t = p.unflatten(1, (-1, 2)).unbind(2)
         else:
-            c = p.shape[1] // 2
-            raw, t = p[:, :c], p[:, c:]
+            raw, t = p.chunk(2, dim=1)
         if self.scale == "tanh2":
             logs = 2 * torch.tanh(raw / 2)
         elif self.scale == "sigmoid":
@@ -72,13 +72,9 @@ class AffineCoupling(_Coupling):
 
 def _mixture(p: torch.Tensor, c: int, k: int):
     """Net output [N, c(2+3K), ...] grouped per channel (flows.py:500-503) -> parts."""
-    p = p.unflatten(1, (c, 2 + 3 * k))
-    a = torch.tanh(p[:, :, 0])
-    b = p[:, :, 1]
-    logits = p[:, :, 2:2 + k]
-    means = p[:, :, 2 + k:2 + 2 * k]
-    log_scales = p[:, :, 2 + 2 * k:].clamp(min=-7.0)
-    return a, b, torch.log_softmax(logits, 2), means, log_scales
+    a, b, logits, means, log_scales = p.unflatten(1, (c, 2 + 3 * k)).split([1, 1, k, k, k], dim=2)
+    return (torch.tanh(a.squeeze(2)), b.squeeze(2), torch.log_softmax(logits, 2), means,
+            log_scales.clamp(min=-7.0))
 
 
 def _mix_logit_and_logpdf(x, logw, means, log_scales, inv_scales=None, pdf: bool = True):

@@ -20,7 +20,7 @@ from ..ops import registry
 from .base import InitOnce, NetModule, zero_init
 
 __all__ = [
-    "pointwise", "concat_elu", "ConcatELU", "GatedResNet", "ChannelLayerNorm", "DenseLayer", "DenseBlock",
+    "pointwise", "Dropout", "concat_elu", "ConcatELU", "GatedResNet", "ChannelLayerNorm", "DenseLayer", "DenseBlock",
     "GatedConv1x1", "NystromAttention", "GatedAttention",
     "MLP", "GlowNet", "ResNet", "ConvAttention", "DenseAttention", "Dense", "CrossUnitNet",
 ]
@@ -75,6 +75,21 @@ class DataInitConv2d(InitOnce, nn.Conv2d):
         return y
 
 
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with the mask drawn as ``uniform >= p``: the same Bernoulli(1 - p) mask and
+    1/(1 - p) scaling, but the CPU draws it in about 40% of ``bernoulli_``'s time (1.6 ms
+    against 3.9 ms for Flow++'s 8x192x16x16 activations), which is 15% of a Flow++ training
+    step. Other devices use ``F.dropout``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, True)
+        keep = torch.rand_like(x) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
 class ConcatELU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return concat_elu(x)
@@ -96,7 +111,7 @@ class GatedResNet(nn.Module):
         f = filters
         self.conv1 = DataInitConv2d(2 * f, f, 3, padding=1)
         self.ctx = DataInitConv2d(2 * context, f, 1) if context else None
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         k = 1 if nin else 3
         self.conv2 = DataInitConv2d(2 * f, 2 * f, k, padding=k // 2, init_scale=0.1)
 
@@ -208,7 +223,8 @@ class NystromAttention(nn.Module):
             raise ValueError(f"{h}x{w} = {n} positions are not divisible by {m} landmarks")
         # channels-last: [N, H, W, 3E] viewed as [N, n, 3, heads, d] without a copy
         t = pointwise(self.qkv, x).permute(0, 2, 3, 1).reshape(n_, n, 3, hd, d).permute(2, 0, 3, 1, 4)
-        q, k, v = t[0] * d ** -0.5, t[1], t[2]
+        q, k, v = t.unbind(0)  # one backward (a stack), not three zero-filled selects
+        q = q * d ** -0.5
         q_l = q.reshape(n_, hd, m, n // m, d).mean(dim=-2)
         k_l = k.reshape(n_, hd, m, n // m, d).mean(dim=-2)
         k1 = torch.softmax(q @ k_l.transpose(-1, -2), dim=-1)    # n x m
@@ -227,7 +243,7 @@ class GatedAttention(nn.Module):
         super().__init__()
         self.f, self.heads = filters, heads
         self.qkv = DataInitConv2d(filters, 3 * filters, 1)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.proj = DataInitConv2d(filters, 2 * filters, 1, init_scale=0.1)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
@@ -235,7 +251,7 @@ class GatedAttention(nn.Module):
         d = f // self.heads
         t = self.qkv(x if pos is None else x + pos)  # channels-last: views below, no copies
         t = t.permute(0, 2, 3, 1).reshape(n_, h * w, 3, self.heads, d).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(t[0], t[1], t[2])  # N, heads, hw, d
+        a = F.scaled_dot_product_attention(*t.unbind(0))  # N, heads, hw, d
         a = a.transpose(1, 2).reshape(n_, h, w, f).permute(0, 3, 1, 2)  # channel = head*d + i
         return x + _glu(self.proj(self.drop(a)))
 
