@@ -221,9 +221,10 @@ class NystromAttention(nn.Module):
         d = self.e // hd
         if n % m:
             raise ValueError(f"{h}x{w} = {n} positions are not divisible by {m} landmarks")
-        # channels-last: [N, H, W, 3E] viewed as [N, n, 3, heads, d] without a copy
-        t = pointwise(self.qkv, x).permute(0, 2, 3, 1).reshape(n_, n, 3, hd, d).permute(2, 0, 3, 1, 4)
-        q, k, v = t.unbind(0)  # one backward (a stack), not three zero-filled selects
+        # channels-last: [N, H, W, 3E] viewed as [N, n, 3, heads, d] without a copy; unbinding
+        # dim 2 makes the backward one stack straight into that layout
+        t = pointwise(self.qkv, x).permute(0, 2, 3, 1).reshape(n_, n, 3, hd, d)
+        q, k, v = (u.transpose(1, 2) for u in t.unbind(2))  # N, heads, n, d
         q = q * d ** -0.5
         q_l = q.reshape(n_, hd, m, n // m, d).mean(dim=-2)
         k_l = k.reshape(n_, hd, m, n // m, d).mean(dim=-2)
@@ -250,8 +251,8 @@ class GatedAttention(nn.Module):
         n_, f, h, w = x.shape
         d = f // self.heads
         t = self.qkv(x if pos is None else x + pos)  # channels-last: views below, no copies
-        t = t.permute(0, 2, 3, 1).reshape(n_, h * w, 3, self.heads, d).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(*t.unbind(0))  # N, heads, hw, d
+        t = t.permute(0, 2, 3, 1).reshape(n_, h * w, 3, self.heads, d)
+        a = F.scaled_dot_product_attention(*(u.transpose(1, 2) for u in t.unbind(2)))  # N, heads, hw, d
         a = a.transpose(1, 2).reshape(n_, h, w, f).permute(0, 3, 1, 2)  # channel = head*d + i
         return x + _glu(self.proj(self.drop(a)))
 
