@@ -17,6 +17,7 @@ from augflow_dsl.ops import registry  # noqa: E402
 from augflow_dsl.ops.registry import NetIO, OpEnv  # noqa: E402
 from augflow_dsl.layers import contexts as ctx_layers  # noqa: E402
 from augflow_dsl.layers import nets as net_layers  # noqa: E402
+from augflow_dsl.layers.dense_kernel import DenseBlockFunction  # noqa: E402
 
 
 # FlopCounterMode has no formula for the CPU flash-attention kernel that
@@ -378,3 +379,28 @@ def test_dropout_mask_is_bernoulli_and_scaled():
     torch.testing.assert_close(x.grad, kept.float() / 0.8)
     drop.eval()
     assert drop(x) is x
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_dense_block_kernel_matches_autograd(residual, monkeypatch):
+    """The dense block's hand-written backward (layers/dense_kernel.py) gives autograd's values
+    and gradients (float64, perturbed weights), and passes gradcheck."""
+    torch.manual_seed(0)
+    c0, out = (6, 6) if residual else (5, 7)
+    blk = net_layers.DenseBlock(c0, 3, 4, out, residual=residual).double()
+    _perturb(blk)
+    x = torch.randn(2, c0, 5, 4, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(2, out, 5, 4, dtype=torch.float64)
+    runs = []
+    for kernel in (True, False):
+        monkeypatch.setattr(net_layers.DenseBlock, "_use_kernel", staticmethod(lambda t, k=kernel: k))
+        x.grad = None
+        blk.zero_grad()
+        y = blk(x)
+        y.backward(gy)
+        runs.append([y.detach(), x.grad] + [p.grad for p in blk.parameters()])
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    params = [p.detach().requires_grad_() for p in blk.parameters()]
+    assert torch.autograd.gradcheck(
+        lambda t, *ps: DenseBlockFunction.apply(t, residual, *ps), (x, *params))

@@ -18,9 +18,11 @@ from torch import nn
 
 from ..ops import registry
 from .base import InitOnce, NetModule, zero_init
+from .dense_kernel import DenseBlockFunction
 
 __all__ = [
-    "pointwise", "Dropout", "concat_elu", "ConcatELU", "GatedResNet", "ChannelLayerNorm", "DenseLayer", "DenseBlock",
+    "pointwise", "Dropout", "concat_elu", "ConcatELU", "GatedResNet", "ChannelLayerNorm",
+    "DenseLayer", "DenseBlock",
     "GatedConv1x1", "NystromAttention", "GatedAttention",
     "MLP", "GlowNet", "ResNet", "ConvAttention", "DenseAttention", "Dense", "CrossUnitNet",
 ]
@@ -180,8 +182,20 @@ class DenseBlock(nn.Module):
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._use_kernel(x):
+            params = [p for layer in self.layers for p in (layer.net[0].weight, layer.net[0].bias,
+                                                          layer.net[2].weight, layer.net[2].bias)]
+            return DenseBlockFunction.apply(x, self.residual, *params, self.gate.conv.weight,
+                                            self.gate.conv.bias)
         y = self.gate(self.layers(x))
         return x + y if self.residual else y
+
+    @staticmethod
+    def _use_kernel(x: torch.Tensor) -> bool:
+        """The hand-written backward (:mod:`.dense_kernel`) serves eager training; inference,
+        autocast and torch.compile take the autograd path."""
+        return (torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
+                and not torch.compiler.is_compiling())
 
 
 def _pinv_newton_schulz(k: torch.Tensor, iters: int = 6) -> torch.Tensor:
