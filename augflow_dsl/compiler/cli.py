@@ -15,7 +15,9 @@ def add_commands(sub, common) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="torch.compile every coupling/context net (regional compilation)")
-    p.add_argument("--channels-last", action="store_true", help="channels_last memory format for model and data")
+    p.add_argument("--channels-last", action="store_true",
+                   help="channels_last memory format for the whole model and the data "
+                        "(the nets already run channels-last inside)")
     p.add_argument("--bf16", action="store_true",
                    help="run the coupling/context nets under bf16 autocast (log-dets and the mixture CDF stay "
                         "float32)")
