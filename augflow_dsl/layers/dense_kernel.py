@@ -26,6 +26,11 @@ def _nchw(t: torch.Tensor, n: int, h: int, w: int) -> torch.Tensor:
     return t.view(n, h, w, -1).permute(0, 3, 1, 2)
 
 
+def _relu_grad(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """grad * (out > 0) in one pass (the kernel autograd uses for ReLU)."""
+    return torch.ops.aten.threshold_backward(grad, out, 0)
+
+
 class DenseBlockFunction(torch.autograd.Function):
     """apply(x, residual, w1_0, b1_0, w3_0, b3_0, ..., w_gate, b_gate) -> [N, out, H, W]
     (channels-last). Weights keep their Conv2d shapes."""
@@ -77,12 +82,12 @@ class DenseBlockFunction(torch.autograd.Function):
         for k in reversed(range(depth)):
             w1, _, w3, _ = params[4 * k:4 * k + 4]
             c = c0 + k * growth
-            gg = gbuf[:, c:c + growth] * (buf[:, c:c + growth] > 0)
+            gg = _relu_grad(gbuf[:, c:c + growth], buf[:, c:c + growth])
             a = acts[k]
             ga, gw3, gb3 = torch.ops.aten.convolution_backward(
                 _nchw(gg, n, h, w), _nchw(a, n, h, w), w3, [growth], [1, 1], [1, 1], [1, 1], False,
                 [0, 0], 1, [True, True, True])
-            ga = ga.permute(0, 2, 3, 1).reshape(-1, c) * (a > 0)
+            ga = _relu_grad(ga.permute(0, 2, 3, 1).reshape(-1, c), a)
             grads[4 * k:4 * k + 4] = [(ga.t() @ buf[:, :c]).view_as(w1), ga.sum(0), gw3, gb3]
             gbuf[:, :c].addmm_(ga, w1.view(c, c))
         gx = gbuf[:, :c0]
