@@ -160,15 +160,13 @@ def test_net_zero_at_init_then_nonzero(case):
     assert all(p.grad is not None for n, p in net.named_parameters() if n not in unused)
 
 
-@pytest.mark.parametrize("case", NET_CASES, ids=_id)
+@pytest.mark.parametrize("case", [c for c in NET_CASES if c[2].h > 0], ids=_id)
 def test_net_output_does_not_depend_on_input_memory_layout(case):
     """Nets run their 1x1 convs as GEMMs on channels-last views; an NCHW and a channels-last
     copy of the same input must give the same output (float64, perturbed weights)."""
     torch.manual_seed(0)
     _, _, net = _build_net(*case)
     io = case[2]
-    if io.h == 0:
-        pytest.skip("vector net")
     net.double().eval()
     _perturb(net)
     x, c = (None if t is None else t.double() for t in _net_inputs(io, 2))
