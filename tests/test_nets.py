@@ -402,3 +402,16 @@ def test_dense_block_kernel_matches_autograd(residual, monkeypatch):
     params = [p.detach().requires_grad_() for p in blk.parameters()]
     assert torch.autograd.gradcheck(
         lambda t, *ps: DenseBlockFunction.apply(t, residual, *ps), (x, *params))
+
+
+@pytest.mark.parametrize("kwargs", [dict(kernel_size=1), dict(kernel_size=1, bias=False),
+                                    dict(kernel_size=3, padding=1), dict(kernel_size=1, stride=2)])
+def test_gemm_conv_equals_conv2d(kwargs):
+    """GemmConv2d's 1x1 GEMM (and its fallback for other kernels) is nn.Conv2d's arithmetic,
+    for NCHW and channels-last inputs, in float64."""
+    torch.manual_seed(0)
+    conv = net_layers.GemmConv2d(5, 7, **kwargs).double()
+    x = torch.randn(3, 5, 6, 4, dtype=torch.float64)
+    expect = torch.nn.functional.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding)
+    for inp in (x, x.contiguous(memory_format=torch.channels_last)):
+        torch.testing.assert_close(conv(inp), expect, rtol=1e-12, atol=1e-12)

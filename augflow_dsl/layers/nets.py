@@ -21,7 +21,7 @@ from .base import InitOnce, NetModule, zero_init
 from .dense_kernel import DenseBlockFunction
 
 __all__ = [
-    "pointwise", "Dropout", "concat_elu", "ConcatELU", "GatedResNet", "ChannelLayerNorm",
+    "GemmConv2d", "Dropout", "concat_elu", "ConcatELU", "GatedResNet", "ChannelLayerNorm",
     "DenseLayer", "DenseBlock",
     "GatedConv1x1", "NystromAttention", "GatedAttention",
     "MLP", "GlowNet", "ResNet", "ConvAttention", "DenseAttention", "Dense", "CrossUnitNet",
@@ -32,16 +32,21 @@ __all__ = [
 # shared blocks
 # ----------------------------------------------------------------------------------------
 
-def pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A 1x1 convolution run as one GEMM over all N*H*W positions (``F.linear`` on the
-    channels-last view). Returns [N, O, H, W] in channels-last memory. When ``x`` is already
-    channels-last the view costs no copy, so a chain of 1x1 convs never changes layout. On a
-    2-core CPU, forward+backward at DenseFlow's sizes runs at 200-270 GFLOP/s this way against
-    115-210 for mkldnn's NCHW 1x1 conv (``examples/bench_layout.py``). The parameters keep their
-    Conv2d shape [O, C, 1, 1]."""
-    w = conv.weight
-    y = F.linear(x.permute(0, 2, 3, 1), w.reshape(w.shape[0], w.shape[1]), conv.bias)
-    return y.permute(0, 3, 1, 2)
+class GemmConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose 1x1 case runs as one GEMM over all N*H*W positions (``F.linear`` on
+    the channels-last view) and returns [N, O, H, W] in channels-last memory. When the input is
+    already channels-last the view costs no copy, so a chain of 1x1 convs never changes layout.
+    On a 2-core CPU, forward+backward at DenseFlow's sizes runs at 200-270 GFLOP/s this way
+    against 115-210 for mkldnn's NCHW 1x1 conv (``examples/bench_layout.py``). Other kernels
+    are plain ``nn.Conv2d``; parameters and state-dict keys are those of ``nn.Conv2d``. The
+    channels-last nets (DenseFlow's and Flow++'s) build their convs from this class."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size != (1, 1) or self.stride != (1, 1) or self.groups != 1 or any(self.padding):
+            return super().forward(x)
+        w = self.weight
+        y = F.linear(x.permute(0, 2, 3, 1), w.reshape(w.shape[0], w.shape[1]), self.bias)
+        return y.permute(0, 3, 1, 2)
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:
@@ -49,7 +54,7 @@ def concat_elu(x: torch.Tensor) -> torch.Tensor:
     return F.elu(torch.cat([x, -x], dim=1))
 
 
-class DataInitConv2d(InitOnce, nn.Conv2d):
+class DataInitConv2d(InitOnce, GemmConv2d):
     """A conv with the Flow++ code's data-dependent init (flows.py:26-66): on its first forward
     in training mode it rescales weight and bias so that this batch's output has zero mean and
     standard deviation ``init_scale`` per channel. A buffer records that it ran, so a reloaded
@@ -60,11 +65,8 @@ class DataInitConv2d(InitOnce, nn.Conv2d):
         self.init_scale = init_scale
         self.register_buffer("initialized", torch.tensor(False))
 
-    def _conv(self, x: torch.Tensor) -> torch.Tensor:
-        return pointwise(self, x) if self.kernel_size == (1, 1) else super().forward(x)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._conv(x)
+        y = super().forward(x)
         if self._needs_init():
             with torch.no_grad():
                 mean = y.mean((0, 2, 3))
@@ -73,7 +75,7 @@ class DataInitConv2d(InitOnce, nn.Conv2d):
                 self.weight.mul_(s.view(-1, 1, 1, 1))
                 self.bias.sub_(mean).mul_(s)
                 self._mark_initialized()
-            y = self._conv(x)
+            y = super().forward(x)
         return y
 
 
@@ -142,18 +144,16 @@ class ChannelLayerNorm(nn.Module):
 
 class DenseLayer(nn.Module):
     """DenseFlow dense layer (Grcic et al. 2021, Sec. 2.4): cat(x, ReLU(3x3(ReLU(1x1(x))))).
-    Runs in channels-last memory (the 1x1 conv by :func:`pointwise`)."""
+    Runs in channels-last memory (the 1x1 conv is a :class:`GemmConv2d`)."""
 
     def __init__(self, c: int, growth: int):
         super().__init__()
         # the 3x3 weight is kept channels-last like its input, so no conv re-lays it out per call
         conv3 = nn.Conv2d(c, growth, 3, padding=1).to(memory_format=torch.channels_last)
-        self.net = nn.Sequential(nn.Conv2d(c, c, 1), nn.ReLU(), conv3, nn.ReLU())
+        self.net = nn.Sequential(GemmConv2d(c, c, 1), nn.ReLU(), conv3, nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1, _, conv3, _ = self.net
-        h = torch.relu(conv3(torch.relu(pointwise(conv1, x))))
-        return torch.cat([x, h], dim=1)
+        return torch.cat([x, self.net(x)], dim=1)
 
 
 class GatedConv1x1(nn.Module):
@@ -161,10 +161,10 @@ class GatedConv1x1(nn.Module):
 
     def __init__(self, c_in: int, out: int):
         super().__init__()
-        self.conv = nn.Conv2d(c_in, 3 * out, 1)
+        self.conv = GemmConv2d(c_in, 3 * out, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b, c = pointwise(self.conv, x).chunk(3, dim=1)
+        a, b, c = self.conv(x).chunk(3, dim=1)
         return a + b * torch.sigmoid(c)
 
 
@@ -226,8 +226,8 @@ class NystromAttention(nn.Module):
         if embed % heads:
             raise ValueError(f"embed {embed} is not divisible by heads {heads}")
         self.e, self.heads, self.m, self.iters = embed, heads, landmarks, iters
-        self.qkv = nn.Conv2d(channels, 3 * embed, 1)
-        self.out = nn.Conv2d(embed, channels, 1)
+        self.qkv = GemmConv2d(channels, 3 * embed, 1)
+        self.out = GemmConv2d(embed, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n_, _, h, w = x.shape
@@ -237,7 +237,7 @@ class NystromAttention(nn.Module):
             raise ValueError(f"{h}x{w} = {n} positions are not divisible by {m} landmarks")
         # channels-last: [N, H, W, 3E] viewed as [N, n, 3, heads, d] without a copy; unbinding
         # dim 2 makes the backward one stack straight into that layout
-        t = pointwise(self.qkv, x).permute(0, 2, 3, 1).reshape(n_, n, 3, hd, d)
+        t = self.qkv(x).permute(0, 2, 3, 1).reshape(n_, n, 3, hd, d)
         q, k, v = (u.transpose(1, 2) for u in t.unbind(2))  # N, heads, n, d
         q = q * d ** -0.5
         q_l = q.reshape(n_, hd, m, n // m, d).mean(dim=-2)
@@ -247,7 +247,7 @@ class NystromAttention(nn.Module):
         k3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-1)    # m x n
         y = (k1 @ _pinv_newton_schulz(k2, self.iters)) @ (k3 @ v) + v  # N, heads, n, d
         y = y.transpose(1, 2).reshape(n_, h, w, self.e).permute(0, 3, 1, 2)  # channel = head*d + i
-        return pointwise(self.out, y)
+        return self.out(y)
 
 
 class GatedAttention(nn.Module):
@@ -438,11 +438,11 @@ class DenseAttention(NetModule):
         p = project
         e = embed if embed is not None else p // 2
         self.context = context
-        self.proj_in = nn.Conv2d(c_in + context, p, 1)
+        self.proj_in = GemmConv2d(c_in + context, p, 1)
         self.attn = NystromAttention(p, e, heads, landmarks)
         self.dense = DenseBlock(p, depth, growth, p)
-        self.fuse = nn.Sequential(nn.BatchNorm2d(2 * p), nn.ReLU(), nn.Conv2d(2 * p, p, 1, bias=False))
-        self.proj_out = zero_init(nn.Conv2d(p, c_out, 1))
+        self.fuse = nn.Sequential(nn.BatchNorm2d(2 * p), nn.ReLU(), GemmConv2d(2 * p, p, 1, bias=False))
+        self.proj_out = zero_init(GemmConv2d(p, c_out, 1))
 
     @classmethod
     def from_op(cls, args, io):
@@ -451,10 +451,9 @@ class DenseAttention(NetModule):
                    args.landmarks, args.embed, io.context)
 
     def forward(self, x, context=None):
-        h = pointwise(self.proj_in, _with_context(x, context, self.context))
-        norm, _, conv = self.fuse
-        h = pointwise(conv, torch.relu(norm(torch.cat([self.attn(h), self.dense(h)], dim=1))))
-        return pointwise(self.proj_out, h).contiguous()
+        h = self.proj_in(_with_context(x, context, self.context))
+        h = self.fuse(torch.cat([self.attn(h), self.dense(h)], dim=1))
+        return self.proj_out(h).contiguous()
 
 
 class Dense(NetModule):
@@ -469,9 +468,9 @@ class Dense(NetModule):
         super().__init__()
         self.context = context
         self.net = nn.Sequential(
-            nn.Conv2d(c_in + context, mid, 1),
+            GemmConv2d(c_in + context, mid, 1),
             DenseBlock(mid, depth, growth, mid, residual=residual),
-            zero_init(nn.Conv2d(mid, c_out, 1)))
+            zero_init(GemmConv2d(mid, c_out, 1)))
 
     @classmethod
     def from_op(cls, args, io):
@@ -479,9 +478,7 @@ class Dense(NetModule):
         return cls(io.c_in, io.c_out, args.mid, args.depth, args.growth, args.residual, io.context)
 
     def forward(self, x, context=None):
-        proj_in, block, proj_out = self.net
-        h = block(pointwise(proj_in, _with_context(x, context, self.context)))
-        return pointwise(proj_out, h).contiguous()
+        return self.net(_with_context(x, context, self.context)).contiguous()
 
 
 class CrossUnitNet(NetModule):
