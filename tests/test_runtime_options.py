@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import torch
+from conftest import run_cli
 
 import augflow_dsl as af
 from augflow_dsl.compiler.commands import load_model, save_model
@@ -95,8 +95,7 @@ def test_torch_compile_matches_eager():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "augflow_dsl.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    return run_cli(*args, timeout=300)
 
 
 def test_compile_and_bench_commands(tmp_path):
@@ -112,3 +111,26 @@ def test_compile_and_bench_commands(tmp_path):
     assert res["fwd_bwd_s"] > 0 and res["sample_s"] > 0 and res["params"] == 88_912
     assert _cli("bench", "specs/nope.flow").returncode == 2
     assert _cli("compile", "specs/digits-small.flow", "--set", "nosuch=3").returncode == 1
+
+
+def test_compile_and_bench_refuse_bad_input(tmp_path):
+    """Clear messages and exit codes, never a traceback: unwritable --out, a batch of 0, an
+    invalid spec (file:line:col, as from check)."""
+    r = _cli("compile", "specs/toy-glow3.flow", "--out", str(tmp_path / "no" / "dir" / "m.pt"))
+    assert r.returncode == 1 and "error: cannot save to" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("bench", "specs/toy-glow3.flow", "--batch", "0")
+    assert r.returncode == 2 and "--batch: expected a whole number >= 1; got '0'" in r.stderr
+    bad = tmp_path / "odd.flow"
+    bad.write_text("flow: odd\ndata: {shape: [3, 15, 15]}\nstages: [squeeze]\n")
+    r = _cli("bench", str(bad))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{bad}:3:10: error:" in r.stderr and "height 15 is not divisible by 2" in r.stderr
+
+
+def test_model_refuses_a_batch_of_the_wrong_shape():
+    m = af.compile(ROOT / "specs/toy-glow3.flow")
+    for shape in ((4, 3), (0, 2), (4, 2, 1), (2,)):
+        with pytest.raises(ValueError, match=r"expected a batch \[N, 2\] with N >= 1"):
+            m.log_prob(torch.randn(shape))
+    with pytest.raises(ValueError, match="n >= 1"):
+        m.sample(0)

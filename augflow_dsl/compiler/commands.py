@@ -12,18 +12,26 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SpecError
 from ..graph.build import build
 from ..graph.check import check_graph, units
 from ..spec.load import load, loads
 from .model import FlowModel
 
 
-def _load_spec(args):
+def _checked_spec(args):
+    """(spec, graph, report) of a valid spec, or the exit code after printing why not: 2 for a
+    missing file, 1 for a spec that does not load or check (file:line:col messages)."""
     if not Path(args.spec).is_file():
         print(f"error: no such spec file: {args.spec}", file=sys.stderr)
-        return None
-    return load(args.spec, args.set)
+        return 2
+    spec = load(args.spec, args.set)
+    g, diag = build(spec)
+    report = check_graph(spec, g, diag)
+    if not report.valid:
+        for e in report.errors:
+            print(e["text"], file=sys.stderr)
+        return 1
+    return spec, g, report
 
 
 def save_model(model: FlowModel, path: str | Path, overrides: dict | None = None) -> None:
@@ -56,16 +64,11 @@ def cmd_compile(args) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    spec = _load_spec(args)
-    if spec is None:
-        return 2
-    g, diag = build(spec)
-    report = check_graph(spec, g, diag)
+    checked = _checked_spec(args)
+    if isinstance(checked, int):
+        return checked
+    spec, g, report = checked
     console = Console(highlight=False)
-    if not report.valid:
-        for e in report.errors:
-            print(e["text"], file=sys.stderr)
-        return 1
     t = time.perf_counter()
     model = FlowModel(spec, g)
     built = time.perf_counter() - t
@@ -80,7 +83,11 @@ def cmd_compile(args) -> int:
     console.print(f"parameters: {numel:,} (analytic {report.parameters.total:,}); plan: {len(model.plan)} steps; "
                   f"dims: data {d.data:,} + augmented {d.augmented:,} = priors {d.prior:,}")
     if args.out:
-        save_model(model, args.out, dict(_overrides(args.set)))
+        try:
+            save_model(model, args.out, dict(_overrides(args.set)))
+        except OSError as e:
+            print(f"error: cannot save to {args.out}: {e.strerror or e}", file=sys.stderr)
+            return 1
         console.print(f"saved to {args.out}")
     return 0 if numel == report.parameters.total else 1
 
@@ -176,22 +183,18 @@ def _batch(model: FlowModel, n: int, device: str) -> torch.Tensor:
 
 
 def cmd_bench(args) -> int:
-    try:
-        spec = _load_spec(args)
-    except SpecError as e:
-        print(str(e), file=sys.stderr)
-        return 1
-    if spec is None:
-        return 2
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda but no CUDA device is available", file=sys.stderr)
         return 2
-    from .model import compile_spec
-    model = compile_spec(spec)
+    checked = _checked_spec(args)  # SpecErrors reach the CLI's handler (file:line:col)
+    if isinstance(checked, int):
+        return checked
+    spec, g, _ = checked
+    model = FlowModel(spec, g)
     try:
         result = bench_model(model, args.batch, args.device, args.repeats, args.compile,
                              channels_last=args.channels_last, bf16=args.bf16)
-    except Exception as e:  # noqa: BLE001 - torch.compile / device failures are reported, not dumped
+    except Exception as e:  # torch.compile failures are reported, not dumped
         if not args.compile:
             raise
         print(f"error: torch.compile failed on {spec.name}: {type(e).__name__}: {str(e).splitlines()[0]}",

@@ -214,7 +214,14 @@ class FlowModel(nn.Module):
         v = (x + u) / (2 ** self.bits)
         return v, -self.dims * self.bits * math.log(2) - log_r
 
+    def _check_batch(self, x: torch.Tensor) -> None:
+        """Refuse a batch the flow cannot read, naming the shape it expects (no tensor read)."""
+        if tuple(x.shape[1:]) != self.data_shape or x.dim() < 1 or x.shape[0] < 1:
+            want = "x".join(map(str, self.data_shape))
+            raise ValueError(f"{self.name}: expected a batch [N, {want}] with N >= 1; got {list(x.shape)}")
+
     def _to_model_space(self, x: torch.Tensor, centre: bool = False):
+        self._check_batch(x)
         v, ld = self._dequantize(x, centre)
         v, l = self.then(v)
         ld = ld + l
@@ -290,6 +297,8 @@ class FlowModel(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0) -> torch.Tensor:
+        if n < 1 or not temperature > 0:
+            raise ValueError(f"sample needs n >= 1 and temperature > 0; got n={n}, temperature={temperature}")
         like = next(iter(self.parameters()), torch.zeros(()))
         z = self.prior.sample(n, temperature, like)
         return self._from_model_space(self._inverse_plan(z, None, temperature))
