@@ -162,17 +162,30 @@ def test_conformance(case):
 
 
 def _check_bijection(layer, x, cond):
+    """Round trip to 1e-10 of max|x|, log-det against autograd's Jacobian to 1e-8.
+
+    Where the forward map is nearly flat (smallest singular value s of dy/dx), rounding y
+    alone moves the recovered x by up to eps |y| / s, which no inverse can undo: a
+    logistic-mixture coupling far in its tails has s ~ 1e-11 .. 1e-18 for some draws. The
+    round-trip bound is therefore max(1e-10 max|x|, 1e3 eps max|y| / s) per example; for every
+    well-conditioned example (s of order 1) it is the 1e-10 bound. The inverse's log-det is
+    compared with the forward one at the point the inverse returns."""
     y, ld = layer(x, cond)
     x2, ld_inv = layer.inverse(y, cond)
-    assert (x2 - x).abs().max() / x.abs().max() < 1e-10
-    assert torch.allclose(ld_inv, -ld, rtol=1e-10, atol=1e-10)
+    # the inverse's log-det is log|det dx/dy| at the point it returns (x2 == x to the bound below)
+    assert torch.allclose(ld_inv, -layer(x2, cond)[1], rtol=1e-10, atol=1e-10)
     assert y.shape != x.shape or not torch.allclose(y, x), "the layer is the identity: the test proves nothing"
+    eps = torch.finfo(x.dtype).eps
     for i in range(x.shape[0]):
         xi = x[i:i + 1]
         ci = None if cond is None else cond[i:i + 1]
         jac = torch.autograd.functional.jacobian(lambda t: layer(t, ci)[0].flatten(), xi).reshape(y[0].numel(), -1)
         ref = torch.linalg.slogdet(jac)[1]
         assert abs(ld[i].item() - ref.item()) <= 1e-8 * max(1.0, abs(ref.item())), (ld[i].item(), ref.item())
+        s_min = torch.linalg.svdvals(jac)[-1].item()
+        bound = max(1e-10 * x.abs().max().item(), 1e3 * eps * y[i].abs().max().item() / s_min)
+        err = (x2[i] - x[i]).abs().max().item()
+        assert err <= bound, (i, err, bound, s_min)
 
 
 def _check_drop_density(layer, name, kept, dropped, logp):
