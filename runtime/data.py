@@ -24,6 +24,7 @@ import hashlib
 import importlib
 import math
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -143,7 +144,7 @@ def _torchvision_set(name: str, root: Path, download: bool) -> tuple[Tensor, Ten
                 return torch.from_numpy(np.ascontiguousarray(ds.data))
             ds = datasets.MNIST(str(root), train=train, download=download)
             return ds.data.unsqueeze(1).contiguous()
-        except (RuntimeError, OSError, ValueError, EOFError) as e:
+        except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
             if download:
                 raise DataError(f"could not download or read {name} into {where}: {e}") from None
             raise DataError(f"{name} was not found (or is incomplete or corrupted) in {where}; "

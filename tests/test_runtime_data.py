@@ -363,6 +363,15 @@ def test_toy_sets_are_float_vectors_from_toys(toys, seed):
         D.open_dataset(spec([3], bits=None, dataset="rings"))
 
 
+def test_the_shipped_specs_open_their_embedded_data(toys):
+    import augflow_dsl as af
+
+    root = Path(__file__).resolve().parents[1] / "specs"
+    for name, shape in (("digits-small", (1, 8, 8)), ("toy-glow3", (2,))):
+        src = D.open_dataset(af.load(root / f"{name}.flow").data)
+        assert src.shape == shape and tuple(src.train[0].shape) == shape
+
+
 def test_default_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("AUGFLOW_DATA", str(tmp_path))
     assert D.default_data_root() == tmp_path
