@@ -16,10 +16,10 @@ import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 #: progress(done, total, stats): ``done``/``total`` count examples-times-samples forwarded, so
 #: a bar moves steadily even when one example takes thousands of forward passes; ``stats`` has
@@ -56,14 +56,18 @@ class EvalResult:
 
 def _batches(data: Dataset | torch.Tensor, batch: int, limit: int | None) -> tuple[Iterator[torch.Tensor], int]:
     """Fixed-order batches of the first ``limit`` items (all when None) and their number."""
-    n = len(data)
-    if limit is not None:
-        n = min(n, limit)
+    n = len(data) if limit is None else min(len(data), limit)
     if isinstance(data, torch.Tensor):
         return (data[i:i + batch] for i in range(0, n, batch)), n
-    if n < len(data):
-        data = torch.utils.data.Subset(data, range(n))
-    return iter(DataLoader(data, batch_size=batch, shuffle=False)), n
+    return (fetch(data, range(i, min(i + batch, n))) for i in range(0, n, batch)), n
+
+
+def fetch(data: Dataset, indices: Sequence[int]) -> torch.Tensor:
+    """Items ``indices`` of a Dataset of single tensors, stacked; a dataset's own batched read
+    (``__getitems__``, which may return the stacked tensor itself) is used when it has one."""
+    many = getattr(data, "__getitems__", None)
+    items = many(list(indices)) if many is not None else [data[i] for i in indices]
+    return items if isinstance(items, torch.Tensor) else torch.stack(list(items))
 
 
 def _mean_se(values: torch.Tensor) -> tuple[float, float]:
@@ -102,11 +106,12 @@ def iw_log_likelihood(model: _Model, x: torch.Tensor, samples: int, batch: int,
 
 
 def evaluate(model: torch.nn.Module, data: Dataset | torch.Tensor, *, samples: int = 1, batch: int = 64,
-             limit: int | None = None, seed: int | None = 0, progress: Progress | None = None) -> EvalResult:
+             limit: int | None = None, seed: int | None = 0, device: str | torch.device | None = None,
+             progress: Progress | None = None) -> EvalResult:
     """Bits/dim of ``model`` on ``data`` (a Dataset of single tensors, or a tensor [N, ...]).
 
     The model runs in eval mode under no_grad (its mode is restored afterwards); batches go to
-    the device of its parameters. ``samples`` > 1 adds the importance-weighted estimate with S
+    ``device`` (default: the device of the model's parameters). ``samples`` > 1 adds the importance-weighted estimate with S
     samples; ``batch`` bounds the examples per forward pass; ``limit`` evaluates the first
     ``limit`` items; ``seed`` fixes the dequantization / augmentation noise (None: the global
     generator, untouched otherwise)."""
@@ -116,7 +121,8 @@ def evaluate(model: torch.nn.Module, data: Dataset | torch.Tensor, *, samples: i
         raise ValueError(f"limit must be >= 1; got {limit}")
     if len(data) == 0:
         raise ValueError("evaluate needs at least one example; the data set is empty")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = torch.device(device) if device is not None else \
+        next((p.device for p in model.parameters()), torch.device("cpu"))
     dims = int(model.dims)
     scale = 1.0 / (dims * math.log(2))
     it, n = _batches(data, batch, limit)

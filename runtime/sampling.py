@@ -44,9 +44,14 @@ def generate(model: torch.nn.Module, n: int, *, temperature: float = 1.0, batch:
     return torch.cat(out)
 
 
-def to_unit(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Integer levels 0 .. 2^bits - 1 -> [0, 1] (float32), the range save_image expects."""
-    return (x.float() / (2 ** bits - 1)).clamp(0, 1)
+def to_unit(x: torch.Tensor, bits: int | None) -> torch.Tensor:
+    """Integer levels 0 .. 2^bits - 1 -> [0, 1] (float32), the range save_image expects; real
+    images (``bits`` None) are scaled by their own minimum and maximum."""
+    x = x.float()
+    if bits is None:
+        lo, hi = x.min(), x.max()
+        return (x - lo) / (hi - lo).clamp_min(1e-12)
+    return (x / (2 ** bits - 1)).clamp(0, 1)
 
 
 def to_uint8(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -54,14 +59,22 @@ def to_uint8(x: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.round(to_unit(x, bits) * 255).to(torch.uint8)
 
 
-def save_grid(samples: torch.Tensor, path: str | Path, bits: int, nrow: int | None = None) -> None:
+def save_grid(samples: torch.Tensor, path: str | Path, bits: int | None, nrow: int | None = None,
+              upscale: int | None = None) -> None:
     """Write images [N, C, H, W] (levels 0 .. 2^bits - 1; C = 1 or 3) as one PNG grid with
-    torchvision's make_grid / save_image; ``nrow`` images per row (default: a near-square grid)."""
-    from torchvision.utils import save_image
+    torchvision's make_grid / save_image; ``nrow`` images per row (default: a near-square grid);
+    each pixel drawn as an ``upscale`` x ``upscale`` block (default: enough for images of at
+    least 32 pixels, so 8 x 8 digits stay visible)."""
+    import torch.nn.functional as F
+    from torchvision.utils import make_grid, save_image
     if samples.dim() != 4 or samples.shape[1] not in (1, 3):
         raise ValueError(f"a grid needs images [N, 1 or 3, H, W]; got {list(samples.shape)}")
     nrow = nrow or max(1, math.ceil(math.sqrt(samples.shape[0])))
-    save_image(to_unit(samples, bits), str(path), nrow=nrow, padding=2, pad_value=1.0)
+    upscale = upscale or max(1, math.ceil(32 / min(samples.shape[-2:])))
+    x = to_unit(samples, bits)
+    if upscale > 1:
+        x = F.interpolate(x, scale_factor=upscale, mode="nearest")
+    save_image(make_grid(x, nrow=nrow, padding=2, pad_value=1.0), str(path))
 
 
 def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor | None = None,
@@ -94,6 +107,20 @@ def save_scatter(points: torch.Tensor, path: str | Path, reference: torch.Tensor
     fig.tight_layout()
     fig.savefig(str(path), dpi=100)
     plt.close(fig)
+
+
+def save_samples(model: torch.nn.Module, path: str | Path, n: int = 64, *, temperature: float = 1.0,
+                 batch: int = 64, seed: int | None = None, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """Draw ``n`` samples and write them to the PNG ``path`` (folders made as needed): a grid for
+    image data, a scatter plot (beside ``reference`` points when given) for vector data.
+    Returns the samples."""
+    x = generate(model, n, temperature=temperature, batch=batch, seed=seed)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if x.dim() == 4:
+        save_grid(x, path, model.bits)
+    else:
+        save_scatter(x, path, reference, title=f"{model.name}: T = {temperature:g}")
+    return x
 
 
 def save_npz(samples: torch.Tensor, path: str | Path, bits: int | None) -> None:
