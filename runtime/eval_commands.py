@@ -135,12 +135,16 @@ def _progress(err, show: bool):
 
 def cmd_eval(args, err) -> int:
     from .evaluate import evaluate
-    from .fid import check_fid_data, fid
+    from .fid import FIDError, check_fid_data, check_weights, fid
     from .sampling import generate
 
     model, spec, meta = _load(args, err)
     if args.fid is not None:
         check_fid_data(tuple(spec.data.shape), spec.data.bits)  # refuse before any work
+        if args.inception_weights is not None:
+            if not Path(args.inception_weights).is_file():
+                raise FIDError(f"no such Inception weights file: {args.inception_weights} (--inception-weights)")
+            check_weights(args.inception_weights)
         if args.fid < 2:
             raise _Usage("--fid needs N >= 2 images (FID compares two covariance matrices)")
     data = _open_split(spec, meta, args)
