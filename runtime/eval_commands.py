@@ -85,6 +85,7 @@ def _guarded(fn, args) -> int:
     """Run a command; a user's mistake becomes a one-line message and exit 1 (2 for usage)."""
     from ..errors import SpecError
     from .checkpoint import CheckpointError
+    from .data import DataError
     from .fid import FIDError
     err = _console()
     try:
@@ -92,14 +93,9 @@ def _guarded(fn, args) -> int:
     except _Usage as e:
         err.print(f"usage error: {e}", markup=False, soft_wrap=True)
         return 2
-    except (SpecError, CheckpointError, FIDError) as e:
+    except (SpecError, CheckpointError, DataError, FIDError) as e:
         err.print(f"error: {e}", markup=False, soft_wrap=True)
         return 1
-    except Exception as e:  # DataError lives in runtime.data, imported only when data is read
-        if type(e).__name__ == "DataError":
-            err.print(f"error: {e}", markup=False, soft_wrap=True)
-            return 1
-        raise
 
 
 def _load(args, err):
