@@ -237,6 +237,9 @@ def cmd_sample(args, err) -> int:
     except OSError as e:
         err.print(f"error: cannot write {e.filename or args.out}: {e.strerror or e}", markup=False)
         return 1
+    except ValueError as e:  # PIL / matplotlib: an image format they cannot write
+        err.print(f"error: cannot write {args.out}: {e} (use a .png file name)", markup=False)
+        return 1
     out = {"checkpoint": meta["path"], "name": spec.name, "step": meta.get("step"), "weights": meta.get("weights"),
            "n": args.n, "temperature": args.temperature, "out": args.out, "npz": args.npz, "seconds": seconds,
            "images_per_s": args.n / max(seconds, 1e-9), "shape": list(x.shape[1:]),

@@ -257,6 +257,7 @@ def test_vector_data_samples_as_a_scatter_plot_and_refuses_fid(tmp_path, capsys)
     (["eval", "{garbage}"], 1, "not a readable checkpoint"),
     (["sample", "{garbage}", "--out", "{tmp}/x.png"], 1, "not a readable checkpoint"),
     (["sample", "{run}", "--out", "{tmp}/no/such/dir/x.png"], 1, "no such folder"),
+    (["sample", "{run}", "--n", "2", "--out", "{tmp}/x.xyz"], 1, "cannot write"),
     (["eval", "{run}", "--device", "cuda:7"], 2, "no CUDA device"),
     (["eval", "{run}", "--fid", "4", "--inception-weights", "{tmp}/none.pt"], 1, "no such Inception weights"),
 ])
