@@ -197,7 +197,7 @@ def _train(spec, variables, train_over, opts, as_json: bool, err) -> int:
 def _summary(result, console) -> None:
     from rich.table import Table
 
-    t = Table(title="training run", header_style="bold")
+    t = Table(title="training run", show_header=False)
     t.add_column("")
     t.add_column("", justify="right")
 
