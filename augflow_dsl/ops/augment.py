@@ -5,6 +5,7 @@ from pydantic import Field
 
 from .registry import AUGMENT, NetIO, Op, OpArgs, OpCall, QFlow, get, register
 from .shapes import need_image
+from .supports import REAL, join
 
 
 def _default_g() -> OpCall:
@@ -50,8 +51,13 @@ class CrossUnit(Op):
     def macs(self, a, shape, env):
         return get(a.net.op).net_macs(a.net.args, self._io(a, shape, env))
 
-    def reads(self, a, shape):
-        return "earlier representations of the block (forward only)"
+    def joined(self, a, s, added):
+        """cat(x, e'): e' = mu + sigma * e is Gaussian, so every value is possible."""
+        return join(s, REAL)
+
+    def inverse_image(self, a, s):
+        """The inverse drops e': the kept channels are what it was given."""
+        return s
 
 
 @register
@@ -82,5 +88,10 @@ class InputAugment(Op):
             n *= s
         return n
 
-    def reads(self, a, shape):
-        return "the data x (through q's context net)"
+    def joined(self, a, s, added):
+        """cat(x, z): x's set and q's sample's set together."""
+        return join(s, added)
+
+    def inverse_image(self, a, s):
+        """The inverse keeps the first C channels: what it was given."""
+        return s

@@ -22,6 +22,9 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
+from .regions import Region
+from .supports import REAL, Support
+
 Shape = tuple[int, ...]
 
 # roles
@@ -126,13 +129,39 @@ class Op:
         """Conditioner nets this op owns, by slot name, with what each must compute."""
         return {}
 
-    def reads(self, a, shape: Shape) -> str:
-        """What part of the input the conditioner nets read (for the invertibility audit)."""
-        return "identity"
+    def reads(self, a, shape: Shape) -> Region:
+        """The region of its input the op's conditioner nets read (default: all of it)."""
+        return Region.whole(shape)
 
-    def passthrough(self, a, shape: Shape) -> str | None:
-        """The part of the input a bijection leaves unchanged (coupling identity half)."""
+    def unchanged(self, a, shape: Shape) -> Region | None:
+        """The region of its input the op hands on unchanged (a coupling's identity part);
+        None when it changes every element. The audit demands ``reads`` within it."""
         return None
+
+    # --- supports (ops/supports.py): the sets inputs and outputs lie in ------------------
+    def domain(self, a, bits: int | None) -> Support:
+        """The set the op's input must lie in (``bits``: the data's bit depth)."""
+        return REAL
+
+    def image(self, a, s: Support) -> Support:
+        """The set the output lies in when the input lies in ``s`` (a superset is fine)."""
+        return REAL
+
+    def inverse_domain(self, a) -> Support:
+        """The set the op's inverse accepts (the sampling direction meets it)."""
+        return REAL
+
+    def inverse_image(self, a, s: Support) -> Support:
+        """The set the inverse returns when its input lies in ``s``."""
+        return REAL
+
+    def domain_fix(self, a) -> str:
+        """What to change when the input leaves ``domain`` (for the error message)."""
+        return f"give '{self.name}' an input inside its domain"
+
+    def inverse_fix(self, a) -> str:
+        """What to change when, sampling, the inverse's input leaves ``inverse_domain``."""
+        return f"'{self.name}' cannot stand where its inverse meets values outside {self.inverse_domain(a)}"
 
     def dims_added(self, a, shape: Shape, env: OpEnv) -> int:
         return 0

@@ -28,13 +28,25 @@ def unsqueezed(shape, factor: int = 2):
     return (c // (factor * factor), h * factor, w * factor)
 
 
+class Rearrangement(Op):
+    """A bijection that only moves elements: its output (and its inverse's) lies in the set of its input."""
+
+    role = BIJECTION
+
+    def image(self, a, s):
+        return s
+
+    def inverse_image(self, a, s):
+        return s
+
+
 class _SqueezeArgs(OpArgs):
     factor: int = Field(default=2, gt=1)
     order: Order = "channel_major"
 
 
 @register
-class Squeeze(Op):
+class Squeeze(Rearrangement):
     """Space-to-depth (RealNVP Sec. 3.6): C x H x W -> 4C x H/2 x W/2.
 
     ``order: channel_major`` puts input (c, 2h+i, 2w+j) at channel 4c+2i+j (DenseFlow
@@ -56,7 +68,7 @@ class Squeeze(Op):
 
 
 @register
-class Unsqueeze(Op):
+class Unsqueeze(Rearrangement):
     """Depth-to-space, the inverse of squeeze with the same ``order``: 4C x H x W -> C x 2H x 2W."""
 
     name = "unsqueeze"
@@ -72,7 +84,7 @@ class Unsqueeze(Op):
 
 
 @register
-class Swap(Op):
+class Swap(Rearrangement):
     """Exchange the two parts of a split (DenseFlow channel_switch.py: cat(x2, x1); Flow++
     TupleFlip). For an odd channel count the first ceil(C/2) channels move to the end."""
 
