@@ -30,52 +30,63 @@ class Property:
     statement: str      # one line: what holds
     derivation: str     # how the audit derives it from the graph
     construction: str | None = None  # why a spec cannot violate it, where it cannot
+    short: str = ""     # a few words for `augflow-dsl check`
 
 
 PROPERTIES: tuple[Property, ...] = (
     Property("data-path", "the data path is made only of bijections, augment points, drops, a dequantizer and "
              "priors, acyclic, every output consumed, every bijection keeping its dims",
              "roles, in/out data edges and edge shapes of every node; networkx acyclicity; reachability from x",
-             "the builder places only the roles each slot allows and refuses the rest with the node"),
+             "the builder places only the roles each slot allows and refuses the rest with the node",
+             short="data path: bijections, augment points, drops and priors only"),
     Property("conditioner-reads", "a conditioner reads only what the inverse has when it runs",
              "each condition edge's Read(node, port, region) must come from its owner's data input and its "
              "region (channels x positions) must lie within the owner's unchanged region, both computed from "
              "the op's split rules (ops/regions.py)",
              "the builder wires each net to its owner's input with the owner's `reads` region; a new op that "
-             "declares no `unchanged` region (or reads more) is refused"),
+             "declares no `unchanged` region (or reads more) is refused",
+             short="each coupling net reads only its coupling's unchanged part"),
     Property("cross-unit-reads", "a cross-unit g reads only its block's input and outputs of its block's units "
              "up to its own (z_<i, DenseFlow eq. 6)",
              "the nodes' block/unit annotations give the block input (data input of the block's first node) and "
              "each unit's output (data input of its cross-unit coupling); every read of g must be one of them, "
              "whole, and computed before g's augment point",
-             "a block's augment is wired by the builder to cat(block input, unit outputs so far)"),
+             "a block's augment is wired by the builder to cat(block input, unit outputs so far)",
+             short="each cross-unit g reads only its block's earlier outputs"),
     Property("one-density", "every dim reaches exactly one density",
              "every output port of a data-path node has exactly one consumer, every sink is a prior that reads "
-             "one tensor, dims are conserved node by node (edge shapes), and data + augmented = dims scored"),
+             "one tensor, dims are conserved node by node (edge shapes), and data + augmented = dims scored",
+             short="every dim reaches exactly one density"),
     Property("augment-scored", "every augmented dim is scored by a q",
              "each input augment point receives one sample from a q-network whose base scores exactly the "
              "dims it adds; each cross-unit coupling has a g emitting a mean and a log-scale per added dim; "
              "a variational dequantizer receives one sample of D dims from its r",
-             "input(...) and variational(...) require `q:`; cross_unit always owns a g"),
+             "input(...) and variational(...) require `q:`; cross_unit always owns a g",
+             short="every augmented dim is scored by a q"),
     Property("q-reads-data", "q-networks read only the data",
              "every edge into a q-chain from outside it is the context net's read of the data its q is "
              "conditioned on (x for a dequantizer's r, the dequantized x~ for an input augmentation's q); its "
              "couplings' context edges come from its own context net",
-             "a q's context is handed only the data by the builder; a q's flow cannot name model nodes"),
+             "a q's context is handed only the data by the builder; a q's flow cannot name model nodes",
+             short="q-networks read only the data"),
     Property("read-before-drop", "nothing is read after it is dropped",
              "a drop's dropped part goes to exactly its own prior and is read by nothing else; every read by a g "
              "or a context net comes from a node that runs before its reader (so, sampling, nothing reads dims "
              "an augment point's inverse has already dropped)",
-             "the dropped part of a drop is an edge the builder hands only to its prior"),
+             "the dropped part of a drop is an edge the builder hands only to its prior",
+             short="nothing is read after it is dropped"),
     Property("domains", "every op's input lies in the set it declares: a logit reads (0, 1), data of `bits` "
              "meets the ops that expect it",
              "supports propagated forward from x (Integers(bits) or R) and from each q's base noise (R) through "
-             "each op's declared image (graph/supports.py), compared with each op's declared domain"),
+             "each op's declared image (graph/supports.py), compared with each op's declared domain",
+             short="every op's input lies in its declared domain"),
     Property("dequantizer-noise", "a dequantizer's noise lies in the unit bin [0, 1)^D",
-             "the support of the sample its q hands it (propagated through the q-flow), or uniform's [0, 1)"),
+             "the support of the sample its q hands it (propagated through the q-flow), or uniform's [0, 1)",
+             short="dequantization noise lies in [0, 1)^D"),
     Property("inverse-domains", "sampling, every inverse reads inside its domain: a sigmoid's inverse reads (0, 1)",
              "supports propagated backward from the prior's samples (R) through each op's declared inverse image, "
-             "compared with each inverse's declared domain"),
+             "compared with each inverse's declared domain",
+             short="sampling, every inverse reads inside its domain"),
 )
 PROPERTY_IDS = tuple(p.id for p in PROPERTIES)
 

@@ -68,9 +68,12 @@ class Proved(BaseModel):
     how: str
     by_construction: str | None = None  # why no spec can violate it (it is still checked on the graph)
     covered: str = ""                    # what it covered here, e.g. "74 coupling nets"
+    short: str = ""
 
-    def short(self) -> str:
-        return f"{self.id}: {self.statement} ({self.covered})" if self.covered else f"{self.id}: {self.statement}"
+    def line(self) -> str:
+        """One line for ``augflow-dsl check``."""
+        by = "  [by construction]" if self.by_construction else ""
+        return f"{self.id}: {self.short or self.statement} ({self.covered}){by}"
 
 
 class CheckReport(BaseModel):
@@ -195,7 +198,7 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
             failed.add("augment-scored")
         if covered:
             report.proved = [Proved(id=p.id, statement=p.statement, how=p.derivation, by_construction=p.construction,
-                                    covered=covered.get(p.id, "")) for p in PROPERTIES if p.id not in failed]
+                                    covered=covered.get(p.id, ""), short=p.short) for p in PROPERTIES if p.id not in failed]
     else:
         per_node = {}
         report.dims.data = numel(g.graph["data_shape"])  # the rest is unknown after a shape error

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
 from .regions import Region
 from .supports import REAL, Support
@@ -43,9 +43,22 @@ class OpShapeError(ValueError):
 
 
 class OpArgs(BaseModel):
-    """Base of every op's argument schema: no unknown arguments, values frozen."""
+    """Base of every op's argument schema: no unknown arguments, values frozen. The language's
+    ``none`` (None) is read as the choice "none" where a Literal argument offers it
+    (``actnorm(split: none)``, ``conv_attention(position: none)``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_choice(cls, data):
+        if isinstance(data, dict):
+            for k, v in data.items():
+                info = cls.model_fields.get(k)
+                if v is None and info is not None and get_origin(info.annotation) is Literal \
+                        and "none" in get_args(info.annotation):
+                    data = {**data, k: "none"}
+        return data
 
 
 @dataclass(frozen=True, eq=False)
