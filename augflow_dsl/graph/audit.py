@@ -46,8 +46,8 @@ PROPERTIES: tuple[Property, ...] = (
              "the builder wires each net to its owner's input with the owner's `reads` region; a new op that "
              "declares no `unchanged` region (or reads more) is refused",
              short="each coupling net reads only its coupling's unchanged part"),
-    Property("cross-unit-reads", "a cross-unit g reads only its block's input and outputs of its block's units "
-             "up to its own (z_<i, DenseFlow eq. 6)",
+    Property("cross-unit-reads", "a cross-unit g reads only its block's input and the outputs of the block's "
+             "earlier units (z_<i, DenseFlow eq. 6)",
              "the nodes' block/unit annotations give the block input (data input of the block's first node) and "
              "each unit's output (data input of its cross-unit coupling); every read of g must be one of them, "
              "whole, and computed before g's augment point",
@@ -184,8 +184,8 @@ def _block_reads(g: nx.DiGraph, block: tuple[int, int]) -> set[tuple[str, str]]:
         allowed |= {(u, e.get("port", "out")) for u, e in _data_in(g, nodes[0])}  # the block's input
     for n in nodes:
         d = g.nodes[n]
-        if d["role"] == AUGMENT and d["block"][1] <= unit:
-            allowed |= {(u, e.get("port", "out")) for u, e in _data_in(g, n)}  # that unit's output
+        if d["role"] == AUGMENT and d["block"][1] < unit:
+            allowed |= {(u, e.get("port", "out")) for u, e in _data_in(g, n)}  # an earlier unit's output
     return allowed
 
 
@@ -199,8 +199,10 @@ def cross_unit_reads(g: nx.DiGraph) -> list[Finding]:
         ad = g.nodes[a]
         block = ad.get("block")
         allowed = _block_reads(g, block) if block else set()
-        where = (f"block {block[0]}'s input or the output of its units 1..{block[1]}" if block
-                 else "its block's representations (it stands in no block)")
+        where = "its block's representations (it stands in no block)"
+        if block:
+            where = f"block {block[0]}'s input" + (f" or the output of its units 1..{block[1] - 1}"
+                                                    if block[1] > 1 else "")
         for u, _, e in g.in_edges(k, data=True):
             if e["kind"] != "condition":
                 continue

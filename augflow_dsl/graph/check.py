@@ -178,8 +178,8 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
     if g.graph.get("complete"):
         # labels themselves hold ": " ("stage 3: mixture_coupling"): match the longest label a message opens with
         locs = {}
-        for _, d in g.nodes(data=True):
-            locs.setdefault(d["label"], d.get("loc"))
+        for _, d in g.nodes(data=True):  # a default net (cross_unit's g) is located at its owner
+            locs.setdefault(d["label"], d.get("loc") or (g.nodes[d["owner"]].get("loc") if "owner" in d else None))
         found, covered = audit_graph(g, data_chain(g, "p"))
         for f in found:
             errors.append(SpecError(f.message, locs.get(f.node), node=f.node))
