@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import augflow_dsl as af
 from augflow_dsl.errors import SpecError
-from augflow_dsl.ops.registry import BIJECTION, CONTEXT, DROP, NET, REGISTRY, OpCall, QFlow, names
+from augflow_dsl.ops.registry import BIJECTION, CONTEXT, DROP, NET, REGISTRY, OpCall, names
 
 TINY_INTS = {"filters": [4, 8], "blocks": [0, 1], "heads": [1, 2], "components": [2, 3], "hidden": [4, 6],
              "layers": [1, 2], "mid": [4], "depth": [1, 2], "growth": [1, 2], "project": [4], "landmarks": [2],

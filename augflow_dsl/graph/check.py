@@ -16,7 +16,7 @@ import networkx as nx
 from pydantic import BaseModel, Field
 
 from ..errors import Source, SpecError
-from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR
+from ..ops.registry import AUGMENT, CONTEXT, DEQUANTIZER, DROP, PRIOR
 from ..ops.shapes import numel
 from ..spec.load import load
 from ..spec.models import Spec
@@ -197,8 +197,9 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
         if declared != dims.augmented:
             failed.add("augment-scored")
         if covered:
-            report.proved = [Proved(id=p.id, statement=p.statement, how=p.derivation, by_construction=p.construction,
-                                    covered=covered.get(p.id, ""), short=p.short) for p in PROPERTIES if p.id not in failed]
+            report.proved = [Proved(id=p.id, statement=p.statement, how=p.derivation, short=p.short,
+                                    by_construction=p.construction, covered=covered.get(p.id, ""))
+                             for p in PROPERTIES if p.id not in failed]
     else:
         per_node = {}
         report.dims.data = numel(g.graph["data_shape"])  # the rest is unknown after a shape error
