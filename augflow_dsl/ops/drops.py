@@ -21,7 +21,8 @@ class _Drop(Op):
 def _kept(shape):
     c = shape[0]
     if c < 2 or c % 2:
-        raise OpShapeError(f"dropping half the channels needs an even channel count; got {c}")
+        raise OpShapeError(f"dropping half the channels needs an even channel count; got {c}; drop where the "
+                           f"channel count is even (after a squeeze, or augment to an even count)")
     return (c // 2, *shape[1:])
 
 

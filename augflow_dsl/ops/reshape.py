@@ -16,7 +16,9 @@ def squeezed(shape, factor: int = 2):
     c, h, w = shape
     if h % factor or w % factor:
         odd = "height" if h % factor else "width"
-        raise OpShapeError(f"squeeze by {factor}: {odd} {h if odd == 'height' else w} is not divisible by {factor}")
+        raise OpShapeError(f"squeeze by {factor}: {odd} {h if odd == 'height' else w} is not divisible by {factor}; "
+                           f"squeeze only where height and width are multiples of {factor} (fewer squeezes, or "
+                           f"another data shape)")
     return (c * factor * factor, h // factor, w // factor)
 
 
@@ -24,7 +26,8 @@ def unsqueezed(shape, factor: int = 2):
     need_image(shape, "unsqueeze")
     c, h, w = shape
     if c % (factor * factor):
-        raise OpShapeError(f"unsqueeze by {factor}: {c} channels are not divisible by {factor * factor}")
+        raise OpShapeError(f"unsqueeze by {factor}: {c} channels are not divisible by {factor * factor}; unsqueeze "
+                           f"only a tensor with a multiple of {factor * factor} channels (e.g. after a squeeze)")
     return (c // (factor * factor), h * factor, w * factor)
 
 
