@@ -337,7 +337,7 @@ def test_cli_prints_the_proved_properties_and_json_has_them():
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("proved  ")]
     assert [ln.split()[1].rstrip(":") for ln in lines] == list(PROPERTY_IDS)
-    assert "proved  q-reads-data: q-networks read only the data (1 q-networks)  [by construction]" in lines
+    assert "proved  q-reads-data: q-networks read only the data (1 q-network)  [by construction]" in lines
     proc = run_cli("check", "--json", str(SPECS_DIR / "toy-vflow3-10d.flow"))
     data = json.loads(proc.stdout)
     assert [p["id"] for p in data["proved"]] == list(PROPERTY_IDS)

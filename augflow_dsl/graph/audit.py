@@ -366,18 +366,22 @@ def _evidence(g: nx.DiGraph) -> dict[str, str]:
     ctx = sum(1 for d in roles if d["role"] == CONTEXT)
     sampled = sum(1 for d in roles if "support_sampled" in d)
     return {
-        "data-path": f"{steps} flow steps",
-        "conditioner-reads": f"{len(conds) - gs} coupling nets",
-        "cross-unit-reads": f"{gs} g-networks",
-        "one-density": f"{priors} densities",
-        "augment-scored": f"{len(augs)} augment points",
-        "q-reads-data": f"{len(qs)} q-networks",
-        "read-before-drop": f"{drops} drops, {gs + ctx} forward-only readers",
-        "domains": f"{steps + ctx} ops",
+        "data-path": _count(steps, "flow step"),
+        "conditioner-reads": _count(len(conds) - gs, "coupling net"),
+        "cross-unit-reads": _count(gs, "g-network"),
+        "one-density": _count(priors, "density", "densities"),
+        "augment-scored": _count(len(augs), "augment point"),
+        "q-reads-data": _count(len(qs), "q-network"),
+        "read-before-drop": f"{_count(drops, 'drop')}, {_count(gs + ctx, 'forward-only reader')}",
+        "domains": _count(steps + ctx, "op"),
         "dequantizer-noise": "uniform" if any(d["op"] == "uniform" for d in roles) else
                              ("variational" if any(d["role"] == DEQUANTIZER for d in roles) else "no dequantizer"),
-        "inverse-domains": f"{sampled} inverses",
+        "inverse-domains": _count(sampled, "inverse"),
     }
+
+
+def _count(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def audit_graph(g: nx.DiGraph, chain: list[str]) -> tuple[list[Finding], dict[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from .registry import DEQUANTIZER, Op, OpArgs, OpList, QFlow, register
-from .supports import UNIT_HALF_OPEN, Integers, Support
+from .supports import REAL, UNIT_HALF_OPEN, Integers, Support
 
 
 class _Dequantizer(Op):
@@ -20,6 +20,10 @@ class _Dequantizer(Op):
     def noise_domain(self) -> Support:
         return UNIT_HALF_OPEN
 
+    def noise(self) -> Support:
+        """The set of u when no q hands it (variational: its q's sample; unknown here)."""
+        return REAL
+
 
 @register
 class Uniform(_Dequantizer):
@@ -29,12 +33,12 @@ class Uniform(_Dequantizer):
     name = "uniform"
     layer = None  # dequantization is part of FlowModel (compile/model.py)
 
+    class Args(OpArgs):
+        then: OpList = Field(default_factory=list)
+
     def noise(self) -> Support:
         """torch.rand: u in [0, 1)."""
         return UNIT_HALF_OPEN
-
-    class Args(OpArgs):
-        then: OpList = Field(default_factory=list)
 
 
 @register
