@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import augflow_dsl as af
 from augflow_dsl.errors import SpecError
@@ -60,6 +62,7 @@ DEQUANT_NO_SIGMOID = ("flow: r\n" + IMAGE + STEP +
 def test_report_1_a_dequantizer_whose_q_does_not_end_in_the_unit_interval_is_refused():
     (e,) = refused(DEQUANT_NO_SIGMOID, "dequantizer-noise")
     assert e["node"] == "dequantize: variational" and (e["line"], e["column"]) == (7, 13)
+    assert e["property"] == "dequantizer-noise"
     assert e["message"].startswith("q 'dq' hands it noise u in R (its last step is 'q dq, step 4: affine_coupling'), "
                                    "but u must lie in [0, 1)^D")
     assert e["message"].endswith("to fix: end q dq's flow with `sigmoid`")
@@ -375,3 +378,29 @@ def test_split_regions(split, shape, identity, transformed):
     assert (a, b) == (identity, transformed)
     assert a.within(Region.whole(shape)) and not Region.whole(shape).within(a)
     assert not b.within(a) and not a.within(b)
+
+
+# ------------------------------------------------------------------------------ edited graphs never crash it
+EDITED = [BASE] + [(SPECS_DIR / f"{n}.flow").read_text() for n in ("toy-vflow3-10d", "digits-small")]
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, database=None)
+@given(st.sampled_from(EDITED), st.lists(st.tuples(st.sampled_from(["remove", "add", "unpart"]), st.integers(0, 10**6),
+                                                   st.integers(0, 10**6),
+                                                   st.sampled_from(["data", "condition", "params", "context",
+                                                                    "sample"])), min_size=1, max_size=3))
+def test_an_edited_graph_is_audited_without_a_traceback(text, edits):
+    spec = af.loads(text)
+    g, diag = build(spec)
+    nodes = sorted(g.nodes)
+    for what, i, j, kind in edits:
+        edges = sorted(g.edges)
+        if what == "remove":
+            g.remove_edge(*edges[i % len(edges)])
+        elif what == "unpart":
+            g.edges[edges[i % len(edges)]]["part"] = None
+        elif nodes[i % len(nodes)] != nodes[j % len(nodes)]:
+            g.add_edge(nodes[i % len(nodes)], nodes[j % len(nodes)], kind=kind, shape=(3,), port="out")
+    report = check_graph(spec, g, diag)
+    assert report.valid == (not report.errors)
+    assert {p.id for p in report.proved}.isdisjoint({e.get("property") for e in report.errors})

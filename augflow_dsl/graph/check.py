@@ -171,6 +171,7 @@ def dims_table(g: nx.DiGraph) -> tuple[Dims, list[StageDims], dict[str, tuple[in
 
 def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
     errors = list(diag.errors)
+    props: dict[int, str] = {}  # id(error) -> the audit property it violates
     report = CheckReport(name=spec.name, file=spec.file, valid=False)
     for w in list(spec.warnings) + list(diag.warnings):
         w.with_source(Source(spec.text, spec.file))
@@ -183,6 +184,7 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
         found, covered = audit_graph(g, data_chain(g, "p"))
         for f in found:
             errors.append(SpecError(f.message, locs.get(f.node), node=f.node))
+            props[id(errors[-1])] = f.prop
         failed = {f.prop for f in found}
         dims, stages, per_node = dims_table(g)
         report.dims, report.stages = dims, stages
@@ -218,7 +220,7 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
     report.parameters, report.macs = params, macs
     for e in errors:
         e.with_source(Source(spec.text, spec.file))
-        report.errors.append(e.to_dict() | {"text": str(e)})
+        report.errors.append(e.to_dict() | {"text": str(e)} | ({"property": props[id(e)]} if id(e) in props else {}))
     report.valid = not errors
     return report
 
