@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .compiler import cli as compile_cli
     compile_cli.add_commands(sub, _common)
+    from .runtime import commands as train_cli
+    train_cli.add_commands(sub, _common)
+    from .runtime import eval_commands
+    eval_commands.add_commands(sub, _common)
     return ap
 
 
