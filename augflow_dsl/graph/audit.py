@@ -129,7 +129,7 @@ def data_path(g: nx.DiGraph) -> list[Finding]:
                 add(n, f"receives {data_in[0][1]['shape']} but expects {d['shape_in']}")
         if role == BIJECTION and numel(d["shape_in"]) != numel(d["shape_out"]):
             add(n, f"a bijection must keep its dims ({numel(d['shape_in'])} -> {numel(d['shape_out'])})")
-    reach = nx.descendants(g, "input") | {"input"} if "input" in g else set()
+    reach = nx.descendants(g, INPUT) | {INPUT} if INPUT in g else set()
     for n, d in g.nodes(data=True):
         if d.get("chain") == "p" and n not in reach:
             add(n, "not reached from the input")

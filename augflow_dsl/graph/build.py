@@ -296,11 +296,11 @@ class Builder:
                 outs.append(cur)
                 cur = self.op(aug, cur, f"{unit}, cross-unit coupling", "p", "flow", unit, env,
                               allowed=(AUGMENT,), reads=reads)
-                self.g.nodes[cur.node]["block"] = (b, u + 1)
                 self.g.nodes[cur.node]["added"] = self._shape(
                     lambda: aug.definition.dims_added(aug.args, outs[-1].shape, env), aug, unit)
             else:
                 outs.append(cur)
+            self.g.nodes[cur.node]["block"] = (b, u + 1)  # the unit's cross-unit coupling, if it has one
         return cur
 
 

@@ -31,6 +31,7 @@ class Uniform(_Dequantizer):
     log p(x) >= log p(v) - D log 2^bits."""
 
     name = "uniform"
+    role = DEQUANTIZER
     layer = None  # dequantization is part of FlowModel (compile/model.py)
 
     class Args(OpArgs):
@@ -49,6 +50,7 @@ class Variational(_Dequantizer):
     are part of p."""
 
     name = "variational"
+    role = DEQUANTIZER
     layer = None  # dequantization is part of FlowModel (compile/model.py)
 
     class Args(OpArgs):
