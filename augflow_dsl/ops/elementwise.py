@@ -85,11 +85,11 @@ class Shift(Op):
     role = BIJECTION
     layer = "augflow_dsl.layers.elementwise:Shift"
 
-    class Args(OpArgs):
-        by: float = -0.5
-
     def image(self, a, s):
         return REAL if as_interval(s) == REAL else shifted(s, a.by)
 
     def inverse_image(self, a, s):
         return REAL if as_interval(s) == REAL else shifted(s, -a.by)
+
+    class Args(OpArgs):
+        by: float = -0.5
