@@ -176,7 +176,7 @@ def test_the_generator_is_not_vacuous():
         except SpecError:
             continue
         accepted += report.valid
-    assert 60 <= accepted <= 270, accepted
+    assert 30 <= accepted <= 270, accepted  # 65 today
 
 
 @pytest.mark.parametrize("seed", range(25))
