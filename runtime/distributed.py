@@ -1,6 +1,6 @@
 """Many devices: the process group that ``torchrun`` describes, and the few collectives training needs.
 
-``torchrun --nproc_per_node K -m augflow_dsl train SPEC`` sets RANK, LOCAL_RANK, WORLD_SIZE and the
+``torchrun --nproc-per-node K -m augflow_dsl train SPEC`` sets RANK, LOCAL_RANK, WORLD_SIZE and the
 rendezvous address; :func:`setup` joins the group with NCCL on CUDA and gloo on CPU (as the torch
 docs advise) and pins each process to its local GPU. A plain ``augflow-dsl train`` is world size 1
 and never touches ``torch.distributed``.

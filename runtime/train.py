@@ -126,8 +126,8 @@ def seed_everything(seed: int, rank: int) -> None:
 
 def versions() -> dict:
     from .. import __version__
-    return {"augflow_dsl": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "numpy": np.__version__}
+    return {"augflow_dsl": str(__version__), "torch": str(torch.__version__), "python": platform.python_version(),
+            "numpy": str(np.__version__)}
 
 
 def mark_initialized(model: torch.nn.Module) -> None:
@@ -240,11 +240,11 @@ class Trainer:
                 raise TrainError(f"the training split has {n_train} items, fewer than one batch of {global_batch}")
             total = total_steps(self.train, spe)
 
+            seed_everything(self.train.seed, world.rank)  # before the model exists: its initial weights
             model = compile_spec(self.spec).to(world.device)
             if opts.precision == "bf16":
                 model.set_precision(torch.bfloat16)
             ckpt = self._existing_checkpoint(world)
-            seed_everything(self.train.seed, world.rank)
             step = epoch = position = 0
             best = math.inf
             elapsed0 = 0.0
