@@ -14,7 +14,7 @@ from typing import Any
 import networkx as nx
 from pydantic import BaseModel, Field
 
-from ..errors import Source, SpecError
+from ..errors import Source, SpecError, all_errors
 from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR
 from ..ops.shapes import numel
 from ..spec.load import load
@@ -66,7 +66,7 @@ class CheckReport(BaseModel):
     name: str
     file: str
     valid: bool
-    complete: bool = True  # False when a shape error stopped the graph (later nodes are unknown)
+    complete: bool = True  # False when the spec did not load or a shape error stopped the graph
     parameters: Parameters = Field(default_factory=Parameters)
     macs: int = 0
     dims: Dims = Field(default_factory=Dims)
@@ -259,7 +259,8 @@ def check(spec: Spec | str, overrides=None) -> CheckReport:
     if not isinstance(spec, Spec):
         try:
             spec = load(spec, overrides)
-        except SpecError as e:
-            return CheckReport(name=str(spec), file=str(spec), valid=False, errors=[e.to_dict() | {"text": str(e)}])
+        except SpecError as e:  # the spec did not load: no graph, so the report is not complete
+            return CheckReport(name=str(spec), file=str(spec), valid=False, complete=False,
+                               errors=[x.to_dict() | {"text": str(x)} for x in all_errors(e)])
     g, diag = build(spec)
     return check_graph(spec, g, diag)
