@@ -12,11 +12,15 @@ class Uniform(Op):
     log p(x) >= log p(v) - D log 2^bits."""
 
     name = "uniform"
+    summary = "uniform dequantization: v = (x + u) / 2^bits, u ~ U[0, 1)"
+    equation = "Flow++ (Ho et al. 2019) Sec. 3.1.1, eq. 4-6 (Theis et al. 2016)"
+    shape_rule = "the data's shape, unchanged (then each op of `then`)"
     role = DEQUANTIZER
     layer = None  # dequantization is part of FlowModel (compile/model.py)
 
     class Args(OpArgs):
-        then: OpList = Field(default_factory=list)
+        then: OpList = Field(default_factory=list, description=(
+            "bijections applied to the dequantized v before the flow, e.g. [logit(0.05)] or [shift(-0.5)]"))
 
 
 @register
@@ -27,9 +31,14 @@ class Variational(Op):
     are part of p."""
 
     name = "variational"
+    summary = "variational dequantization: u ~ r(u | x), a conditional flow (Flow++)"
+    equation = "Flow++ (Ho et al. 2019) Sec. 3.1.2, eq. 8-12"
+    shape_rule = "the data's shape, unchanged; q's flow must end at the data's shape"
     role = DEQUANTIZER
     layer = None  # dequantization is part of FlowModel (compile/model.py)
 
     class Args(OpArgs):
-        q: QFlow
-        then: OpList = Field(default_factory=list)
+        q: QFlow = Field(description=(
+            "the q-network r(u | x), defined with 'q NAME: ...', ending in (0, 1) (e.g. with sigmoid)"))
+        then: OpList = Field(default_factory=list, description=(
+            "bijections applied to the dequantized v before the flow, e.g. [logit(0.05)] or [shift(-0.5)]"))

@@ -9,6 +9,9 @@ class Normal(Op):
     """Standard normal N(0, I) (the papers' eq. 3 / Flow++ / VFlow)."""
 
     name = "normal"
+    summary = "standard normal prior N(0, I)"
+    equation = "DenseFlow (Grcic et al. 2021) eq. 3; the base density of Flow++ and VFlow"
+    shape_rule = "scores any shape"
     role = PRIOR
     layer = "augflow_dsl.layers.priors:Normal"
 
@@ -20,6 +23,9 @@ class LearnedNormal(Op):
     the reference code is followed)."""
 
     name = "learned_normal"
+    summary = "diagonal Gaussian prior with a learned mean and log-std per channel"
+    equation = "DenseFlow normal.py:30-55 (ConvNormal2d; the paper's eq. 3 says N(0, I))"
+    shape_rule = "scores C x H x W (or D) with 2C parameters"
     role = PRIOR
     layer = "augflow_dsl.layers.priors:LearnedNormal"
 
