@@ -1,7 +1,7 @@
-"""``augflow-dsl``: check, graph, compile, bench (and train/sample/evaluate from the runtime).
+"""``augflow-dsl``: check, graph, ops, compile, bench (and train/sample/evaluate from the runtime).
 
 Exit codes: 0 success / valid spec, 1 invalid spec, 2 usage error (missing file, unknown
-option). ``check`` and ``graph`` never import torch.
+option). ``check``, ``graph`` and ``ops`` never import torch.
 """
 from __future__ import annotations
 
@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .compiler import cli as compile_cli
     compile_cli.add_commands(sub, _common)
+    from .ops import cli as ops_cli
+    ops_cli.add_commands(sub, _common)
     return ap
 
 
