@@ -387,3 +387,74 @@ def test_location_after_a_unicode_line_separator():
     e = info.value
     assert (e.line, e.column) == (4, 15)
     assert str(e).split("\n")[1].startswith("  module glow: [actnrom,")
+
+
+# ---------------------------------------------------------------------- errors say what would fix them
+COLUMN_CONTEXT_Q = ("q post:\n  context: gated_context(filters: 4, blocks: 0, input: raw)\n"
+                    "  flow: [affine_coupling(net: glow_net(filters: 4)), sigmoid]\n"
+                    "augment: input(channels: 2, q: post)\nstages:")
+FIXES = [
+    pytest.param(mutate("stages:", COLUMN_CONTEXT_Q),
+                 "context is 8x4 but the coupling's halves are 8x8: this q-network's context net splits columns "
+                 "(gated_context gives F x H x W/2), so its couplings need split: columns", id="coupling-under-column-context"),
+    pytest.param(mutate("  - squeeze\n", "  - mixture_coupling(net: conv_attention(filters: 8, blocks: 1))\n"
+                        "  - squeeze\n").replace("[4, 8, 8]", "[3, 8, 8]"),
+                 "needs an even channel count; got 3: use split: columns (even/odd columns), squeeze first (3 -> 12 "
+                 "channels), or pad the data with input augmentation", id="odd-channels-for-a-channel-split"),
+    pytest.param(mutate("  - squeeze\n", "  - affine_coupling(net: glow_net(filters: 8))\n  - squeeze\n")
+                 .replace("[4, 8, 8]", "[1, 8, 8]"),
+                 "got 1: squeeze first (1 x H x W -> 4 x H/2 x W/2) or use split: columns or checkerboard",
+                 id="channel-split-of-one-channel"),
+    pytest.param(mutate("[4, 8, 8]", "[4, 6, 6]"),
+                 "height 3 is not divisible by 2: every squeeze halves H and W, so the data's H and W must be "
+                 "divisible by 2 at each one (change data: shape, or remove a squeeze)", id="non-divisible-squeeze"),
+    pytest.param(mutate("  - squeeze_and_drop\n", "  - factor_out\n" * 5),
+                 "got 9: squeeze first (9 -> 36 channels), or drop fewer times", id="odd-channels-for-factor-out"),
+    pytest.param(mutate("glow_net(filters: width)", "glow_net()"),
+                 "'glow_net' needs the argument 'filters' (width of the hidden convolutions): write "
+                 "glow_net(filters: ...); `augflow-dsl ops glow_net` lists its arguments", id="missing-required-argument"),
+    pytest.param(mutate("[actnorm,", "[frobnicate,"),
+                 "unknown op 'frobnicate' in module 'glow' (`augflow-dsl ops` lists every op)", id="unknown-op-no-match"),
+    pytest.param(mutate("[actnorm,", "[actnrom,"), "unknown op 'actnrom' in module 'glow' (did you mean 'actnorm'?)",
+                 id="unknown-op-close-match"),
+    pytest.param(mutate("conv1x1(param: lu)", "conv1x1(parm: lu)"),
+                 "its arguments are: param, split, init, noise (`augflow-dsl ops conv1x1` describes them)",
+                 id="unknown-argument"),
+]
+
+
+@pytest.mark.parametrize("text, fix", FIXES)
+def test_errors_say_what_would_fix_them(text, fix):
+    try:
+        spec = af.loads(text, FILE)
+    except SpecError as e:
+        messages = [str(e)]
+    else:
+        report = af.check(spec)
+        assert not report.valid
+        messages = [x["text"] for x in report.errors]
+    assert any(fix in m for m in messages), messages
+
+
+def test_independent_errors_in_one_spec_are_all_raised():
+    """Unknown ops in two stages and a bad value in a definition: one SpecErrors, in source order; a mistake
+    in a definition used twice is reported once, and what is built from a failed value adds no message."""
+    from augflow_dsl.errors import SpecErrors
+    text = (mutate("conv1x1(param: lu)", "conv1x1(param: lue)")
+            .replace("  - squeeze\n", "  - squeez\n").replace("  - squeeze_and_drop\n", "  - squeeze_and_dorp\n"))
+    with pytest.raises(SpecErrors) as info:
+        af.loads(text, FILE)
+    got = [(e.line, e.column, e.message.split(" (")[0].split(";")[0]) for e in info.value.errors]
+    assert got == [(4, 39, "'conv1x1': argument 'param' cannot be 'lue'"),
+                   (6, 5, "unknown op 'squeez' in stages"),
+                   (8, 5, "unknown op 'squeeze_and_dorp' in stages")]
+    assert (info.value.line, info.value.column) == (4, 39)  # reads as its first error
+    assert str(info.value).count(f"{FILE}:") == 3
+
+
+def test_a_limit_stops_at_once():
+    """The expansion limit is not repeated at every later use: one message."""
+    with pytest.raises(SpecError) as info:
+        af.loads(mutate("2 * glow", "1000000000 * glow").replace("modules: [glow]", "modules: 1000000000 * glow"),
+                 FILE)
+    assert type(info.value) is SpecError and "expands to more than" in info.value.message

@@ -415,7 +415,7 @@ class Evaluator:
             return self._expand(d, bound, node.loc)
         if n in REGISTRY:
             return self._op(n, node.args, node.kwargs, node.loc, scope, depth)
-        raise SpecError(f"unknown op '{n}'{did_you_mean(n, list(REGISTRY) + list(self.defs))}", node.loc)
+        raise SpecError(f"unknown op '{n}'{self._op_hint(n)}", node.loc)
 
     def _expand(self, d: _Def, bound: dict[str, Any], loc: Loc | None) -> Any:
         d.used = True
@@ -497,13 +497,14 @@ class Evaluator:
         fields = list(op.Args.model_fields)
         if err["type"] == "extra_forbidden":
             return SpecError(f"'{name}' has no argument '{key}'{did_you_mean(key, fields)}; its arguments are: "
-                             f"{', '.join(fields) or 'none'}", where)
+                             f"{', '.join(fields) or 'none'} (`augflow-dsl ops {name}` describes them)", where)
         if err["type"] == "missing":
-            return SpecError(f"'{name}' needs the argument '{key}'", loc)
+            what = op.Args.model_fields[key].description if key in op.Args.model_fields else None
+            return SpecError(f"'{name}' needs the argument '{key}'" + (f" ({what})" if what else "")
+                             + f": write {name}({key}: ...); `augflow-dsl ops {name}` lists its arguments", loc)
         v = given.get(key)
         if isinstance(v, Symbol) and err["type"] == "is_instance_of":
-            return SpecError(f"'{name}': argument '{key}': unknown op '{v}'"
-                             f"{did_you_mean(v, list(REGISTRY) + list(self.defs))}", v.loc or where)
+            return SpecError(f"'{name}': argument '{key}': unknown op '{v}'{self._op_hint(v)}", v.loc or where)
         if isinstance(v, Symbol) and err["type"] == "literal_error":
             choices = err.get("ctx", {}).get("expected", "")
             opts = [c.strip(" '") for c in choices.replace(" or ", ",").split(",")]
@@ -577,11 +578,15 @@ class Evaluator:
         items = v if isinstance(v, list) else [v]
         return [self._guard(self._as_op, x, node.loc, what) for x in items]
 
+    def _op_hint(self, name: str) -> str:
+        """' (did you mean 'x'?)' for a close op or definition, else where the ops are listed."""
+        return did_you_mean(name, list(REGISTRY) + list(self.defs)) or " (`augflow-dsl ops` lists every op)"
+
     def _as_op(self, v: Any, loc: Loc | None, what: str) -> OpCall:
         if isinstance(v, OpCall) or v is _BAD:
             return v
         if isinstance(v, Symbol):
-            raise SpecError(f"unknown op '{v}' in {what}{did_you_mean(v, list(REGISTRY) + list(self.defs))}",
+            raise SpecError(f"unknown op '{v}' in {what}{self._op_hint(v)}",
                             v.loc or loc)
         if isinstance(v, QFlow):
             raise SpecError(f"q '{v.name}' is a q-network; use it inside variational(q: ...) or "
