@@ -129,9 +129,13 @@ class Evaluator:
         except SpecError as e:  # a fatal one (a limit), or one the guards let through
             self._record(e)
             spec = None
-        if self.errors or spec is None:
+        except _Reported:
+            spec = None
+        if self.errors:
             errors = sorted(self.errors, key=lambda e: (e.line or 0, e.column or 0))
             raise errors[0] if len(errors) == 1 else SpecErrors(errors)
+        if spec is None:  # every failure records an error first; this guards that promise
+            raise SpecError("the spec could not be evaluated", Loc(1, 1))
         return spec
 
     def _record(self, e: SpecError) -> None:
