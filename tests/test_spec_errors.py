@@ -458,3 +458,18 @@ def test_a_limit_stops_at_once():
         af.loads(mutate("2 * glow", "1000000000 * glow").replace("modules: [glow]", "modules: 1000000000 * glow"),
                  FILE)
     assert type(info.value) is SpecError and "expands to more than" in info.value.message
+
+
+def test_vflow_q_with_channel_splits_is_told_to_split_columns():
+    """VFlow's q(z|x~) reads x~ through gated_context (F x H x W/2): its steps written with `channels`
+    instead of `columns` are told which split fits."""
+    from conftest import SPECS_DIR
+    text = (SPECS_DIR / "vflow6ch.flow").read_text()
+    old = "flow: [4 * step(columns, q_filters, q_blocks), sigmoid]"
+    assert text.count(old) == 1
+    report = af.check(af.loads(text.replace(old, old.replace("columns", "channels")), "vflow.flow",
+                               overrides={"extra": 4}))
+    (err,) = report.errors
+    assert err["node"].startswith("q posterior") and err["message"].endswith(
+        "context is 32x16 but the coupling's halves are 32x32: this q-network's context net splits columns "
+        "(gated_context gives F x H x W/2), so its couplings need split: columns")
