@@ -469,7 +469,19 @@ def test_vflow_q_with_channel_splits_is_told_to_split_columns():
     assert text.count(old) == 1
     report = af.check(af.loads(text.replace(old, old.replace("columns", "channels")), "vflow.flow",
                                overrides={"extra": 4}))
-    (err,) = report.errors
+    err, stage = report.errors  # 3 + 4 channels: the model's channel splits fail too, independently
     assert err["node"].startswith("q posterior") and err["message"].endswith(
         "context is 32x16 but the coupling's halves are 32x32: this q-network's context net splits columns "
         "(gated_context gives F x H x W/2), so its couplings need split: columns")
+    assert stage["node"] == "stage 9: actnorm" and "even channel count; got 7: use split: columns" in stage["message"]
+
+
+def test_a_shape_error_in_a_q_network_does_not_hide_one_in_the_stages():
+    """q's output shape is known before it is built, so the model chain is built on past q's error."""
+    text = mutate("stages:", COLUMN_CONTEXT_Q).replace("[4, 8, 8]", "[4, 6, 6]")
+    report = af.check(af.loads(text, FILE))
+    assert not report.valid and not report.complete
+    assert [(e["line"], e["node"]) for e in report.errors] == [(7, "q post, step 1: affine_coupling"),
+                                                               (12, "stage 3: squeeze_and_drop")]
+    assert "need split: columns" in report.errors[0]["message"]
+    assert "height 3 is not divisible by 2" in report.errors[1]["message"]
