@@ -393,30 +393,17 @@ def test_location_after_a_unicode_line_separator():
 COLUMN_CONTEXT_Q = ("q post:\n  context: gated_context(filters: 4, blocks: 0, input: raw)\n"
                     "  flow: [affine_coupling(net: glow_net(filters: 4)), sigmoid]\n"
                     "augment: input(channels: 2, q: post)\nstages:")
-FIXES = [
-    pytest.param(mutate("stages:", COLUMN_CONTEXT_Q),
-                 "context is 8x4 but the coupling's halves are 8x8: this q-network's context net splits columns "
-                 "(gated_context gives F x H x W/2), so its couplings need split: columns", id="coupling-under-column-context"),
-    pytest.param(mutate("  - squeeze\n", "  - mixture_coupling(net: conv_attention(filters: 8, blocks: 1))\n"
-                        "  - squeeze\n").replace("[4, 8, 8]", "[3, 8, 8]"),
-                 "needs an even channel count; got 3: use split: columns (even/odd columns), squeeze first (3 -> 12 "
-                 "channels), or pad the data with input augmentation", id="odd-channels-for-a-channel-split"),
-    pytest.param(mutate("  - squeeze\n", "  - affine_coupling(net: glow_net(filters: 8))\n  - squeeze\n")
-                 .replace("[4, 8, 8]", "[1, 8, 8]"),
-                 "got 1: squeeze first (1 x H x W -> 4 x H/2 x W/2) or use split: columns or checkerboard",
-                 id="channel-split-of-one-channel"),
-    pytest.param(mutate("[4, 8, 8]", "[4, 6, 6]"),
-                 "height 3 is not divisible by 2: every squeeze halves H and W, so the data's H and W must be "
-                 "divisible by 2 at each one (change data: shape, or remove a squeeze)", id="non-divisible-squeeze"),
-    pytest.param(mutate("  - squeeze_and_drop\n", "  - factor_out\n" * 5),
-                 "got 9: squeeze first (9 -> 36 channels), or drop fewer times", id="odd-channels-for-factor-out"),
+FIXES = [  # the shape errors' fixes (split, squeeze, drop, a q's context) are the audit's (ops/*.py)
     pytest.param(mutate("glow_net(filters: width)", "glow_net()"),
                  "'glow_net' needs the argument 'filters' (width of the hidden convolutions): write "
                  "glow_net(filters: ...); `augflow-dsl ops glow_net` lists its arguments", id="missing-required-argument"),
+    pytest.param(mutate("stages:", "dequantize: variational(then: [shift])\nstages:"),
+                 "'variational' needs the argument 'q' (the q-network r(u | x), defined with 'q NAME: ...'",
+                 id="missing-q-network"),
     pytest.param(mutate("[actnorm,", "[frobnicate,"),
                  "unknown op 'frobnicate' in module 'glow' (`augflow-dsl ops` lists every op)", id="unknown-op-no-match"),
-    pytest.param(mutate("[actnorm,", "[actnrom,"), "unknown op 'actnrom' in module 'glow' (did you mean 'actnorm'?)",
-                 id="unknown-op-close-match"),
+    pytest.param(mutate("conv1x1(param: lu)", "conv2x2(param: lu)"),
+                 "unknown op 'conv2x2' (did you mean 'conv1x1'?)", id="unknown-op-close-match"),
     pytest.param(mutate("conv1x1(param: lu)", "conv1x1(parm: lu)"),
                  "its arguments are: param, split, init, noise (`augflow-dsl ops conv1x1` describes them)",
                  id="unknown-argument"),
@@ -460,20 +447,20 @@ def test_a_limit_stops_at_once():
     assert type(info.value) is SpecError and "expands to more than" in info.value.message
 
 
-def test_vflow_q_with_channel_splits_is_told_to_split_columns():
+def test_vflow_q_and_stage_errors_are_both_reported():
     """VFlow's q(z|x~) reads x~ through gated_context (F x H x W/2): its steps written with `channels`
-    instead of `columns` are told which split fits."""
+    instead of `columns` fail; so do the model's channel splits of 3 + 4 channels, independently."""
     from conftest import SPECS_DIR
     text = (SPECS_DIR / "vflow6ch.flow").read_text()
     old = "flow: [4 * step(columns, q_filters, q_blocks), sigmoid]"
     assert text.count(old) == 1
     report = af.check(af.loads(text.replace(old, old.replace("columns", "channels")), "vflow.flow",
                                overrides={"extra": 4}))
-    err, stage = report.errors  # 3 + 4 channels: the model's channel splits fail too, independently
-    assert err["node"].startswith("q posterior") and err["message"].endswith(
-        "context is 32x16 but the coupling's halves are 32x32: this q-network's context net splits columns "
-        "(gated_context gives F x H x W/2), so its couplings need split: columns")
-    assert stage["node"] == "stage 9: actnorm" and "even channel count; got 7: use split: columns" in stage["message"]
+    q_err, stage_err = report.errors
+    assert q_err["node"] == "q posterior, step 3: mixture_coupling"
+    assert q_err["message"].startswith("context is 32x16 but the coupling's halves are 32x32")
+    assert stage_err["node"] == "stage 9: actnorm"
+    assert stage_err["message"].startswith("a channel split into equal halves needs an even channel count; got 7")
 
 
 def test_a_shape_error_in_a_q_network_does_not_hide_one_in_the_stages():
@@ -483,5 +470,5 @@ def test_a_shape_error_in_a_q_network_does_not_hide_one_in_the_stages():
     assert not report.valid and not report.complete
     assert [(e["line"], e["node"]) for e in report.errors] == [(7, "q post, step 1: affine_coupling"),
                                                                (12, "stage 3: squeeze_and_drop")]
-    assert "need split: columns" in report.errors[0]["message"]
+    assert report.errors[0]["message"].startswith("context is 6x3 but the coupling's halves are 6x6")
     assert "height 3 is not divisible by 2" in report.errors[1]["message"]

@@ -9,14 +9,6 @@ from .registry import BIJECTION, NetIO, Op, OpArgs, OpCall, OpShapeError, get, r
 from .shapes import Split, halves, spatial
 
 
-def _context_fix(split: str, ctx: tuple[int, int], half: tuple[int, int]) -> str:
-    """What makes a q-network's context fit its couplings (VFlow / Flow++ contexts split columns)."""
-    if split != "columns" and ctx == (half[0], half[1] // 2):
-        return ("this q-network's context net splits columns (gated_context gives F x H x W/2), so its couplings "
-                "need split: columns")
-    return "the context net's output must have the resolution of the coupling's halves"
-
-
 class _CouplingBase(Op):
     role = BIJECTION
     equal_halves = False
@@ -29,8 +21,7 @@ class _CouplingBase(Op):
             ctx = env.context[0]
             if len(env.context) == 3 and (env.context[1], env.context[2]) != (h, w):
                 raise OpShapeError(
-                    f"context is {env.context[1]}x{env.context[2]} but the coupling's halves are {h}x{w}: "
-                    + _context_fix(a.split, (env.context[1], env.context[2]), (h, w)))
+                    f"context is {env.context[1]}x{env.context[2]} but the coupling's halves are {h}x{w}")
         return NetIO(c_in=x1[0], c_out=self.out_per_channel(a) * x2[0], h=h, w=w, context=ctx)
 
     def out_per_channel(self, a) -> int:

@@ -13,8 +13,7 @@ from .shapes import numel, spatial
 def _kept(shape):
     c = shape[0]
     if c < 2 or c % 2:
-        raise OpShapeError(f"dropping half the channels needs an even channel count; got {c}: squeeze first "
-                           f"({c} -> {4 * c} channels), or drop fewer times")
+        raise OpShapeError(f"dropping half the channels needs an even channel count; got {c}")
     return (c // 2, *shape[1:])
 
 

@@ -16,9 +16,7 @@ def squeezed(shape, factor: int = 2):
     c, h, w = shape
     if h % factor or w % factor:
         odd = "height" if h % factor else "width"
-        raise OpShapeError(f"squeeze by {factor}: {odd} {h if odd == 'height' else w} is not divisible by {factor}: "
-                           f"every squeeze halves H and W, so the data's H and W must be divisible by "
-                           f"{factor} at each one (change data: shape, or remove a squeeze)")
+        raise OpShapeError(f"squeeze by {factor}: {odd} {h if odd == 'height' else w} is not divisible by {factor}")
     return (c * factor * factor, h // factor, w // factor)
 
 
@@ -26,8 +24,7 @@ def unsqueezed(shape, factor: int = 2):
     need_image(shape, "unsqueeze")
     c, h, w = shape
     if c % (factor * factor):
-        raise OpShapeError(f"unsqueeze by {factor}: {c} channels are not divisible by {factor * factor}: "
-                           f"unsqueeze undoes a squeeze, so put it where the channels came from one")
+        raise OpShapeError(f"unsqueeze by {factor}: {c} channels are not divisible by {factor * factor}")
     return (c // (factor * factor), h * factor, w * factor)
 
 

@@ -41,20 +41,16 @@ def halves(split: str, shape: Shape, equal: bool = False) -> tuple[Shape, Shape]
     if split == "channels":
         c = shape[0]
         if c < 2:
-            raise OpShapeError(f"a channel split needs at least 2 channels; got {c}: squeeze first "
-                               f"({c} x H x W -> {4 * c} x H/2 x W/2) or use split: columns or checkerboard")
+            raise OpShapeError(f"a channel split needs at least 2 channels; got {c}")
         if equal and c % 2:
-            raise OpShapeError(f"a channel split into equal halves needs an even channel count; got {c}: use "
-                               f"split: columns (even/odd columns), squeeze first ({c} -> {4 * c} channels), or "
-                               f"pad the data with input augmentation (augment: input(channels: N, q: ...))")
+            raise OpShapeError(f"a channel split into equal halves needs an even channel count; got {c}")
         c1 = (c + 1) // 2
         return (c1, *shape[1:]), (c - c1, *shape[1:])
     if split == "columns":
         need_image(shape, "a column split")
         c, h, w = shape
         if w % 2:
-            raise OpShapeError(f"a column split needs an even width; width {w} is odd: use split: channels, "
-                               f"or change the data's width")
+            raise OpShapeError(f"a column split needs an even width; width {w} is odd")
         return (c, h, w // 2), (c, h, w // 2)
     if split == "checkerboard":
         need_image(shape, "a checkerboard split")
