@@ -14,7 +14,7 @@ from typing import Any
 import networkx as nx
 from pydantic import BaseModel, Field
 
-from ..errors import Source, SpecError, all_errors
+from ..errors import Source, SpecError
 from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR
 from ..ops.shapes import numel
 from ..spec.load import load
@@ -260,6 +260,7 @@ def check(spec: Spec | str, overrides=None) -> CheckReport:
         try:
             spec = load(spec, overrides)
         except SpecError as e:  # the spec did not load: no graph, so the report is not complete
+            from ..errors import all_errors
             return CheckReport(name=str(spec), file=str(spec), valid=False, complete=False,
                                errors=[x.to_dict() | {"text": str(x)} for x in all_errors(e)])
     g, diag = build(spec)
