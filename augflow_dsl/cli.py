@@ -59,8 +59,8 @@ def _print_report(report, summary: bool, console) -> None:
     console.print(f"parameters: [bold]{p.total:,}[/bold]  (flow {p.flow:,}, q {p.q:,}, dequantizer {p.dequantizer:,})"
                   f"   MACs per example: {_num(report.macs)}")
     if not report.complete:
-        console.print(f"dims: data {d.data:,}; a shape error stopped the graph (a chain stops at its first), so "
-                      f"the totals above cover only the nodes built")
+        console.print(f"dims: data {d.data:,}; the graph stops at the first shape error, so the totals above "
+                      f"cover only the nodes before it")
         return
     console.print(f"dims: data {d.data:,} + augmented {d.augmented:,} = {d.data + d.augmented:,}; "
                   f"scored by priors {d.prior:,}")

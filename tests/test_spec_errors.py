@@ -445,30 +445,3 @@ def test_a_limit_stops_at_once():
         af.loads(mutate("2 * glow", "1000000000 * glow").replace("modules: [glow]", "modules: 1000000000 * glow"),
                  FILE)
     assert type(info.value) is SpecError and "expands to more than" in info.value.message
-
-
-def test_vflow_q_and_stage_errors_are_both_reported():
-    """VFlow's q(z|x~) reads x~ through gated_context (F x H x W/2): its steps written with `channels`
-    instead of `columns` fail; so do the model's channel splits of 3 + 4 channels, independently."""
-    from conftest import SPECS_DIR
-    text = (SPECS_DIR / "vflow6ch.flow").read_text()
-    old = "flow: [4 * step(columns, q_filters, q_blocks), sigmoid]"
-    assert text.count(old) == 1
-    report = af.check(af.loads(text.replace(old, old.replace("columns", "channels")), "vflow.flow",
-                               overrides={"extra": 4}))
-    q_err, stage_err = report.errors
-    assert q_err["node"] == "q posterior, step 3: mixture_coupling"
-    assert q_err["message"].startswith("context is 32x16 but the coupling's halves are 32x32")
-    assert stage_err["node"] == "stage 9: actnorm"
-    assert stage_err["message"].startswith("a channel split into equal halves needs an even channel count; got 7")
-
-
-def test_a_shape_error_in_a_q_network_does_not_hide_one_in_the_stages():
-    """q's output shape is known before it is built, so the model chain is built on past q's error."""
-    text = mutate("stages:", COLUMN_CONTEXT_Q).replace("[4, 8, 8]", "[4, 6, 6]")
-    report = af.check(af.loads(text, FILE))
-    assert not report.valid and not report.complete
-    assert [(e["line"], e["node"]) for e in report.errors] == [(7, "q post, step 1: affine_coupling"),
-                                                               (12, "stage 3: squeeze_and_drop")]
-    assert report.errors[0]["message"].startswith("context is 6x3 but the coupling's halves are 6x6")
-    assert "height 3 is not divisible by 2" in report.errors[1]["message"]

@@ -141,19 +141,6 @@ class Builder:
 
     _context_node: str | None = None
     _work: int = 0
-    _partial: bool = False  # a q-network stopped at an error; the model chain was built on past it
-
-    def _independent(self, build_q) -> str | None:
-        """Build a q-network whose output shape is known in advance: its shape error stops it, not the
-        model chain, so an error there and one in the stages are both reported. None when it stopped."""
-        saved = self._context_node
-        try:
-            return build_q()
-        except BuildStop:
-            self._partial = True
-            return None
-        finally:
-            self._context_node = saved
 
     # ------------------------------------------------------------------ q-networks
     def qflow(self, q: QFlow, target: Shape, given: _Cursor, group: str) -> str:
@@ -212,7 +199,7 @@ class Builder:
         except BuildStop:
             g.graph["complete"] = False
         else:
-            g.graph["complete"] = not self._partial
+            g.graph["complete"] = True
         return g
 
     def _build_main(self) -> None:
@@ -236,9 +223,8 @@ class Builder:
             g.add_edge(iid, did, kind="data", shape=shape, port="out")
             q = getattr(dq.args, "q", None)
             if q is not None:
-                last = self._independent(lambda: self.qflow(q, shape, _Cursor(iid, shape), "dequantizer"))
-                if last is not None:
-                    g.add_edge(last, did, kind="sample", shape=shape)
+                last = self.qflow(q, shape, _Cursor(iid, shape), "dequantizer")
+                g.add_edge(last, did, kind="sample", shape=shape)
             cur = _Cursor(did, shape)
             for i, call in enumerate(dq.args.then):
                 cur = self.op(call, cur, f"dequantize, then {i + 1}", "p", "flow", "dequantize",
@@ -256,10 +242,8 @@ class Builder:
                             added=self._shape(lambda: op.dims_added(a, cur.shape, OpEnv()), aug, "augment"))
             self.g.add_edge(cur.node, aid, kind="data", shape=cur.shape, port=cur.port)
             aug_shape = self._shape(lambda: op.aug_shape(a, cur.shape), aug, "augment")
-            given = cur
-            last = self._independent(lambda: self.qflow(a.q, aug_shape, given, "q"))
-            if last is not None:
-                self.g.add_edge(last, aid, kind="sample", shape=aug_shape)
+            last = self.qflow(a.q, aug_shape, cur, "q")
+            self.g.add_edge(last, aid, kind="sample", shape=aug_shape)
             cur = _Cursor(aid, out)
         blocks = 0
         for i, call in enumerate(spec.stages):

@@ -20,10 +20,11 @@ class CrossUnit(Op):
     the inverse drops the channels and never evaluates g. ``env.context`` is the shape g reads:
     cat(block input, earlier unit outputs)."""
 
-    name = "cross_unit"
     summary = "DenseFlow cross-unit coupling: append `growth` channels of noise shaped by g(earlier units)"
     equation = "DenseFlow (Grcic et al. 2021) eq. 6-9; DenseFlow flow_modules.py:67-147"
     shape_rule = "C x H x W -> (C + growth) x H x W; g reads cat(block input, earlier unit outputs) at H x W"
+
+    name = "cross_unit"
     role = AUGMENT
     layer = "augflow_dsl.layers.augment:CrossUnit"
 
@@ -64,11 +65,12 @@ class InputAugment(Op):
     channels at the data's resolution, concatenated after x (vflow run_cifar10.py:226-230);
     the ELBO gains -log q(z | x). The inverse keeps the first C channels."""
 
-    name = "input"
     summary = "VFlow input augmentation: append `channels` channels z ~ q(z | x) to the data"
     equation = "VFlow (Chen et al. 2020) eq. 4-7; vflow run_cifar10.py:226-230"
     shape_rule = ("C x H x W -> (C + channels) x H x W (vectors: D -> D + channels); q's flow must end at channels x H "
                   "x W")
+
+    name = "input"
     role = AUGMENT
     layer = "augflow_dsl.layers.augment:InputAugment"
 

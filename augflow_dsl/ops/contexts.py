@@ -17,10 +17,11 @@ class GatedContext(Op):
     concatenated on channels (2C x H x W/2), 3x3 conv 2C -> F, ``blocks`` gated convs whose
     second conv is 3x3 (use_nin=False). Output F x H x W/2, the shape of a column half."""
 
-    name = "gated_context"
     summary = "Flow++ context net of a q-network: column split, 3x3 conv, gated convs"
     equation = "Flow++ (Ho et al. 2019) Sec. 3.1.2; flowpp run_cifar.py:25-31"
     shape_rule = "C x H x W -> filters x H x W/2 (W even), the shape of one half of a column split"
+
+    name = "gated_context"
     role = CONTEXT
     layer = "augflow_dsl.layers.contexts:GatedContext"
 
@@ -53,10 +54,11 @@ class DenseContext(Op):
     dense block C -> F (``depth`` layers, growth ``growth``, gated) at H x W, 2x2 stride-2 conv
     F -> F, dense block F -> F at H/2 x W/2. Output F x H/2 x W/2."""
 
-    name = "dense_context"
     summary = "DenseFlow context net of the dequantizer: dense blocks around a stride-2 conv"
     equation = "DenseFlow (Grcic et al. 2021) Sec. 3; DenseFlow dequantization.py:46-61"
     shape_rule = "C x H x W -> filters x H/2 x W/2 (H and W even)"
+
+    name = "dense_context"
     role = CONTEXT
     layer = "augflow_dsl.layers.contexts:DenseContext"
 
@@ -89,9 +91,10 @@ class DataContext(Op):
     """The conditioning data itself as the context (no parameters): a conditional coupling's
     net reads cat(x1, x). Used by small conditional flows, e.g. VFlow's toy q(z | x)."""
 
-    name = "data_context"
     summary = "the conditioning data itself as a q-network's context (no parameters)"
     equation = "VFlow (Chen et al. 2020) Sec. 5 (toy q(z | x))"
     shape_rule = "the data's shape, unchanged"
+
+    name = "data_context"
     role = CONTEXT
     layer = "augflow_dsl.layers.contexts:DataContext"

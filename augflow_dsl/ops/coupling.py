@@ -60,11 +60,12 @@ class AffineCoupling(_CouplingBase):
     shift of x2[k] (DenseFlow ElementwiseParams2d); ``halves`` the first half as scales.
     """
 
-    name = "affine_coupling"
     summary = "affine coupling: x2 scaled and shifted by a net reading x1"
     equation = "RealNVP (Dinh et al. 2017) eq. 7-8; DenseFlow affine_coupling.py"
     shape_rule = ("shape unchanged; the split must apply (channels: C >= 2; columns: W even; checkerboard: H*W >= 2); "
                   "the net maps the identity part's channels to 2 x the transformed part's channels")
+
+    name = "affine_coupling"
     layer = "augflow_dsl.layers.coupling:AffineCoupling"
 
     class Args(OpArgs):
@@ -91,12 +92,13 @@ class MixtureCoupling(_CouplingBase):
     logit(0.9 CDF + 0.05) (vflow flows.py:279-297). Inverse by bisection.
     """
 
-    name = "mixture_coupling"
     summary = "logistic-mixture CDF coupling (Flow++), inverted by bisection"
     equation = ("Flow++ (Ho et al. 2019) eq. 17-20; flowpp flows.py:474-529; VFlow's smooth logit: vflow "
                 "flows.py:279-297")
     shape_rule = ("shape unchanged; the split must give equal halves (channels: C even; columns: W even); the net maps "
                   "C1 channels to (2 + 3 components) x C2")
+
+    name = "mixture_coupling"
     layer = "augflow_dsl.layers.coupling:MixtureCoupling"
     equal_halves = True
 

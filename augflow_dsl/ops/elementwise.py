@@ -11,10 +11,11 @@ class Sigmoid(Op):
     """y = sigmoid(x), log|dy/dx| = -softplus(-x) - softplus(x) (ends the Flow++ / DenseFlow
     dequantizers and VFlow's q, mapping to (0, 1))."""
 
-    name = "sigmoid"
     summary = "elementwise sigmoid, onto (0, 1)"
     equation = "y = 1 / (1 + exp(-x)), log|dy/dx| = -softplus(-x) - softplus(x)"
     shape_rule = "shape unchanged"
+
+    name = "sigmoid"
     role = BIJECTION
     layer = "augflow_dsl.layers.elementwise:Sigmoid"
 
@@ -24,10 +25,11 @@ class Logit(Op):
     """y = logit(alpha + (1 - 2 alpha) x) for x in (0, 1) (RealNVP Sec. 4.1, Flow++ ImgProc
     flows.py:254-268 with alpha = 0.05)."""
 
-    name = "logit"
     summary = "elementwise logit(alpha + (1 - 2 alpha) x), from (0, 1) onto the reals"
     equation = "RealNVP (Dinh et al. 2017) Sec. 4.1; Flow++ flows.py:254-268"
     shape_rule = "shape unchanged"
+
+    name = "logit"
     role = BIJECTION
     layer = "augflow_dsl.layers.elementwise:Logit"
 
@@ -40,10 +42,11 @@ class Logit(Op):
 class Shift(Op):
     """y = x + by (DenseFlow's ScalarAffineBijection(shift=-0.5)); log-det 0."""
 
-    name = "shift"
     summary = "elementwise y = x + by (log-det 0)"
     equation = "DenseFlow ScalarAffineBijection(shift=-0.5)"
     shape_rule = "shape unchanged"
+
+    name = "shift"
     role = BIJECTION
     layer = "augflow_dsl.layers.elementwise:Shift"
 

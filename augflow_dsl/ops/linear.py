@@ -21,10 +21,11 @@ class Conv1x1(Op):
     Cost: C^2 MACs per position; forming W and its determinant, O(C^3), once per batch.
     """
 
-    name = "conv1x1"
     summary = "invertible 1x1 convolution, LU or full weight (Glow)"
     equation = "Glow (Kingma & Dhariwal 2018) eq. 9-10, Sec. 3.2; DenseFlow conv1x1.py:29-84; Flow++ flows.py:368-420"
     shape_rule = "shape unchanged; `split: channels` needs C even, `split: columns` W even"
+
+    name = "conv1x1"
     role = BIJECTION
     layer = "augflow_dsl.layers.linear:Conv1x1"
 

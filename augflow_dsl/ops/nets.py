@@ -25,10 +25,11 @@ class MLP(NetOp):
     """Fully connected net for vector data: Linear -> ReLU, ``layers`` hidden layers of
     ``hidden`` units, zero-initialised output layer (VFlow Sec. 5: 2 hidden layers x 50)."""
 
-    name = "mlp"
     summary = "fully connected coupling net for vector data"
     equation = "VFlow (Chen et al. 2020) Sec. 5 (2 hidden layers of 50)"
     shape_rule = "vector data only: (in + context) features -> hidden -> ... -> out features"
+
+    name = "mlp"
     layer = "augflow_dsl.layers.nets:MLP"
 
     class Args(OpArgs):
@@ -54,10 +55,11 @@ class GlowNet(NetOp):
     """Glow's coupling net (Kingma & Dhariwal 2018, Sec. 3.3): 3x3 conv -> ReLU -> 1x1 conv
     -> ReLU -> zero-initialised 3x3 conv, ``filters`` wide, biases throughout."""
 
-    name = "glow_net"
     summary = "Glow's coupling net: 3x3 conv, 1x1 conv, zero-initialised 3x3 conv"
     equation = "Glow (Kingma & Dhariwal 2018) Sec. 3.3"
     shape_rule = "images only: (in + context) x H x W -> filters -> out x H x W"
+
+    name = "glow_net"
     layer = "augflow_dsl.layers.nets:GlowNet"
 
     class Args(OpArgs):
@@ -81,10 +83,11 @@ class ResNet(NetOp):
     residual blocks [3x3 conv -> BatchNorm -> ReLU -> 3x3 conv -> BatchNorm, + x, ReLU],
     zero-initialised 3x3 conv F -> out."""
 
-    name = "resnet"
     summary = "RealNVP's residual coupling net"
     equation = "RealNVP (Dinh et al. 2017) Sec. 4.1"
     shape_rule = "images only: (in + context) x H x W -> filters -> out x H x W"
+
+    name = "resnet"
     layer = "augflow_dsl.layers.nets:ResNet"
 
     class Args(OpArgs):
@@ -114,10 +117,11 @@ class ConvAttention(NetOp):
     (+ 2*context*F + F with a context). The reference's data-dependent init of the convs adds no
     parameters; here the last conv starts at zero instead (the reference starts it at std 0.1)."""
 
-    name = "conv_attention"
     summary = "Flow++ coupling net: gated convs and multi-head self-attention"
     equation = "Flow++ (Ho et al. 2019) Sec. 3.3; flowpp flows.py:488-498"
     shape_rule = "images only: in x H x W -> filters -> out x H x W; filters divisible by heads"
+
+    name = "conv_attention"
     layer = "augflow_dsl.layers.nets:ConvAttention"
 
     class Args(OpArgs):
@@ -158,11 +162,12 @@ class DenseAttention(NetOp):
     positions as the paper describes (the reference's reshape without permute forms
     "tokens" from runs of one channel; the parameter count is the same)."""
 
-    name = "dense_attention"
     summary = "DenseFlow coupling net: dense block and Nystrom attention, fused"
     equation = "DenseFlow (Grcic et al. 2021) Sec. 2.4; DenseFlow densenet.py:81-112"
     shape_rule = ("images only: (in + context) x H x W -> project -> out x H x W; embed divisible by heads; H*W "
                   "divisible by landmarks")
+
+    name = "dense_attention"
     layer = "augflow_dsl.layers.nets:DenseAttention"
 
     class Args(OpArgs):
@@ -207,10 +212,11 @@ class Dense(NetOp):
     conv (C + context) -> mid, a dense block (``depth`` layers, growth ``growth``, gated) with a
     residual around it, zero-initialised 1x1 conv mid -> out."""
 
-    name = "dense"
     summary = "DenseFlow's conditional coupling net of the dequantizer: a residual dense block"
     equation = "DenseFlow (Grcic et al. 2021) Sec. 3; DenseFlow dequantization.py:11-39"
     shape_rule = "images only: (in + context) x H x W -> mid -> out x H x W"
+
+    name = "dense"
     layer = "augflow_dsl.layers.nets:Dense"
 
     class Args(OpArgs):
@@ -237,10 +243,11 @@ class CrossUnitNet(NetOp):
     """DenseFlow's g-network (flow_modules.py:31-44): 3x3 conv Cin -> expansion*Cin -> ReLU ->
     zero-initialised 1x1 conv -> 2*growth (mu, then the raw log-scale)."""
 
-    name = "cross_unit_net"
     summary = "DenseFlow's g-network of a cross-unit coupling"
     equation = "DenseFlow (Grcic et al. 2021) eq. 7; DenseFlow flow_modules.py:31-44"
     shape_rule = "images only: in x H x W -> expansion * in -> 2 growth x H x W"
+
+    name = "cross_unit_net"
     layer = "augflow_dsl.layers.nets:CrossUnitNet"
 
     class Args(OpArgs):

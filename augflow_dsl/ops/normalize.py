@@ -20,10 +20,11 @@ class ActNorm(Op):
     halves partition the elements, so the count is the same either way.
     """
 
-    name = "actnorm"
     summary = "activation normalisation with data-dependent init (Glow), per channel or per element"
     equation = "Glow (Kingma & Dhariwal 2018) Sec. 3.1; DenseFlow actnorm.py; Flow++ flows.py:328-365"
     shape_rule = "shape unchanged; `split: channels` needs C even, `split: columns` W even"
+
+    name = "actnorm"
     role = BIJECTION
     layer = "augflow_dsl.layers.normalize:ActNorm"
 

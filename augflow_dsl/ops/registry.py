@@ -110,9 +110,9 @@ class Op:
     role: ClassVar[str]
     Args: ClassVar[type[OpArgs]] = OpArgs
     layer: ClassVar[str | None] = None
-    summary: ClassVar[str] = ""     # one line: what the op is (``augflow-dsl ops`` lists it)
     equation: ClassVar[str] = ""    # the paper equation / reference file:line it implements
     shape_rule: ClassVar[str] = ""  # its shape rule in words (out_shape is the rule itself)
+    summary: ClassVar[str] = ""
 
     # --- pure-Python rules -----------------------------------------------------------
     def out_shape(self, a, shape: Shape, env: OpEnv) -> Shape:

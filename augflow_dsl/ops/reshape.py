@@ -45,10 +45,11 @@ class Squeeze(Op):
     Example: (3, 32, 32) -> (12, 16, 16).
     """
 
-    name = "squeeze"
     summary = "space-to-depth: C x H x W -> 4C x H/2 x W/2"
     equation = "RealNVP (Dinh et al. 2017) Sec. 3.6; DenseFlow squeeze.py:98-109"
     shape_rule = "C x H x W -> factor^2 C x H/factor x W/factor (H and W divisible by factor)"
+
+    name = "squeeze"
     role = BIJECTION
     layer = "augflow_dsl.layers.reshape:Squeeze"
     Args = _SqueezeArgs
@@ -64,10 +65,11 @@ class Squeeze(Op):
 class Unsqueeze(Op):
     """Depth-to-space, the inverse of squeeze with the same ``order``: 4C x H x W -> C x 2H x 2W."""
 
-    name = "unsqueeze"
     summary = "depth-to-space, the inverse of squeeze"
     equation = "RealNVP (Dinh et al. 2017) Sec. 3.6"
     shape_rule = "C x H x W -> C/factor^2 x factor H x factor W (C divisible by factor^2)"
+
+    name = "unsqueeze"
     role = BIJECTION
     layer = "augflow_dsl.layers.reshape:Unsqueeze"
     Args = _SqueezeArgs
@@ -84,10 +86,11 @@ class Swap(Op):
     """Exchange the two parts of a split (DenseFlow channel_switch.py: cat(x2, x1); Flow++
     TupleFlip). For an odd channel count the first ceil(C/2) channels move to the end."""
 
-    name = "swap"
     summary = "exchange the two parts of a split"
     equation = "DenseFlow channel_switch.py; Flow++ TupleFlip"
     shape_rule = "shape unchanged; channels: C >= 2; columns: W even"
+
+    name = "swap"
     role = BIJECTION
     layer = "augflow_dsl.layers.reshape:Swap"
 

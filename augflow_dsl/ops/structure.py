@@ -12,10 +12,11 @@ class Block(Op):
     ``modules`` followed by the cross-unit coupling ``augment``, except the last unit of
     the block. The g of unit k reads cat(block input, out_0, ..., out_{k-1})."""
 
-    name = "block"
     summary = "a DenseFlow block: `units` units of `modules`, joined by cross-unit couplings"
     equation = "DenseFlow (Grcic et al. 2021) Sec. 2.3; DenseFlow dense_flow.py:41-43"
     shape_rule = "the shapes of its expansion: each unit keeps its shape, each cross-unit coupling adds growth channels"
+
+    name = "block"
     role = COMPOSITE
 
     class Args(OpArgs):

@@ -23,7 +23,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from .. import ops as _ops  # noqa: F401  (registers every op)
-from ..errors import Diagnostics, Loc, Source, SpecError, SpecErrors, all_errors, closest, did_you_mean
+from ..errors import SpecErrors, all_errors, closest
+from ..errors import Diagnostics, Loc, Source, SpecError, did_you_mean
 from ..ops.registry import COMPOSITE, REGISTRY, OpCall, QFlow
 from . import ast
 from .models import DataSpec, Definition, Spec, TrainSpec
