@@ -155,7 +155,9 @@ def _override(text: str) -> str:
     if not eq:
         raise argparse.ArgumentTypeError(f"'{text}' must look like NAME=VALUE, e.g. --set "
                                          f"{text if text.isidentifier() else 'growth'}=6")
-    if not key.strip().isidentifier():
+    name = key.strip()
+    name = name[len("train."):] if name.startswith("train.") else name  # train.KEY reaches the train: block
+    if not name.isidentifier():
         raise argparse.ArgumentTypeError(f"'{text}': '{key.strip()}' is not a name; write NAME=VALUE, "
                                          f"e.g. --set growth=6")
     return text
@@ -163,7 +165,7 @@ def _override(text: str) -> str:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=_override,
-                   help="override a 'let' variable of the spec (repeatable)")
+                   help="override a 'let' variable of the spec, or train.KEY of its train: block (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
