@@ -18,6 +18,10 @@ class Sigmoid(Op):
     (noise -> sample) it runs forward; in the stages it runs forward when scoring and its
     inverse when sampling, where it meets the prior's samples (R) and is refused."""
 
+    summary = "elementwise sigmoid, onto (0, 1)"
+    equation = "y = 1 / (1 + exp(-x)), log|dy/dx| = -softplus(-x) - softplus(x)"
+    shape_rule = "shape unchanged"
+
     name = "sigmoid"
     role = BIJECTION
     layer = "augflow_dsl.layers.elementwise:Sigmoid"
@@ -48,12 +52,17 @@ class Logit(Op):
     Supports: reads ``(-alpha/(1-2 alpha), (1-alpha)/(1-2 alpha))`` ((0, 1) for alpha 0) and
     returns logit of it; its inverse reads R and returns that interval."""
 
+    summary = "elementwise logit(alpha + (1 - 2 alpha) x), from (0, 1) onto the reals"
+    equation = "RealNVP (Dinh et al. 2017) Sec. 4.1; Flow++ flows.py:254-268"
+    shape_rule = "shape unchanged"
+
     name = "logit"
     role = BIJECTION
     layer = "augflow_dsl.layers.elementwise:Logit"
 
     class Args(OpArgs):
-        alpha: float = Field(default=0.05, ge=0.0, lt=0.5)
+        alpha: float = Field(default=0.05, ge=0.0, lt=0.5, description=(
+            "squeeze (0, 1) into (alpha, 1 - alpha) before the logit"))
 
     def domain(self, a, bits):
         return _logit_domain(a.alpha)
@@ -81,6 +90,10 @@ class Shift(Op):
     """y = x + by (DenseFlow's ScalarAffineBijection(shift=-0.5)); log-det 0. Supports: moves
     an interval by ``by``; R stays R."""
 
+    summary = "elementwise y = x + by (log-det 0)"
+    equation = "DenseFlow ScalarAffineBijection(shift=-0.5)"
+    shape_rule = "shape unchanged"
+
     name = "shift"
     role = BIJECTION
     layer = "augflow_dsl.layers.elementwise:Shift"
@@ -92,4 +105,4 @@ class Shift(Op):
         return REAL if as_interval(s) == REAL else shifted(s, -a.by)
 
     class Args(OpArgs):
-        by: float = -0.5
+        by: float = Field(default=-0.5, description="the constant added to every element")
