@@ -342,7 +342,7 @@ def test_cli_prints_the_proved_properties_and_json_has_them():
     assert [ln.split()[1].rstrip(":") for ln in lines] == list(PROPERTY_IDS)
     assert "proved  q-reads-data: q-networks read only the data (1 q-network)  [by construction]" in lines
     proc = run_cli("check", "--json", str(SPECS_DIR / "toy-vflow3-10d.flow"))
-    data = json.loads(proc.stdout)
+    (data,) = json.loads(proc.stdout)  # one report per spec
     assert [p["id"] for p in data["proved"]] == list(PROPERTY_IDS)
     assert set(data["proved"][0]) == {"id", "statement", "how", "by_construction", "covered", "short"}
 
