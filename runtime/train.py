@@ -126,8 +126,8 @@ def seed_everything(seed: int, rank: int) -> None:
 
 def versions() -> dict:
     from .. import __version__
-    return {"augflow_dsl": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "numpy": np.__version__}
+    return {"augflow_dsl": str(__version__), "torch": str(torch.__version__), "python": platform.python_version(),
+            "numpy": str(np.__version__)}
 
 
 def mark_initialized(model: torch.nn.Module) -> None:
@@ -240,11 +240,11 @@ class Trainer:
                 raise TrainError(f"the training split has {n_train} items, fewer than one batch of {global_batch}")
             total = total_steps(self.train, spe)
 
+            seed_everything(self.train.seed, world.rank)  # before the model exists: its initial weights
             model = compile_spec(self.spec).to(world.device)
             if opts.precision == "bf16":
                 model.set_precision(torch.bfloat16)
             ckpt = self._existing_checkpoint(world)
-            seed_everything(self.train.seed, world.rank)
             step = epoch = position = 0
             best = math.inf
             elapsed0 = 0.0
@@ -464,8 +464,7 @@ class Trainer:
         """One-sample ELBO bits/dim on a fixed subset of the test split (EMA weights when kept) and a
         sample grid; under its own RNG so the training noise stream is unchanged."""
         if not world.main:
-            D.barrier(world)
-            return None
+            return D.broadcast_float(None, world)  # rank 0's figure, so that every rank takes the same branch
         from .evaluate import evaluate
         from .sampling import save_samples
 
@@ -483,8 +482,7 @@ class Trainer:
                 save_samples(net, self.run_dir / "samples" / f"step-{step}.png", n=self.opts.sample_n)
             except Exception as e:  # a picture is never worth a lost run
                 self._say(f"warning: could not write samples at step {step}: {e}")
-        D.barrier(world)
-        return bpd
+        return D.broadcast_float(bpd, world)
 
 
 def _rank_divergence(model, world) -> float:
