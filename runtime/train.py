@@ -218,8 +218,8 @@ class Trainer:
     def _ema(self, model):
         if self.train.ema is None:
             return None
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.train.ema), use_buffers=True)
+        from .ema import EMA
+        return EMA(model, self.train.ema)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> RunResult:
@@ -336,7 +336,7 @@ class Trainer:
         opts, train = self.opts, self.train
         dims = self.spec.data.dims
         params = [p for p in model.parameters() if p.requires_grad]
-        clip = train.clip if train.clip is not None else math.inf
+        clip = train.clip
         eval_every = opts.eval_every or spe
         old_handlers = self._install_signals()
         bad = 0
@@ -355,20 +355,24 @@ class Trainer:
                     lr = lr_at(train, step, spe)
                     for g in optimizer.param_groups:
                         g["lr"] = lr
-                    model.train()
+                    if not model.training:
+                        model.train()
                     loss = -train_model(x).mean()
                     if _fault(step) == "nan":
                         loss = loss * float("nan")
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
-                    gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
+                    grads = [p.grad for p in params if p.grad is not None]
+                    gnorm = torch.nn.utils.get_total_norm(grads)
+                    if clip is not None:
+                        torch.nn.utils.clip_grads_with_norm_(params, clip, gnorm)
                     stats = D.all_mean(torch.stack([loss.detach().float(), gnorm.detach().float()]), world)
                     loss_v, gnorm_v = (float(v) for v in stats.tolist())
                     finite = math.isfinite(loss_v) and math.isfinite(gnorm_v)
                     if finite:
                         optimizer.step()
                         if ema is not None:
-                            ema.update_parameters(model)
+                            ema.update(model)
                         bad = 0
                         if _fault(step) == "poison":
                             with torch.no_grad():
