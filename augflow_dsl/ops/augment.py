@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .registry import AUGMENT, NetIO, Op, OpArgs, OpCall, QFlow, get, register
+from .registry import AUGMENT, AUGMENT_AT_BLOCK, AUGMENT_AT_INPUT, NetIO, Op, OpArgs, OpCall, QFlow, get, register
 from .shapes import need_image
 
 
@@ -22,6 +22,7 @@ class CrossUnit(Op):
 
     name = "cross_unit"
     role = AUGMENT
+    site = AUGMENT_AT_BLOCK
     layer = "augflow_dsl.layers.augment:CrossUnit"
 
     class Args(OpArgs):
@@ -62,6 +63,7 @@ class InputAugment(Op):
 
     name = "input"
     role = AUGMENT
+    site = AUGMENT_AT_INPUT
     layer = "augflow_dsl.layers.augment:InputAugment"
 
     class Args(OpArgs):
@@ -75,6 +77,9 @@ class InputAugment(Op):
 
     def aug_shape(self, a, shape) -> tuple:
         return (a.channels, *shape[1:])
+
+    def qnets(self, a, shape, env):
+        return {"q": (a.q, self.aug_shape(a, shape), "q")}
 
     def dims_added(self, a, shape, env):
         n = a.channels

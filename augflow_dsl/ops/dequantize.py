@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .registry import DEQUANTIZER, Op, OpArgs, OpList, QFlow, register
+from .registry import DEQUANTIZER, Op, OpArgs, OpCall, OpList, QFlow, register
 
 
 @register
@@ -13,7 +13,7 @@ class Uniform(Op):
 
     name = "uniform"
     role = DEQUANTIZER
-    layer = None  # dequantization is part of FlowModel (compile/model.py)
+    layer = "augflow_dsl.layers.dequantize:Uniform"
 
     class Args(OpArgs):
         then: OpList = Field(default_factory=list)
@@ -28,8 +28,16 @@ class Variational(Op):
 
     name = "variational"
     role = DEQUANTIZER
-    layer = None  # dequantization is part of FlowModel (compile/model.py)
+    layer = "augflow_dsl.layers.dequantize:Variational"
 
     class Args(OpArgs):
         q: QFlow
         then: OpList = Field(default_factory=list)
+
+    def qnets(self, a, shape, env):
+        return {"q": (a.q, shape, "dequantizer")}
+
+
+def default_dequantizer() -> OpCall:
+    """What integer data gets when the spec names no dequantizer: uniform, nothing after."""
+    return OpCall(Uniform.name, Uniform.Args(), None, "default: uniform dequantization")

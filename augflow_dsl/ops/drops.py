@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from .priors import Normal
 from .registry import DROP, Op, OpArgs, OpShapeError, conv_macs, conv_params, register
 from .reshape import Order, squeezed
 from .shapes import numel, spatial
@@ -24,6 +25,9 @@ class SqueezeAndDrop(Op):
     name = "squeeze_and_drop"
     role = DROP
     layer = "augflow_dsl.layers.drops:SqueezeAndDrop"
+
+    def dropped_density(self, a):
+        return Normal.name
 
     class Args(OpArgs):
         order: Order = "channel_major"
@@ -53,6 +57,9 @@ class FactorOut(Op):
 
     def dropped(self, a, shape, env) -> int:
         return numel(shape) - numel(self.out_shape(a, shape, env))
+
+    def dropped_density(self, a):
+        return Normal.name
 
     def params(self, a, shape, env):
         if a.prior == "normal":

@@ -34,6 +34,10 @@ PRIOR = "prior"            # a density that scores dims
 DEQUANTIZER = "dequantizer"
 COMPOSITE = "composite"    # expands into other ops (a DenseFlow block)
 
+# where an augment point may stand (``Op.site``)
+AUGMENT_AT_INPUT = "the spec's 'augment:'"   # once, after dequantization (VFlow)
+AUGMENT_AT_BLOCK = "a block's 'augment:'"    # between the units of a block, reading earlier outputs (DenseFlow)
+
 
 class OpShapeError(ValueError):
     """An op cannot take its input shape; the message gives the numbers."""
@@ -96,7 +100,8 @@ class NetIO:
 class OpEnv:
     """What the graph builder tells an op beyond its input shape."""
 
-    context: Shape | None = None  # shape of the q-network's context, when inside one
+    context: Shape | None = None  # shape of the q-network's context, when inside one; what a cross-unit g reads
+    bits: int | None = None  # the bit depth of the integer data a dequantizer reads
 
 
 class Op:
@@ -107,6 +112,7 @@ class Op:
     Args: ClassVar[type[OpArgs]] = OpArgs
     layer: ClassVar[str | None] = None
     summary: ClassVar[str] = ""
+    site: ClassVar[str | None] = None  # augment points: AUGMENT_AT_INPUT or AUGMENT_AT_BLOCK
 
     # --- pure-Python rules -----------------------------------------------------------
     def out_shape(self, a, shape: Shape, env: OpEnv) -> Shape:
@@ -136,6 +142,15 @@ class Op:
 
     def dims_added(self, a, shape: Shape, env: OpEnv) -> int:
         return 0
+
+    def qnets(self, a, shape: Shape, env: OpEnv) -> dict[str, tuple["QFlow", Shape, str]]:
+        """q-networks this op samples from, by slot: (q, shape of its sample, parameter group),
+        each conditioned on the op's input; its layer receives them built, by slot."""
+        return {}
+
+    def dropped_density(self, a) -> str:
+        """Drops: the name shown for the density that scores the dropped part."""
+        return self.name
 
     # --- torch -------------------------------------------------------------------------
     def layer_class(self):
