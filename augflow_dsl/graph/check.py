@@ -161,7 +161,7 @@ def audit(g: nx.DiGraph) -> list[str]:
             for u, _, e in g.in_edges(n, data=True):
                 if g.nodes[u]["chain"] == d["chain"]:
                     problems.append(f"{d['label']}: a context net must read the conditioning data, not its own flow")
-    reach = nx.descendants(g, "input") | {"input"} if "input" in g else set()
+    reach = nx.descendants(g, INPUT) | {INPUT} if INPUT in g else set()
     for n, d in g.nodes(data=True):
         if d.get("chain") == "p" and n not in reach:
             problems.append(f"{d['label']}: not reached from the input")

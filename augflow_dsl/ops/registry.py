@@ -189,6 +189,15 @@ def get(name: str) -> Op:
     return REGISTRY[name]
 
 
+def op_of_layer(layer_cls: type) -> Op:
+    """The op whose ``layer`` is ``layer_cls`` (layers name no op themselves)."""
+    path = f"{layer_cls.__module__}:{layer_cls.__qualname__}"
+    for op in REGISTRY.values():
+        if op.layer == path:
+            return op
+    raise KeyError(f"no registered op has the layer {path}")
+
+
 def names(role: str | None = None) -> list[str]:
     return sorted(n for n, op in REGISTRY.items() if role is None or op.role == role)
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from .. import ops as _ops  # noqa: F401  (registers every op)
 from ..errors import Diagnostics, Loc, Source, SpecError, did_you_mean
+from ..ops.priors import default_prior
 from ..ops.registry import COMPOSITE, REGISTRY, OpCall, QFlow
 from . import ast
 from .models import DataSpec, Definition, Spec, TrainSpec
@@ -110,7 +111,7 @@ class Evaluator:
             raise SpecError("'stages' is empty: a flow needs at least one layer", self._need("stages").loc)
         dequant = self._optional_op("dequantize")
         augment = self._optional_op("augment")
-        prior = self._optional_op("prior") or OpCall("normal", REGISTRY["normal"].Args())
+        prior = self._optional_op("prior") or default_prior()
         train = self._train()
         for d in self.defs.values():
             if not d.used:
@@ -354,7 +355,7 @@ class Evaluator:
                                                                         else [flow_v])]
         ctx = self._as_op(raw["context"][0], raw["context"][1], f"q '{d.name}' context") if "context" in raw else None
         base = (self._as_op(raw["base"][0], raw["base"][1], f"q '{d.name}' base") if "base" in raw
-                else OpCall("normal", REGISTRY["normal"].Args(), d.loc))
+                else default_prior(d.loc))
         return QFlow(d.name, tuple(flow), base, ctx, d.loc)
 
     def _op(self, name: str, args, kwargs, loc, scope: _Scope, depth: int = 0) -> OpCall:
