@@ -18,7 +18,7 @@ def upgrade_state_dict(model, state: dict) -> dict:
     """``state`` (a pre-protocol FlowModel state dict of the same spec) renamed for ``model``."""
     spec = model.spec
     dequantizes = spec.dequantize is not None or spec.data.bits is not None
-    then = len(spec.dequantize.args.then) if spec.dequantize is not None else 0
+    then = len(getattr(spec.dequantize.args, "then", ())) if spec.dequantize is not None else 0
     augment = int(dequantizes) + then  # index of the augment point, when there is one
     offset = augment + (spec.augment is not None)
     last = len(model.plan) - 1

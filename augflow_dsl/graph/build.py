@@ -238,7 +238,7 @@ class Builder:
         if dq is not None:
             cur = self.op(dq, cur, "dequantize", "p", "dequantizer", "dequantize", OpEnv(bits=spec.data.bits),
                           allowed=(DEQUANTIZER,), nid="p/dequantize")
-            for i, call in enumerate(dq.args.then):
+            for i, call in enumerate(getattr(dq.args, "then", ())):
                 cur = self.op(call, cur, f"dequantize, then {i + 1}", "p", "flow", "dequantize",
                               allowed=(BIJECTION,))
         aug = spec.augment
@@ -262,7 +262,7 @@ class Builder:
         pid = self._add("p/prior", label=f"prior: {prior.op}", op=prior.op, call=prior, role=PRIOR, chain="p",
                         group="flow", unit="prior", shape_in=cur.shape, shape_out=cur.shape,
                         params=self._shape(lambda: pop.params(prior.args, cur.shape, OpEnv()), prior, "prior"),
-                        dims=numel(cur.shape), loc=prior.loc)
+                        dims=numel(cur.shape), loc=prior.loc, reads=())
         self.g.add_edge(cur.node, pid, kind="data", shape=cur.shape, port=cur.port)
 
     def _block(self, call: OpCall, cur: _Cursor, b: int) -> _Cursor:
