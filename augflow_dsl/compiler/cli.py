@@ -6,8 +6,12 @@ def add_commands(sub, common) -> None:
     p = sub.add_parser("compile", help="build the PyTorch module and report it")
     p.add_argument("spec")
     p.add_argument("--out", help="save the module (state and spec text) to this file")
+    p.add_argument("--train", action="store_true", help="... and train it (the flags of 'augflow-dsl train')")
+    from ..runtime.commands import add_train_flags
+    add_train_flags(p)
     common(p)
-    p.set_defaults(func=lambda a: _run("augflow_dsl.compiler.commands", "cmd_compile", a))
+    p.set_defaults(func=lambda a: _run("augflow_dsl.runtime.commands", "main_compile_train", a) if a.train
+                   else _run("augflow_dsl.compiler.commands", "cmd_compile", a))
 
     p = sub.add_parser("bench", help="time forward+backward and sampling")
     p.add_argument("spec")

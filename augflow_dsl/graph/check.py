@@ -66,7 +66,7 @@ class CheckReport(BaseModel):
     name: str
     file: str
     valid: bool
-    complete: bool = True  # False when a shape error stopped the graph (later nodes are unknown)
+    complete: bool = True  # False when the spec did not load or a shape error stopped the graph
     parameters: Parameters = Field(default_factory=Parameters)
     macs: int = 0
     dims: Dims = Field(default_factory=Dims)
@@ -259,7 +259,9 @@ def check(spec: Spec | str, overrides=None) -> CheckReport:
     if not isinstance(spec, Spec):
         try:
             spec = load(spec, overrides)
-        except SpecError as e:
-            return CheckReport(name=str(spec), file=str(spec), valid=False, errors=[e.to_dict() | {"text": str(e)}])
+        except SpecError as e:  # the spec did not load: no graph, so the report is not complete
+            from ..errors import all_errors
+            return CheckReport(name=str(spec), file=str(spec), valid=False, complete=False,
+                               errors=[x.to_dict() | {"text": str(x)} for x in all_errors(e)])
     g, diag = build(spec)
     return check_graph(spec, g, diag)

@@ -20,14 +20,19 @@ class CrossUnit(Op):
     the inverse drops the channels and never evaluates g. ``env.context`` is the shape g reads:
     cat(block input, earlier unit outputs)."""
 
+    summary = "DenseFlow cross-unit coupling: append `growth` channels of noise shaped by g(earlier units)"
+    equation = "DenseFlow (Grcic et al. 2021) eq. 6-9; DenseFlow flow_modules.py:67-147"
+    shape_rule = "C x H x W -> (C + growth) x H x W; g reads cat(block input, earlier unit outputs) at H x W"
+
     name = "cross_unit"
     role = AUGMENT
     site = AUGMENT_AT_BLOCK
     layer = "augflow_dsl.layers.augment:CrossUnit"
 
     class Args(OpArgs):
-        growth: int = Field(gt=0)
-        net: OpCall = Field(default_factory=_default_g)
+        growth: int = Field(gt=0, description="channels appended (DenseFlow's growth rate)")
+        net: OpCall = Field(default_factory=_default_g, description=(
+            "the g-network computing (mu, log sigma) from the earlier representations of the block"))
 
     def _io(self, a, shape, env):
         need_image(shape, self.name)
@@ -61,14 +66,19 @@ class InputAugment(Op):
     channels at the data's resolution, concatenated after x (vflow run_cifar10.py:226-230);
     the ELBO gains -log q(z | x). The inverse keeps the first C channels."""
 
+    summary = "VFlow input augmentation: append `channels` channels z ~ q(z | x) to the data"
+    equation = "VFlow (Chen et al. 2020) eq. 4-7; vflow run_cifar10.py:226-230"
+    shape_rule = ("C x H x W -> (C + channels) x H x W (vectors: D -> D + channels); q's flow must end at channels x H "
+                  "x W")
+
     name = "input"
     role = AUGMENT
     site = AUGMENT_AT_INPUT
     layer = "augflow_dsl.layers.augment:InputAugment"
 
     class Args(OpArgs):
-        channels: int = Field(gt=0)
-        q: QFlow
+        channels: int = Field(gt=0, description="channels of z appended to the data (VFlow's D_Z)")
+        q: QFlow = Field(description="the q-network q(z | x) that samples z, defined with 'q NAME: ...'")
 
     def out_shape(self, a, shape, env):
         if len(shape) == 3:

@@ -60,14 +60,24 @@ class AffineCoupling(_CouplingBase):
     shift of x2[k] (DenseFlow ElementwiseParams2d); ``halves`` the first half as scales.
     """
 
+    summary = "affine coupling: x2 scaled and shifted by a net reading x1"
+    equation = "RealNVP (Dinh et al. 2017) eq. 7-8; DenseFlow affine_coupling.py"
+    shape_rule = ("shape unchanged; the split must apply (channels: C >= 2; columns: W even; checkerboard: H*W >= 2); "
+                  "the net maps the identity part's channels to 2 x the transformed part's channels")
+
     name = "affine_coupling"
     layer = "augflow_dsl.layers.coupling:AffineCoupling"
 
     class Args(OpArgs):
-        net: OpCall
-        split: Split = "channels"
-        scale: Literal["tanh2", "sigmoid", "exp"] = "tanh2"
-        layout: Literal["interleaved", "halves"] = "interleaved"
+        net: OpCall = Field(description=(
+            "the conditioner net that computes (log s, t) from the identity part, e.g. glow_net(filters: 512)"))
+        split: Split = Field(default="channels", description=(
+            "which elements condition which: channels (first ceil(C/2) channels), columns (even columns), "
+            "checkerboard (2-D mask)"))
+        scale: Literal["tanh2", "sigmoid", "exp"] = Field(default="tanh2", description=(
+            "log s from the raw net output r: tanh2 = 2 tanh(r/2), sigmoid = log sigmoid(r + 2), exp = r"))
+        layout: Literal["interleaved", "halves"] = Field(default="interleaved", description=(
+            "interleaved: net channel 2k scales and 2k+1 shifts x2[k] (DenseFlow); halves: scales first, then shifts"))
 
     def out_per_channel(self, a):
         return 2
@@ -82,15 +92,24 @@ class MixtureCoupling(_CouplingBase):
     logit(0.9 CDF + 0.05) (vflow flows.py:279-297). Inverse by bisection.
     """
 
+    summary = "logistic-mixture CDF coupling (Flow++), inverted by bisection"
+    equation = ("Flow++ (Ho et al. 2019) eq. 17-20; flowpp flows.py:474-529; VFlow's smooth logit: vflow "
+                "flows.py:279-297")
+    shape_rule = ("shape unchanged; the split must give equal halves (channels: C even; columns: W even); the net maps "
+                  "C1 channels to (2 + 3 components) x C2")
+
     name = "mixture_coupling"
     layer = "augflow_dsl.layers.coupling:MixtureCoupling"
     equal_halves = True
 
     class Args(OpArgs):
-        net: OpCall
-        split: Split = "channels"
-        components: int = Field(default=32, gt=0)
-        logit: Literal["exact", "smooth"] = "exact"
+        net: OpCall = Field(description=(
+            "the conditioner net that computes the mixture parameters, e.g. conv_attention(filters: 96)"))
+        split: Split = Field(default="channels", description=(
+            "which elements condition which: channels (equal halves), columns (even columns), checkerboard"))
+        components: int = Field(default=32, gt=0, description="number K of logistic mixture components")
+        logit: Literal["exact", "smooth"] = Field(default="exact", description=(
+            "exact: logit(CDF) (Flow++); smooth: logit(0.9 CDF + 0.05) (VFlow)"))
 
     def out_per_channel(self, a):
         return 2 + 3 * a.components

@@ -11,12 +11,17 @@ class Uniform(Op):
     """Uniform dequantization (Theis et al. 2016): v = (x + u) / 2^bits, u ~ U[0, 1)^D;
     log p(x) >= log p(v) - D log 2^bits."""
 
+    summary = "uniform dequantization: v = (x + u) / 2^bits, u ~ U[0, 1)"
+    equation = "Flow++ (Ho et al. 2019) Sec. 3.1.1, eq. 4-6 (Theis et al. 2016)"
+    shape_rule = "the data's shape, unchanged (then each op of `then`)"
+
     name = "uniform"
     role = DEQUANTIZER
     layer = "augflow_dsl.layers.dequantize:Uniform"
 
     class Args(OpArgs):
-        then: OpList = Field(default_factory=list)
+        then: OpList = Field(default_factory=list, description=(
+            "bijections applied to the dequantized v before the flow, e.g. [logit(0.05)] or [shift(-0.5)]"))
 
 
 @register
@@ -26,13 +31,19 @@ class Variational(Op):
     ``then`` lists bijections applied to v before the flow (logit, shift), whose log-dets
     are part of p."""
 
+    summary = "variational dequantization: u ~ r(u | x), a conditional flow (Flow++)"
+    equation = "Flow++ (Ho et al. 2019) Sec. 3.1.2, eq. 8-12"
+    shape_rule = "the data's shape, unchanged; q's flow must end at the data's shape"
+
     name = "variational"
     role = DEQUANTIZER
     layer = "augflow_dsl.layers.dequantize:Variational"
 
     class Args(OpArgs):
-        q: QFlow
-        then: OpList = Field(default_factory=list)
+        q: QFlow = Field(description=(
+            "the q-network r(u | x), defined with 'q NAME: ...', ending in (0, 1) (e.g. with sigmoid)"))
+        then: OpList = Field(default_factory=list, description=(
+            "bijections applied to the dequantized v before the flow, e.g. [logit(0.05)] or [shift(-0.5)]"))
 
     def qnets(self, a, shape, env):
         return {"q": (a.q, shape, "dequantizer")}

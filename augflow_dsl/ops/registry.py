@@ -9,7 +9,11 @@ An op definition declares, in one place:
 * its shape rule, parameter formula and multiply-accumulate formula, all pure Python,
   so that ``check`` never imports torch;
 * ``layer``: the dotted path of the torch module that implements it, imported lazily by
-  :mod:`augflow_dsl.compiler`.
+  :mod:`augflow_dsl.compiler`;
+* its documentation: ``summary`` (one line), the class docstring (what it computes),
+  ``shape_rule`` (in words), ``equation`` (the paper / reference code it implements) and a
+  ``description`` on each argument's Field; :mod:`.reference` renders them
+  (``augflow-dsl ops``, docs/ops.md).
 
 The graph builder, the cost report and the compiler read these definitions; adding an
 op touches neither the grammar nor any if-chain.
@@ -111,6 +115,8 @@ class Op:
     role: ClassVar[str]
     Args: ClassVar[type[OpArgs]] = OpArgs
     layer: ClassVar[str | None] = None
+    equation: ClassVar[str] = ""    # the paper equation / reference file:line it implements
+    shape_rule: ClassVar[str] = ""  # its shape rule in words (out_shape is the rule itself)
     summary: ClassVar[str] = ""
     site: ClassVar[str | None] = None  # augment points: AUGMENT_AT_INPUT or AUGMENT_AT_BLOCK
 

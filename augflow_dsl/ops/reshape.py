@@ -29,8 +29,10 @@ def unsqueezed(shape, factor: int = 2):
 
 
 class _SqueezeArgs(OpArgs):
-    factor: int = Field(default=2, gt=1)
-    order: Order = "channel_major"
+    factor: int = Field(default=2, gt=1, description=(
+        "spatial block size: factor x factor positions become factor^2 channels"))
+    order: Order = Field(default="channel_major", description=(
+        "channel_major: input (c, 2h+i, 2w+j) -> channel 4c+2i+j (pixel_unshuffle); space_major: (2i+j)C+c (TF)"))
 
 
 @register
@@ -42,6 +44,10 @@ class Squeeze(Op):
     space_to_depth, used by the Flow++ and VFlow code).
     Example: (3, 32, 32) -> (12, 16, 16).
     """
+
+    summary = "space-to-depth: C x H x W -> 4C x H/2 x W/2"
+    equation = "RealNVP (Dinh et al. 2017) Sec. 3.6; DenseFlow squeeze.py:98-109"
+    shape_rule = "C x H x W -> factor^2 C x H/factor x W/factor (H and W divisible by factor)"
 
     name = "squeeze"
     role = BIJECTION
@@ -58,6 +64,10 @@ class Squeeze(Op):
 @register
 class Unsqueeze(Op):
     """Depth-to-space, the inverse of squeeze with the same ``order``: 4C x H x W -> C x 2H x 2W."""
+
+    summary = "depth-to-space, the inverse of squeeze"
+    equation = "RealNVP (Dinh et al. 2017) Sec. 3.6"
+    shape_rule = "C x H x W -> C/factor^2 x factor H x factor W (C divisible by factor^2)"
 
     name = "unsqueeze"
     role = BIJECTION
@@ -76,12 +86,17 @@ class Swap(Op):
     """Exchange the two parts of a split (DenseFlow channel_switch.py: cat(x2, x1); Flow++
     TupleFlip). For an odd channel count the first ceil(C/2) channels move to the end."""
 
+    summary = "exchange the two parts of a split"
+    equation = "DenseFlow channel_switch.py; Flow++ TupleFlip"
+    shape_rule = "shape unchanged; channels: C >= 2; columns: W even"
+
     name = "swap"
     role = BIJECTION
     layer = "augflow_dsl.layers.reshape:Swap"
 
     class Args(OpArgs):
-        split: Literal["channels", "columns"] = "channels"
+        split: Literal["channels", "columns"] = Field(default="channels", description=(
+            "the split whose two parts are exchanged: channels or columns"))
 
     def out_shape(self, a, shape, env):
         halves(a.split, shape)

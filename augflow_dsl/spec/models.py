@@ -42,10 +42,15 @@ class DataSpec(_Model):
 
 
 class TrainSpec(_Model):
-    """Settings the training runtime reads (``train: {...}``)."""
+    """Settings the training runtime reads (``train: {...}``); the schedule they define is
+    :func:`augflow_dsl.runtime.lr_at`. ``decay_after`` counts the unit of ``decay_every``
+    (steps or epochs); ``steps``, when given, replaces ``epochs``; ``ema`` is the EMA decay (None:
+    no EMA); ``clip`` the gradient-norm bound; ``init_batch`` the images of the data-dependent
+    init; ``augment`` a list of ``flip`` and ``translate`` (DenseFlow's, reference-facts)."""
 
     optimizer: Literal["adam", "adamax", "adamw"] = "adam"
     lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
     batch: int = Field(default=64, gt=0)
     epochs: int = Field(default=10, ge=0)
     steps: int | None = Field(default=None, ge=0)
@@ -60,7 +65,7 @@ class TrainSpec(_Model):
     finetune_epochs: int = Field(default=0, ge=0)
     finetune_lr: float | None = Field(default=None, gt=0)
     eval_samples: int = Field(default=1, gt=0)
-    augment: list[str] = Field(default_factory=list)
+    augment: list[Literal["flip", "translate"]] = Field(default_factory=list)
     seed: int = 0
 
 

@@ -1,0 +1,225 @@
+"""``augflow-dsl train`` (and ``compile --train``): the command-line face of runtime.train.
+
+Exit codes: 0 done (or stopped cleanly by SIGTERM / SIGINT with a checkpoint written), 1 a bad spec,
+data set, checkpoint or run folder, or a run stopped by non-finite steps, 2 usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# train: keys a --set may reach as train.KEY=VALUE are TrainSpec's fields (checked by pydantic)
+
+
+def add_train_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of a training run, shared by ``train`` and ``compile --train``."""
+    from ..compiler.cli import _positive
+
+    p.add_argument("--run", "--run-dir", dest="run",
+                   help="run folder (default: runs/<spec name>/<UTC time>/); an existing one resumes. Under "
+                        "torchrun write --run-dir: torchrun's own parser takes --run as its --run-path")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--steps", type=_positive, help="train this many updates (replaces the spec's epochs)")
+    g.add_argument("--epochs", type=_positive, help="train this many epochs")
+    p.add_argument("--batch", type=_positive, help="global batch (default: the spec's train.batch)")
+    p.add_argument("--device", default=None, help="cpu (default) or cuda / cuda:N")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="bf16: the coupling and context nets under autocast (flow arithmetic stays float32)")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the nets (regional)")
+    p.add_argument("--data-root", default=None, help="where data sets are read from (and downloaded to)")
+    p.add_argument("--download", action="store_true", default=None, help="download a missing torchvision data set")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: the spec's train.seed)")
+    p.add_argument("--checkpoint-every", type=_positive, default=None, help="steps between checkpoints (1000)")
+    p.add_argument("--log-every", type=_positive, default=None, help="steps between metrics rows (50)")
+    p.add_argument("--eval-every", type=_positive, default=None, help="steps between test evaluations (an epoch)")
+    p.add_argument("--eval-images", type=_positive, default=None, help="test images per evaluation (1000)")
+    p.add_argument("--max-bad-steps", type=_positive, default=None,
+                   help="stop after this many non-finite steps in a row (20)")
+    p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (0)")
+    p.add_argument("--force", action="store_true", default=None,
+                   help="load a checkpoint of another spec where names and shapes match")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+OPTION_FLAGS = ("steps", "epochs", "batch", "device", "precision", "compile", "data_root", "download", "seed",
+                "checkpoint_every", "log_every", "eval_every", "eval_images", "max_bad_steps", "workers", "force")
+RESUME_MAY_CHANGE = {"steps", "epochs", "device", "data_root", "download", "checkpoint_every", "log_every",
+                     "eval_every", "eval_images", "max_bad_steps", "workers", "compile"}
+
+
+def add_commands(sub, common) -> None:
+    p = sub.add_parser("train", help="train a spec (one device, or many under torchrun)")
+    p.add_argument("spec", nargs="?", help="the .flow spec (omit with --resume)")
+    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder with its own spec and settings")
+    add_train_flags(p)
+    common(p)
+    p.set_defaults(func=cmd_train)
+
+
+def split_overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` items -> (spec variables, train.* keys); ``train.augment=flip,translate`` is a list."""
+    from ..spec.evaluate import parse_override
+
+    variables: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    for item in items:
+        if item.startswith("train."):
+            key, _, raw = item[len("train."):].partition("=")
+            if "=" not in item or not key.isidentifier():
+                raise _Usage(f"--set {item}: expected train.KEY=VALUE")
+            if key == "augment":
+                train[key] = [v.strip() for v in raw.strip("[]").split(",") if v.strip()]
+            else:
+                train[key] = parse_override(f"{key}={raw}")[1]
+        else:
+            k, v = parse_override(item)
+            variables[k] = v
+    return variables, train
+
+
+class _Usage(Exception):
+    pass
+
+
+def _console():
+    from rich.console import Console
+    return Console(stderr=True, highlight=False)
+
+
+def cmd_train(args) -> int:
+    from ..errors import SpecError
+    from ..spec.load import load, loads
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .train import TrainError, TrainOptions, Trainer
+
+    err = _console()
+    try:
+        given = {k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k, None) is not None}
+        if args.resume:
+            if args.spec or args.set:
+                raise _Usage("--resume takes the spec and --set overrides from the run folder; drop SPEC and --set")
+            if args.run and Path(args.run) != Path(args.resume):
+                raise _Usage("--resume RUN already names the run folder; drop --run")
+            refused = sorted(set(given) - RESUME_MAY_CHANGE)
+            if refused:
+                raise _Usage("--resume keeps the run's settings; these cannot change: "
+                             + ", ".join("--" + k.replace("_", "-") for k in refused))
+            run = Path(args.resume)
+            cfg_path = run / "config.json"
+            if not cfg_path.is_file():
+                err.print(f"error: {run} is not a run folder (no config.json)", markup=False)
+                return 1
+            cfg = json.loads(cfg_path.read_text())
+            spec = loads(cfg["spec_text"], cfg.get("spec_file", str(run)), cfg.get("overrides") or {})
+            variables, train_over = cfg.get("overrides") or {}, cfg.get("train_overrides") or {}
+            opts_d = {**cfg.get("options", {}), **given, "run": str(run)}
+            opts = TrainOptions(**{k: v for k, v in opts_d.items() if k in TrainOptions.__dataclass_fields__})
+        else:
+            if not args.spec:
+                raise _Usage("train needs a SPEC (or --resume RUN)")
+            if not Path(args.spec).is_file():
+                raise _Usage(f"no such spec file: {args.spec}")
+            variables, train_over = split_overrides(args.set)
+            spec = load(args.spec, variables)
+            from ..graph.check import check_graph
+            from ..graph.build import build
+            g, diag = build(spec)
+            report = check_graph(spec, g, diag)
+            if not report.valid:
+                for e in report.errors:
+                    err.print(e.get("text") or e.get("message"), markup=False, soft_wrap=True)
+                return 1
+            run = args.run or str(Path("runs") / spec.name / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
+            opts = TrainOptions(run=str(run), **given)
+        if opts.device is None:
+            opts.device = "cpu"
+        return _train(spec, variables, train_over, opts, args.json, err)
+    except _Usage as e:
+        err.print(f"usage error: {e}", markup=False)
+        return 2
+    except (SpecError, CheckpointError, DataError, TrainError) as e:
+        err.print(f"error: {e}", markup=False, soft_wrap=True)
+        return 1
+
+
+def _train(spec, variables, train_over, opts, as_json: bool, err) -> int:
+    import os
+
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from .train import Trainer
+
+    main = int(os.environ.get("RANK", "0")) == 0
+    show = main and not as_json and err.is_terminal
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.3f}  bpd {task.fields[bpd]:.3f}  "
+                                   "{task.fields[ips]:.0f} img/s"),
+                        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                        console=err, disable=not show, transient=False)
+    state = {"task": None, "t_line": 0.0}
+
+    def on_progress(step, total, loss, bpd, ips):
+        if state["task"] is None:
+            state["task"] = progress.add_task(spec.name, total=total, completed=step - 1, loss=loss, bpd=bpd,
+                                              ips=ips or 0.0)
+        progress.update(state["task"], completed=step, loss=loss, bpd=bpd, ips=ips or 0.0)
+        if main and not show and not as_json and (step % trainer.opts.log_every == 0 or step == total):
+            err.print(f"step {step}/{total}  loss {loss:.4f}  bpd {bpd:.4f}  {ips or 0:.0f} img/s", markup=False)
+
+    trainer = Trainer(spec, variables, train_over, opts, console=err if main else None, on_progress=on_progress)
+    if main and not as_json:
+        err.print(f"run folder: {opts.run}", markup=False)
+    with progress:
+        result = trainer.run()
+    if not main:
+        return 0 if result.stopped != "bad steps" else 1
+    if as_json:
+        from dataclasses import asdict
+        print(json.dumps(asdict(result)))
+    else:
+        _summary(result, err)
+    if result.stopped == "bad steps":
+        err.print(f"error: {opts.max_bad_steps} non-finite steps in a row at step {result.step}; stopped. The last "
+                  f"good checkpoint is {result.checkpoint or '(none written yet)'}; lower the learning rate "
+                  f"(--set train.lr=...) or set train.clip, then 'augflow-dsl train --resume {opts.run}'",
+                  markup=False, soft_wrap=True)
+        return 1
+    if result.stopped.startswith("signal"):
+        err.print(f"stopped by {result.stopped[7:]} at step {result.step}; checkpoint written. Continue with: "
+                  f"augflow-dsl train --resume {opts.run}", markup=False, soft_wrap=True)
+    return 0
+
+
+def _summary(result, console) -> None:
+    from rich.table import Table
+
+    t = Table(title="training run", show_header=False)
+    t.add_column("")
+    t.add_column("", justify="right")
+
+    def f(v, fmt="{:.4f}"):
+        return "-" if v is None else fmt.format(v)
+
+    rows = [("run folder", result.run), ("stopped", result.stopped), ("steps", f"{result.step:,}"),
+            ("epochs", str(result.epoch)), ("train bits/dim (last window)", f(result.train_bpd)),
+            ("test bits/dim (last eval, ELBO)", f(result.test_bpd)), ("best test bits/dim", f(result.best_bpd)),
+            ("images/s", f(result.images_per_s, "{:.1f}")), ("time", f"{result.seconds:.1f} s"),
+            ("checkpoint", result.checkpoint or "-")]
+    for k, v in rows:
+        t.add_row(k, v)
+    console.print(t)
+
+
+def main_compile_train(args) -> int:
+    """``compile --train SPEC ...`` is ``train SPEC ...``."""
+    args.resume = None
+    return cmd_train(args)
+
+
+__all__ = ["add_commands", "add_train_flags", "cmd_train", "split_overrides"]
