@@ -465,7 +465,7 @@ class Trainer:
         sample grid; under its own RNG so the training noise stream is unchanged."""
         if not world.main:
             D.barrier(world)
-            return None
+            return D.gather_objects(None, world)[0]  # rank 0's result: every rank takes the same checkpoint path
         from .evaluate import evaluate
         from .sampling import save_samples
 
@@ -484,7 +484,7 @@ class Trainer:
             except Exception as e:  # a picture is never worth a lost run
                 self._say(f"warning: could not write samples at step {step}: {e}")
         D.barrier(world)
-        return bpd
+        return D.gather_objects(bpd, world)[0]
 
 
 def _rank_divergence(model, world) -> float:
