@@ -114,6 +114,8 @@ def cmd_check(args) -> int:
             if report.nodes:
                 _print_report(report, args.summary, out)
             _print_errors(report, err)
+            for proof in report.proved:
+                out.print(f"proved  {escape(proof.line())}", soft_wrap=True)
             verdict = "[green]valid[/green]" if report.valid else f"[red]invalid ({len(report.errors)} error(s))[/red]"
             out.print(f"{escape(report.file)}: {verdict}", soft_wrap=True)
         worst = max(worst, 0 if report.valid else 1)

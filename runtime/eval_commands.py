@@ -85,6 +85,7 @@ def _guarded(fn, args) -> int:
     """Run a command; a user's mistake becomes a one-line message and exit 1 (2 for usage)."""
     from ..errors import SpecError
     from .checkpoint import CheckpointError
+    from .data import DataError
     from .fid import FIDError
     err = _console()
     try:
@@ -92,14 +93,9 @@ def _guarded(fn, args) -> int:
     except _Usage as e:
         err.print(f"usage error: {e}", markup=False, soft_wrap=True)
         return 2
-    except (SpecError, CheckpointError, FIDError) as e:
+    except (SpecError, CheckpointError, DataError, FIDError) as e:
         err.print(f"error: {e}", markup=False, soft_wrap=True)
         return 1
-    except Exception as e:  # DataError lives in runtime.data, imported only when data is read
-        if type(e).__name__ == "DataError":
-            err.print(f"error: {e}", markup=False, soft_wrap=True)
-            return 1
-        raise
 
 
 def _load(args, err):
@@ -135,12 +131,16 @@ def _progress(err, show: bool):
 
 def cmd_eval(args, err) -> int:
     from .evaluate import evaluate
-    from .fid import check_fid_data, fid
+    from .fid import FIDError, check_fid_data, check_weights, fid
     from .sampling import generate
 
     model, spec, meta = _load(args, err)
     if args.fid is not None:
         check_fid_data(tuple(spec.data.shape), spec.data.bits)  # refuse before any work
+        if args.inception_weights is not None:
+            if not Path(args.inception_weights).is_file():
+                raise FIDError(f"no such Inception weights file: {args.inception_weights} (--inception-weights)")
+            check_weights(args.inception_weights)
         if args.fid < 2:
             raise _Usage("--fid needs N >= 2 images (FID compares two covariance matrices)")
     data = _open_split(spec, meta, args)
@@ -236,6 +236,9 @@ def cmd_sample(args, err) -> int:
             save_npz(x, args.npz, spec.data.bits)
     except OSError as e:
         err.print(f"error: cannot write {e.filename or args.out}: {e.strerror or e}", markup=False)
+        return 1
+    except ValueError as e:  # PIL / matplotlib: an image format they cannot write
+        err.print(f"error: cannot write {args.out}: {e} (use a .png file name)", markup=False)
         return 1
     out = {"checkpoint": meta["path"], "name": spec.name, "step": meta.get("step"), "weights": meta.get("weights"),
            "n": args.n, "temperature": args.temperature, "out": args.out, "npz": args.npz, "seconds": seconds,

@@ -111,10 +111,10 @@ def evaluate(model: torch.nn.Module, data: Dataset | torch.Tensor, *, samples: i
     """Bits/dim of ``model`` on ``data`` (a Dataset of single tensors, or a tensor [N, ...]).
 
     The model runs in eval mode under no_grad (its mode is restored afterwards); batches go to
-    ``device`` (default: the device of the model's parameters). ``samples`` > 1 adds the importance-weighted estimate with S
-    samples; ``batch`` bounds the examples per forward pass; ``limit`` evaluates the first
-    ``limit`` items; ``seed`` fixes the dequantization / augmentation noise (None: the global
-    generator, untouched otherwise)."""
+    ``device`` (default: the device of the model's parameters). ``samples`` > 1 adds the
+    importance-weighted estimate with S samples; ``batch`` bounds the examples per forward pass;
+    ``limit`` evaluates the first ``limit`` items; ``seed`` fixes the dequantization /
+    augmentation noise without touching the global generator (None: draw from it)."""
     if samples < 1 or batch < 1:
         raise ValueError(f"evaluate needs samples >= 1 and batch >= 1; got samples={samples}, batch={batch}")
     if limit is not None and limit < 1:

@@ -464,8 +464,7 @@ class Trainer:
         """One-sample ELBO bits/dim on a fixed subset of the test split (EMA weights when kept) and a
         sample grid; under its own RNG so the training noise stream is unchanged."""
         if not world.main:
-            D.barrier(world)
-            return D.gather_objects(None, world)[0]  # rank 0's result: every rank takes the same checkpoint path
+            return D.broadcast_float(None, world)  # rank 0's figure, so that every rank takes the same branch
         from .evaluate import evaluate
         from .sampling import save_samples
 
@@ -483,8 +482,7 @@ class Trainer:
                 save_samples(net, self.run_dir / "samples" / f"step-{step}.png", n=self.opts.sample_n)
             except Exception as e:  # a picture is never worth a lost run
                 self._say(f"warning: could not write samples at step {step}: {e}")
-        D.barrier(world)
-        return D.gather_objects(bpd, world)[0]
+        return D.broadcast_float(bpd, world)
 
 
 def _rank_divergence(model, world) -> float:

@@ -22,8 +22,9 @@ from torch import nn
 import augflow_dsl as af
 from augflow_dsl.layers.base import Step
 from augflow_dsl.layers.priors import normal_log_prob
-from augflow_dsl.ops.registry import (AUGMENT, AUGMENT_AT_INPUT, DROP, REGISTRY, Op, OpArgs, OpShapeError,
-                                      register)
+from augflow_dsl.ops.supports import REAL, join
+from augflow_dsl.ops.registry import (AUGMENT, AUGMENT_AT_INPUT, DROP, REGISTRY, SCORED_BY_FIXED, Op, OpArgs,
+                                      OpShapeError, register)
 
 
 # ---------------------------------------------------------------------------- layers
@@ -74,6 +75,7 @@ class NoisePad(Op):
     name = "test_noise_pad"
     role = AUGMENT
     site = AUGMENT_AT_INPUT
+    scored_by = SCORED_BY_FIXED  # N(0, 1), scored by the layer itself
     layer = f"{__name__}:NoisePadLayer"
 
     class Args(OpArgs):
@@ -84,6 +86,10 @@ class NoisePad(Op):
 
     def dims_added(self, a, shape, env):
         return a.channels * math.prod(shape[1:])
+
+    def joined(self, a, s, added):
+        """cat(x, e): Gaussian noise takes every real value (for the audit's support check)."""
+        return join(s, REAL)
 
     def params(self, a, shape, env):
         return 0

@@ -5,7 +5,9 @@ One node per operation, carrying its op, arguments, role, chain (``p`` for the m
 per example. One edge per tensor, carrying its shape and its kind:
 
 * ``data``: the tensor the flow transforms (``port`` tells a drop's kept / dropped outputs);
-* ``condition``: a conditioner net reads it (``part`` says which part, for the audit);
+* ``condition``: a conditioner net (or a q's context net) reads it; ``part`` is a
+  :class:`~augflow_dsl.ops.regions.Read` (node, port, region of channels x positions) that the
+  audit compares with what the reader's owner leaves unchanged;
 * ``params``: a conditioner's output, the parameters of a coupling or an augment point;
 * ``context``: a q-network's context net feeds a conditioner;
 * ``sample``: a q-network hands its sample to the dequantizer or augment point; the edge
@@ -26,6 +28,7 @@ import networkx as nx
 
 from ..errors import Diagnostics, Loc, SpecError
 from ..ops.dequantize import default_dequantizer
+from ..ops.regions import Read, Region
 from ..ops.registry import (AUGMENT, AUGMENT_AT_BLOCK, AUGMENT_AT_INPUT, BIJECTION, COMPOSITE, CONTEXT, DEQUANTIZER,
                             DROP, NET, PRIOR, REGISTRY, OpCall, OpEnv, OpShapeError, QFlow, Shape, names)
 from ..ops.shapes import fmt, numel
@@ -129,10 +132,10 @@ class Builder:
                 self.g.nodes[nid]["reads"] = tuple(r.node for r in reads)
                 for r in reads:
                     self.g.add_edge(r.node, kid, kind="condition", shape=r.shape, port=r.port,
-                                    part="whole tensor (an earlier representation)")
+                                    part=Read(r.node, r.port, Region.whole(r.shape)))
             else:
                 self.g.add_edge(cur.node, kid, kind="condition", shape=in_shape, port=cur.port,
-                                part=op.reads(a, cur.shape))
+                                part=Read(cur.node, cur.port, op.reads(a, cur.shape)))
             if io.context and env.context is not None and self._context_node is not None and op.role != AUGMENT:
                 self.g.add_edge(self._context_node, kid, kind="context", shape=env.context)
             self.g.add_edge(kid, nid, kind="params", shape=out_shape)
@@ -188,7 +191,7 @@ class Builder:
                             macs=self._shape(lambda: cop.macs(c.args, given.shape, OpEnv()), c, f"{label} context"),
                             loc=c.loc, bits=given.bits)
             self.g.add_edge(given.node, cid, kind="condition", shape=given.shape, port=given.port,
-                            part="the conditioning data")
+                            part=Read(given.node, given.port, Region.whole(given.shape)))
             self._context_node = cid
         base = q.base
         bop = base.definition
@@ -281,6 +284,7 @@ class Builder:
             unit = f"block {b}, unit {u + 1}"
             for m, mcall in enumerate(a.modules):
                 cur = self.op(mcall, cur, f"{unit}, module {m + 1}", "p", "flow", unit)
+                self.g.nodes[cur.node]["block"] = (b, u + 1)  # the audit derives g's allowed reads from it
             if u < a.units - 1 and a.augment is not None:
                 aug = a.augment
                 if aug.definition.role != AUGMENT or aug.definition.site != AUGMENT_AT_BLOCK:
@@ -297,6 +301,7 @@ class Builder:
                               allowed=(AUGMENT,), reads=reads)
             else:
                 outs.append(cur)
+            self.g.nodes[cur.node]["block"] = (b, u + 1)  # the unit's cross-unit coupling, if it has one
         return cur
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .registry import AUGMENT, AUGMENT_AT_BLOCK, AUGMENT_AT_INPUT, NetIO, Op, OpArgs, OpCall, QFlow, get, register
+from .registry import AUGMENT, AUGMENT_AT_BLOCK, AUGMENT_AT_INPUT, SCORED_BY_NET, NetIO, Op, OpArgs, OpCall, QFlow, get, register
 from .shapes import need_image
+from .supports import REAL, join
 
 
 def _default_g() -> OpCall:
@@ -27,6 +28,7 @@ class CrossUnit(Op):
     name = "cross_unit"
     role = AUGMENT
     site = AUGMENT_AT_BLOCK
+    scored_by = SCORED_BY_NET
     layer = "augflow_dsl.layers.augment:CrossUnit"
 
     class Args(OpArgs):
@@ -56,8 +58,13 @@ class CrossUnit(Op):
     def macs(self, a, shape, env):
         return get(a.net.op).net_macs(a.net.args, self._io(a, shape, env))
 
-    def reads(self, a, shape):
-        return "earlier representations of the block (forward only)"
+    def joined(self, a, s, added):
+        """cat(x, e'): e' = mu + sigma * e is Gaussian, so every value is possible."""
+        return join(s, REAL)
+
+    def inverse_image(self, a, s):
+        """The inverse drops e': the kept channels are what it was given."""
+        return s
 
 
 @register
@@ -97,5 +104,10 @@ class InputAugment(Op):
             n *= s
         return n
 
-    def reads(self, a, shape):
-        return "the data x (through q's context net)"
+    def joined(self, a, s, added):
+        """cat(x, z): x's set and q's sample's set together."""
+        return join(s, added)
+
+    def inverse_image(self, a, s):
+        """The inverse keeps the first C channels: what it was given."""
+        return s

@@ -8,6 +8,7 @@ from pydantic import Field
 from .blocks import dense_block_macs, dense_block_params, gated_resnet_macs, gated_resnet_params
 from .registry import CONTEXT, Op, OpArgs, OpShapeError, conv_macs, conv_params, register
 from .shapes import need_image
+from .supports import REAL, Integers
 
 
 @register
@@ -31,6 +32,14 @@ class GatedContext(Op):
         input: Literal["centered", "raw"] = Field(default="centered", description=(
             "centered: reads integer data as x / 2^bits - 0.5 (a dequantizer's r(u|x)); raw: reads x as given"))
         dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout rate inside the gated convs")
+
+    def domain(self, a, bits):
+        """``centered`` computes x / 2^bits - 0.5: it reads integer data of ``bits``; ``raw`` reads anything."""
+        return Integers(bits) if a.input == "centered" else REAL
+
+    def domain_fix(self, a):
+        return ("`input: centered` rescales integer data by its bit depth; a context that reads continuous "
+                "data (an input augmentation's q reads the dequantized x~) should be `gated_context(input: raw)`")
 
     def out_shape(self, a, shape, env):
         need_image(shape, self.name)
@@ -66,6 +75,15 @@ class DenseContext(Op):
         filters: int = Field(default=64, gt=0, description="output channels F")
         depth: int = Field(default=4, gt=0, description="layers of each dense block")
         growth: int = Field(default=16, gt=0, description="channels each dense layer adds")
+
+    def domain(self, a, bits):
+        """2x / (2^bits - 1) - 1: it reads integer data of ``bits``."""
+        return Integers(bits)
+
+    def domain_fix(self, a):
+        return ("dense_context rescales integer data by its bit depth; a context that reads continuous data "
+                "(an input augmentation's q reads the dequantized x~) should be `gated_context(input: raw)` or "
+                "`data_context`")
 
     def out_shape(self, a, shape, env):
         need_image(shape, self.name)

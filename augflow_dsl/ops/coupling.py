@@ -6,7 +6,27 @@ from typing import Literal
 from pydantic import Field
 
 from .registry import BIJECTION, NetIO, Op, OpArgs, OpCall, OpShapeError, get, register
+from .regions import split_parts
 from .shapes import Split, halves, spatial
+
+
+def _context_fix(op, a, shape, context) -> str:
+    """What would make a coupling's halves meet its q's context: the splits whose parts have the
+    context's resolution (e.g. gated_context is column-split: use ``split: columns``)."""
+    fits = []
+    for split in ("columns", "channels", "checkerboard"):
+        try:
+            x1, _ = halves(split, shape, equal=op.equal_halves)
+        except OpShapeError:
+            continue
+        if split != a.split and spatial(x1) == tuple(context[1:]):
+            fits.append(split)
+    if fits:
+        return "; the context has the resolution of a " + " or ".join(f"'{s}'" for s in fits) + \
+            " split's halves: use " + " or ".join(f"`split: {s}`" for s in fits)
+    return (f"; no split of a {'x'.join(map(str, shape))} input has {context[1]}x{context[2]} halves: "
+            "move the coupling to where the data has that resolution (squeeze / unsqueeze), or use a context "
+            "net of the coupling's resolution")
 
 
 class _CouplingBase(Op):
@@ -21,7 +41,8 @@ class _CouplingBase(Op):
             ctx = env.context[0]
             if len(env.context) == 3 and (env.context[1], env.context[2]) != (h, w):
                 raise OpShapeError(
-                    f"context is {env.context[1]}x{env.context[2]} but the coupling's halves are {h}x{w}")
+                    f"context is {env.context[1]}x{env.context[2]} but the coupling's halves are {h}x{w}"
+                    + _context_fix(self, a, shape, env.context))
         return NetIO(c_in=x1[0], c_out=self.out_per_channel(a) * x2[0], h=h, w=w, context=ctx)
 
     def out_per_channel(self, a) -> int:
@@ -43,10 +64,12 @@ class _CouplingBase(Op):
         return get(a.net.op).net_macs(a.net.args, self._io(a, shape, env))
 
     def reads(self, a, shape):
-        return f"identity part of the {a.split} split"
+        """The net reads x1 (layers/coupling.py: ``split(x)[0]``, or ``x * mask`` for a checkerboard)."""
+        return split_parts(a.split, shape)[0]
 
-    def passthrough(self, a, shape):
-        return f"identity part of the {a.split} split"
+    def unchanged(self, a, shape):
+        """y1 = x1: the identity part of the split passes through."""
+        return split_parts(a.split, shape)[0]
 
 
 @register
@@ -113,3 +136,10 @@ class MixtureCoupling(_CouplingBase):
 
     def out_per_channel(self, a):
         return 2 + 3 * a.components
+
+    def _io(self, a, shape, env):
+        if a.split == "checkerboard":  # layers/coupling.py splits tensors; a mask has no halves to mix
+            raise OpShapeError("mixture_coupling splits the tensor into halves and has no checkerboard mask; "
+                               "use `split: columns` (the Flow++ code's 'checkerboard' is the even/odd-column "
+                               "split) or `split: channels`")
+        return super()._io(a, shape, env)

@@ -11,15 +11,26 @@ from .reshape import Order, squeezed
 from .shapes import numel, spatial
 
 
+class _Drop(Op):
+    """Kept and dropped parts are elements of the input: both lie in its set. The inverse puts the
+    prior's sample (R) back, so it returns R."""
+
+    role = DROP
+
+    def image(self, a, s):
+        return s
+
+
 def _kept(shape):
     c = shape[0]
     if c < 2 or c % 2:
-        raise OpShapeError(f"dropping half the channels needs an even channel count; got {c}")
+        raise OpShapeError(f"dropping half the channels needs an even channel count; got {c}; drop where the "
+                           f"channel count is even (after a squeeze, or augment to an even count)")
     return (c // 2, *shape[1:])
 
 
 @register
-class SqueezeAndDrop(Op):
+class SqueezeAndDrop(_Drop):
     """DenseFlow's transition (flow_modules.py:47-65): squeeze C x H x W -> 4C x H/2 x W/2, keep
     the first 2C channels, score the last 2C with a fixed N(0, I). Example: 62x16x16 -> keep
     124x8x8, drop 7,936 dims."""
@@ -46,7 +57,7 @@ class SqueezeAndDrop(Op):
 
 
 @register
-class FactorOut(Op):
+class FactorOut(_Drop):
     """Glow/RealNVP multi-scale factor-out (RealNVP Sec. 3.6): keep the first C/2 channels, score
     the rest with N(0, I) (``prior: normal``) or with a Gaussian whose mean and log-std come from
     a zero-initialised 3x3 conv of the kept half (``prior: conditional``, Glow's split prior)."""

@@ -255,6 +255,10 @@ class CrossUnitNet(NetOp):
 
     def check_io(self, a, io):
         _image(io, self.name)
+        if io.context:  # layers/nets.py CrossUnitNet has no context input
+            raise OpShapeError(f"cross_unit_net reads no context, but this coupling's q hands it {io.context} "
+                               f"context channels; use a net that reads one (glow_net, resnet, conv_attention, "
+                               f"dense, dense_attention)")
 
     def net_params(self, a, io):
         hid = a.expansion * io.c_in

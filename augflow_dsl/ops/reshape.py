@@ -16,7 +16,9 @@ def squeezed(shape, factor: int = 2):
     c, h, w = shape
     if h % factor or w % factor:
         odd = "height" if h % factor else "width"
-        raise OpShapeError(f"squeeze by {factor}: {odd} {h if odd == 'height' else w} is not divisible by {factor}")
+        raise OpShapeError(f"squeeze by {factor}: {odd} {h if odd == 'height' else w} is not divisible by {factor}; "
+                           f"squeeze only where height and width are multiples of {factor} (fewer squeezes, or "
+                           f"another data shape)")
     return (c * factor * factor, h // factor, w // factor)
 
 
@@ -24,8 +26,21 @@ def unsqueezed(shape, factor: int = 2):
     need_image(shape, "unsqueeze")
     c, h, w = shape
     if c % (factor * factor):
-        raise OpShapeError(f"unsqueeze by {factor}: {c} channels are not divisible by {factor * factor}")
+        raise OpShapeError(f"unsqueeze by {factor}: {c} channels are not divisible by {factor * factor}; unsqueeze "
+                           f"only a tensor with a multiple of {factor * factor} channels (e.g. after a squeeze)")
     return (c // (factor * factor), h * factor, w * factor)
+
+
+class Rearrangement(Op):
+    """A bijection that only moves elements: its output (and its inverse's) lies in the set of its input."""
+
+    role = BIJECTION
+
+    def image(self, a, s):
+        return s
+
+    def inverse_image(self, a, s):
+        return s
 
 
 class _SqueezeArgs(OpArgs):
@@ -36,7 +51,7 @@ class _SqueezeArgs(OpArgs):
 
 
 @register
-class Squeeze(Op):
+class Squeeze(Rearrangement):
     """Space-to-depth (RealNVP Sec. 3.6): C x H x W -> 4C x H/2 x W/2.
 
     ``order: channel_major`` puts input (c, 2h+i, 2w+j) at channel 4c+2i+j (DenseFlow
@@ -62,7 +77,7 @@ class Squeeze(Op):
 
 
 @register
-class Unsqueeze(Op):
+class Unsqueeze(Rearrangement):
     """Depth-to-space, the inverse of squeeze with the same ``order``: 4C x H x W -> C x 2H x 2W."""
 
     summary = "depth-to-space, the inverse of squeeze"
@@ -82,7 +97,7 @@ class Unsqueeze(Op):
 
 
 @register
-class Swap(Op):
+class Swap(Rearrangement):
     """Exchange the two parts of a split (DenseFlow channel_switch.py: cat(x2, x1); Flow++
     TupleFlip). For an odd channel count the first ceil(C/2) channels move to the end."""
 
