@@ -132,7 +132,8 @@ class FlowModel(nn.Module):
         memory stays bounded for any S. ``chunk`` defaults to what keeps one forward pass near
         2^20 input values."""
         _at_least_one(samples=samples, chunk=chunk)
-        x = self._batch(x)
+        if not isinstance(x, torch.Tensor):
+            x = self._batch(x)  # a numpy array: converted before it is repeated (log_prob checks every chunk)
         n = x.shape[0]
         if chunk is None:  # about 2^20 input values per forward pass: ~340 CIFAR images, ~500k 2-D points
             chunk = max(1, min(samples, (1 << 20) // max(n * self.dims, 1)))
