@@ -79,7 +79,8 @@ def seed(request) -> int:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.failed and "seed" in getattr(item, "fixturenames", ()):
+    parametrized = getattr(getattr(item, "callspec", None), "params", {})
+    if report.failed and "seed" in getattr(item, "fixturenames", ()) and "seed" not in parametrized:
         report.sections.append(("seed", f"seed = zlib.crc32({item.nodeid!r}) = {seed_of(item.nodeid)}"))
 
 
