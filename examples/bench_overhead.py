@@ -23,44 +23,50 @@ from torch import nn
 import augflow_dsl as af
 from augflow_dsl.layers.augment import CrossUnit
 from augflow_dsl.layers.drops import FactorOut
+from augflow_dsl.ops.registry import COMPOSITE
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 class HandFlow(nn.Module):
     """The model written out by hand: dequantize, preprocess, augment, then the layers, with
-    DenseFlow's blocks as nested loops. Shares every layer with the compiled model."""
+    DenseFlow's blocks as nested loops. Shares every layer with the compiled model (whose
+    ``steps`` hold them in plan order: dequantizer, its ``then`` layers, the augment point, the
+    stages, the prior)."""
 
     def __init__(self, model, spec):
         super().__init__()
         self.m = model  # owns the layers; only its layer objects are used below
+        self.n_then = len(spec.dequantize.args.then) if spec.dequantize is not None else 0
+        self.augment = spec.augment is not None
         self.blocks = []  # for DenseFlow: [(units, layers per unit, has cross-unit)], else []
         for call in spec.stages:
-            if call.op == "block":
+            if call.definition.role == COMPOSITE:
                 a = call.args
                 self.blocks.append((a.units, len(a.modules), a.augment is not None))
 
     def forward(self, x):
         m = self.m
-        u, log_r = m.dequant_q.sample(x)
-        h = (x + u) / 256.0
-        ld = -m.dims * 8 * math.log(2) - log_r
-        for layer in m.then.layers:
-            h, l = layer(h)
+        layers = iter(m.steps[:-1])
+        prior = m.steps[-1]
+        u, log_r = next(layers).q.sample(x)  # variational dequantization
+        h = (x + u) / 2 ** m.bits
+        ld = -m.dims * m.bits * math.log(2) - log_r
+        for _ in range(self.n_then):
+            h, l = next(layers)(h)
             ld = ld + l
-        if m.augment is not None:
-            z, log_q = m.aug_q.sample(h)
+        if self.augment:
+            z, log_q = next(layers).q.sample(h)
             h = torch.cat([h, z], 1)
             ld = ld - log_q
-        layers = iter(m.steps)
         if not self.blocks:
             for layer in layers:
                 if isinstance(layer, FactorOut):
-                    h, l, _ = layer(h)
+                    h, l, _ = layer.score(h)
                 else:
                     h, l = layer(h)
                 ld = ld + l
-            return ld + m.prior.log_prob(h)
+            return ld + prior.log_prob(h)
         h, l = next(layers)(h)  # the squeeze before the first block
         ld = ld + l
         for b, (units, per_unit, cross) in enumerate(self.blocks):
@@ -74,12 +80,12 @@ class HandFlow(nn.Module):
                     assert isinstance(layer, CrossUnit)
                     reads = [block_in] + outs
                     outs.append(h)
-                    h, l = layer(h, reads)
+                    h, l = layer(h, torch.cat(reads, 1))
                     ld = ld + l
             if b < len(self.blocks) - 1:
-                h, l, _ = next(layers)(h)  # squeeze-and-drop
+                h, l, _ = next(layers).score(h)  # squeeze-and-drop
                 ld = ld + l
-        return ld + m.prior.log_prob(h)
+        return ld + prior.log_prob(h)
 
 
 def _time(fn, x) -> float:
@@ -103,7 +109,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = af.compile(spec)
         hand = HandFlow(model, spec)
-        x = torch.randint(0, 256, (args.batch, *model.data_shape)).float()
+        x = torch.randint(0, 2 ** model.bits, (args.batch, *model.data_shape)).float()
         model.initialize(x)
         model.train()
         torch.manual_seed(1)

@@ -4,11 +4,16 @@ One torch thread per process: the suite runs many tiny tensor ops; on a 2-core m
 default two intra-op threads spin against each other (and against pytest-xdist's second worker),
 which makes small ops up to 100x slower. Parallelism comes from ``pytest -n 2`` instead.
 
+Seeds: a test that needs randomness takes the ``seed`` fixture, zlib.crc32 of its test id (the
+same in every process and run, unlike ``hash``, which Python salts per process); torch is seeded
+with it and a failing test's report shows it, so a failure reproduces from its id alone.
+
 The spec-language and `check` tests share BASE, ``mutate`` and ``run_cli``.
 """
 from __future__ import annotations
 
 import sys
+import zlib
 from pathlib import Path
 
 import pytest
@@ -54,6 +59,29 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 60):
     import subprocess
     return subprocess.run([sys.executable, "-m", "augflow_dsl.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def seed_of(nodeid: str) -> int:
+    """The seed of the test with pytest id ``nodeid``."""
+    return zlib.crc32(nodeid.encode())
+
+
+@pytest.fixture
+def seed(request) -> int:
+    """zlib.crc32 of this test's id; torch's generator is seeded with it."""
+    s = seed_of(request.node.nodeid)
+    if torch is not None:
+        torch.manual_seed(s)
+    return s
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    parametrized = getattr(getattr(item, "callspec", None), "params", {})
+    if report.failed and "seed" in getattr(item, "fixturenames", ()) and "seed" not in parametrized:
+        report.sections.append(("seed", f"seed = zlib.crc32({item.nodeid!r}) = {seed_of(item.nodeid)}"))
 
 
 @pytest.fixture(scope="session")

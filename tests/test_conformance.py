@@ -3,8 +3,11 @@
 For each configuration in CASES: the analytic parameter count equals ``numel()``; the analytic
 MACs are within 1% of torch's flop counter (2 FLOPs per MAC, marginal cost per example);
 bijections invert to 1e-10 and their log-det equals the log-abs-det of the autograd Jacobian
-to 1e-8; drops, augment points and priors are checked against independent formulas. Inputs
-are fresh random tensors and every parameter is moved off its (zero) initialisation.
+to 1e-8. The stochastic steps of the protocol -- dequantizers, augment points, drops, priors --
+give x back from inverse(forward(x)) (a drop and a prior by replaying the tape of their
+:class:`Draws`) and a log-weight equal to an independent formula given the noise they drew.
+Inputs are fresh random tensors and every parameter is moved off its (zero) initialisation.
+Seeds come from the test id (the ``seed`` fixture) and appear in the assertion messages.
 """
 from __future__ import annotations
 
@@ -14,9 +17,11 @@ import pytest
 import torch
 from flops import marginal_macs
 
-from augflow_dsl.compiler.model import layer_for
-from augflow_dsl.ops.registry import (AUGMENT, BIJECTION, DROP, PRIOR, REGISTRY, OpCall, OpEnv, get)
-
+from augflow_dsl.compiler.model import build_layer, layer_for
+from augflow_dsl.layers.base import Draws, Step
+from augflow_dsl.layers.priors import normal_log_prob
+from augflow_dsl.ops.registry import (AUGMENT, BIJECTION, DEQUANTIZER, DROP, PRIOR, REGISTRY, OpCall, OpEnv, QFlow,
+                                      get)
 
 
 @pytest.fixture(autouse=True)
@@ -77,13 +82,39 @@ CASES = [
     ("factor_out", {"prior": "conditional"}, (4, 2, 2), None, "real"),
     ("squeeze_and_drop", {}, (2, 4, 4), None, "real"),
     ("cross_unit", {"growth": 2}, (4, 4, 4), (6, 4, 4), "real"),
-    ("input", None, (2, 4, 4), None, "real"),
+    ("input", {"channels": 3}, (2, 4, 4), None, "real"),
+    ("input", {"channels": 2}, (3,), None, "real"),
+    ("uniform", {}, (2, 3, 3), None, "int"),
+    ("variational", {}, (2, 3, 3), None, "int"),
+    ("variational", {}, (4,), None, "int"),
     ("normal", {}, (3, 2, 2), None, "real"),
     ("learned_normal", {}, (3, 2, 2), None, "real"),
     ("learned_normal", {}, (5,), None, "real"),
 ]
 
-COVERED_ROLES = (BIJECTION, DROP, AUGMENT, PRIOR)
+COVERED_ROLES = (BIJECTION, DROP, AUGMENT, PRIOR, DEQUANTIZER)
+BITS = 3
+
+
+class StubQ(torch.nn.Module):
+    """A stand-in q-network for the stochastic steps' checks: v = sigmoid(e) (``unit``) or e,
+    e ~ N(0, I) of ``shape``; log q is a known function of v."""
+
+    def __init__(self, shape, unit: bool):
+        super().__init__()
+        self.shape, self.unit = tuple(shape), unit
+
+    def sample(self, x):
+        e = torch.randn(x.shape[0], *self.shape, dtype=x.dtype)
+        return (torch.sigmoid(e), self.log_q(e)) if self.unit else (e, self.log_q(e))
+
+    @staticmethod
+    def log_q(e):
+        return normal_log_prob(e) + 0.25 * e.flatten(1).sum(1)
+
+
+def _qflow() -> QFlow:
+    return QFlow("stub", (), call("normal"))
 
 
 def test_every_op_with_a_layer_has_a_case():
@@ -93,6 +124,8 @@ def test_every_op_with_a_layer_has_a_case():
 
 
 def _x(shape, domain, n=3):
+    if domain == "int":
+        return torch.randint(0, 2 ** BITS, (n, *shape)).double()
     x = torch.randn(n, *shape)
     return torch.rand(n, *shape) * 0.9 + 0.05 if domain == "unit" else x
 
@@ -104,13 +137,14 @@ def _perturb(module):
 
 
 def _build(name, args, shape, ctx):
-    if name == "input":
-        from augflow_dsl.layers.augment import InputAugment
-        return InputAugment(3), None
+    """The layer of the case, its q-networks (if any) stubbed with :class:`StubQ`."""
+    op = get(name)
+    if "q" in op.Args.model_fields:
+        args = {**args, "q": _qflow()}
     c = call(name, **args)
-    env = OpEnv(context=ctx)
-    layer = layer_for(c, shape, env)
-    return layer, c
+    env = OpEnv(context=ctx, bits=BITS if op.role == DEQUANTIZER else None)
+    qs = {slot: StubQ(target, op.role == DEQUANTIZER) for slot, (_, target, _) in op.qnets(c.args, shape, env).items()}
+    return build_layer(c, shape, env, op.nets(c.args, shape, env), qs), c
 
 
 def _marginal_macs(fn) -> float:
@@ -118,15 +152,14 @@ def _marginal_macs(fn) -> float:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_conformance(case):
+def test_conformance(case, seed):
     name, args, shape, ctx, domain = case
-    torch.manual_seed(hash(str(case)) % 2**31)
     layer, c = _build(name, args, shape, ctx)
     op = get(name)
     env = OpEnv(context=ctx)
+    assert isinstance(layer, Step), f"{name}: a data-path layer must implement the step protocol"
     # parameters: analytic == numel
-    if c is not None:
-        assert sum(p.numel() for p in layer.parameters()) == op.params(c.args, shape, env)
+    assert sum(p.numel() for p in layer.parameters()) == op.params(c.args, shape, env), f"seed {seed}"
     x = _x(shape, domain)
     cond = torch.randn(x.shape[0], *ctx) if (ctx is not None and op.role == BIJECTION) else None
     if op.role == BIJECTION and hasattr(layer, "initialized"):
@@ -137,31 +170,45 @@ def test_conformance(case):
     layer.eval()
     x = _x(shape, domain)  # fresh inputs after init
     if op.role == BIJECTION:
-        _check_bijection(layer, x, cond)
+        _check_bijection(layer, x, cond, seed)
         expected = op.macs(c.args, shape, env)
         got = _marginal_macs(lambda n: layer(_x(shape, domain, n), None if cond is None else cond[:n]))
-        assert got == pytest.approx(expected, rel=0.01, abs=0.5), (got, expected)
-    elif op.role == DROP:
-        kept, logp, dropped = layer(x)
-        back = layer.inverse(kept, dropped)
-        assert torch.allclose(back, x, rtol=0, atol=1e-12)
-        _check_drop_density(layer, name, kept, dropped, logp)
+        assert got == pytest.approx(expected, rel=0.01, abs=0.5), (got, expected, f"seed {seed}")
+        return
+    layer.draws = Draws(tape=[])
+    if op.role == DROP:
+        kept, logp = layer(x)
+        (dropped,) = layer.draws.tape
+        back = layer.inverse(kept)
+        assert not layer.draws.tape and torch.allclose(back, x, rtol=0, atol=1e-12), f"seed {seed}"
+        _check_drop_density(layer, name, kept, dropped, logp, seed)
+        layer.draws = Draws()
         assert _marginal_macs(lambda n: layer(_x(shape, domain, n))) == pytest.approx(
-            op.macs(c.args, shape, env), rel=0.01, abs=0.5)
-        sampled = layer.inverse(kept, None, 0.7)
-        assert sampled.shape == x.shape and torch.isfinite(sampled).all()
+            op.macs(c.args, shape, env), rel=0.01, abs=0.5), f"seed {seed}"
+        layer.draws = Draws(temperature=0.7)
+        sampled = layer.inverse(kept)
+        assert sampled.shape == x.shape and torch.isfinite(sampled).all(), f"seed {seed}"
     elif op.role == AUGMENT:
-        _check_augment(layer, name, x, ctx)
+        _check_augment(layer, name, x, ctx, seed)
+    elif op.role == DEQUANTIZER:
+        _check_dequantizer(layer, name, x, seed)
     elif op.role == PRIOR:
         z = _x(shape, domain)
         ref = torch.distributions.Normal(layer.loc.expand(shape) if hasattr(layer, "loc") else 0.0,
                                          torch.exp(layer.log_scale).expand(shape) if hasattr(layer, "loc") else 1.0)
-        assert torch.allclose(layer.log_prob(z), ref.log_prob(z).flatten(1).sum(1), rtol=1e-12)
+        expected = ref.log_prob(z).flatten(1).sum(1)
+        assert torch.allclose(layer.log_prob(z), expected, rtol=1e-12), f"seed {seed}"
+        y, lw = layer(z)
+        assert y.shape == (z.shape[0], 0) and torch.allclose(lw, expected, rtol=1e-12), f"seed {seed}"
+        assert torch.equal(layer.inverse(y), z) and not layer.draws.tape, f"seed {seed}"
+        layer.draws = Draws(temperature=0.5)
+        s = layer.inverse(y.new_zeros(4, 0))
+        assert s.shape == (4, *shape) and torch.isfinite(s).all(), f"seed {seed}"
         s = layer.sample(4, 0.5)
-        assert s.shape == (4, *shape) and torch.isfinite(s).all()
+        assert s.shape == (4, *shape) and torch.isfinite(s).all(), f"seed {seed}"
 
 
-def _check_bijection(layer, x, cond):
+def _check_bijection(layer, x, cond, seed):
     """Round trip to 1e-10 of max|x|, log-det against autograd's Jacobian to 1e-8.
 
     Where the forward map is nearly flat (smallest singular value s of dy/dx), rounding y
@@ -171,9 +218,10 @@ def _check_bijection(layer, x, cond):
     well-conditioned example (s of order 1) it is the 1e-10 bound. The inverse's log-det is
     compared with the forward one at the point the inverse returns."""
     y, ld = layer(x, cond)
-    x2, ld_inv = layer.inverse(y, cond)
+    x2, ld_inv = layer.inverse_and_logdet(y, cond)
+    assert torch.equal(layer.inverse(y, cond), x2), f"the protocol's inverse is the first result (seed {seed})"
     # the inverse's log-det is log|det dx/dy| at the point it returns (x2 == x to the bound below)
-    assert torch.allclose(ld_inv, -layer(x2, cond)[1], rtol=1e-10, atol=1e-10)
+    assert torch.allclose(ld_inv, -layer(x2, cond)[1], rtol=1e-10, atol=1e-10), f"seed {seed}"
     assert y.shape != x.shape or not torch.allclose(y, x), "the layer is the identity: the test proves nothing"
     eps = torch.finfo(x.dtype).eps
     for i in range(x.shape[0]):
@@ -181,53 +229,66 @@ def _check_bijection(layer, x, cond):
         ci = None if cond is None else cond[i:i + 1]
         jac = torch.autograd.functional.jacobian(lambda t: layer(t, ci)[0].flatten(), xi).reshape(y[0].numel(), -1)
         ref = torch.linalg.slogdet(jac)[1]
-        assert abs(ld[i].item() - ref.item()) <= 1e-8 * max(1.0, abs(ref.item())), (ld[i].item(), ref.item())
+        assert abs(ld[i].item() - ref.item()) <= 1e-8 * max(1.0, abs(ref.item())), (ld[i].item(), ref.item(), seed)
         s_min = torch.linalg.svdvals(jac)[-1].item()
         bound = max(1e-10 * x.abs().max().item(), 1e3 * eps * y[i].abs().max().item() / s_min)
         err = (x2[i] - x[i]).abs().max().item()
-        assert err <= bound, (i, err, bound, s_min)
+        assert err <= bound, (i, err, bound, s_min, f"seed {seed}")
 
 
-def _check_drop_density(layer, name, kept, dropped, logp):
+def _check_drop_density(layer, name, kept, dropped, logp, seed):
     if getattr(layer, "conv", None) is not None:
         p = layer.conv(kept)
         c = p.shape[1] // 2
         ref = torch.distributions.Normal(p[:, :c], torch.exp(p[:, c:])).log_prob(dropped)
     else:
         ref = torch.distributions.Normal(0.0, 1.0).log_prob(dropped)
-    assert torch.allclose(logp, ref.flatten(1).sum(1), rtol=1e-12)
+    assert torch.allclose(logp, ref.flatten(1).sum(1), rtol=1e-12), f"seed {seed}"
 
 
-def _check_augment(layer, name, x, ctx):
+def _check_dequantizer(layer, name, x, seed):
+    """v = (x + u) / 2^bits with u in [0, 1), inverse(v) == x; log w = -D bits ln 2 - log r(u);
+    with ``centre``: u = 1/2 and log r = 0."""
+    levels, d = 2 ** BITS, x[0].numel()
+    v, lw = layer(x)
+    u = v * levels - x
+    assert (u >= 0).all() and (u < 1).all() and torch.equal(layer.inverse(v), x), f"seed {seed}"
+    log_r = StubQ.log_q(torch.logit(u)) if name == "variational" else torch.zeros(x.shape[0])
+    assert torch.allclose(lw, -d * BITS * math.log(2) - log_r, rtol=1e-8), f"seed {seed}"
+    layer.draws = Draws(centre=True)
+    v, lw = layer(x)
+    assert torch.equal(v, (x + 0.5) / levels) and torch.equal(layer.inverse(v), x), f"seed {seed}"
+    assert torch.allclose(lw, torch.full_like(lw, -d * BITS * math.log(2))), f"seed {seed}"
+
+
+def _check_augment(layer, name, x, ctx, seed):
     if name == "input":
-        z = torch.randn(x.shape[0], 3, *x.shape[2:])
-        log_q = torch.randn(x.shape[0])
-        y, term = layer(x, z, log_q)
-        assert torch.equal(layer.inverse(y), x) and torch.equal(y[:, x.shape[1]:], z)
-        assert torch.equal(term, -log_q)
+        y, term = layer(x)
+        c = x.shape[1]
+        assert torch.equal(layer.inverse(y), x) and y.shape[1] == c + layer.channels, f"seed {seed}"
+        # -log q(z | x), recomputed from the z the step appended
+        assert torch.allclose(term, -StubQ.log_q(y[:, c:]), rtol=1e-12), f"seed {seed}"
         return
     reads = [torch.randn(x.shape[0], 2, *x.shape[2:]), torch.randn(x.shape[0], 4, *x.shape[2:])]
-    torch.manual_seed(7)
-    y, term = layer(x, reads)
-    assert torch.equal(layer.inverse(y), x)
+    y, term = layer(x, torch.cat(reads, 1))
+    assert torch.equal(layer.inverse(y), x), f"seed {seed}"
     # independent recomputation of DenseFlow eq. 9 with the same noise
     p = layer.g(torch.cat(reads, 1))
     g = layer.growth
     mu, log_sigma = p[:, :g], 2 * torch.tanh(p[:, g:] / 2)
     eps = (y[:, x.shape[1]:] - mu) / torch.exp(log_sigma)
     ref = log_sigma.flatten(1).sum(1) - torch.distributions.Normal(0.0, 1.0).log_prob(eps).flatten(1).sum(1)
-    assert torch.allclose(term, ref, rtol=1e-10)
+    assert torch.allclose(term, ref, rtol=1e-10), f"seed {seed}"
     assert not torch.allclose(mu, torch.zeros_like(mu)), "g still at its zero init"
 
 
-def test_mixture_inverse_tolerance_float32():
+def test_mixture_inverse_tolerance_float32(seed):
     """float32: the bisection reaches the dtype's resolution (documented tolerance)."""
-    torch.manual_seed(0)
     layer = layer_for(call("mixture_coupling", net=net("conv_attention", **TINY_ATTN), components=5), (4, 2, 2))
     layer = layer.float()
     _perturb(layer)
     layer.eval()
     x = torch.randn(8, 4, 2, 2, dtype=torch.float32) * 3
     y, _ = layer(x)
-    x2, _ = layer.inverse(y)
-    assert (x2 - x).abs().max() < 1e-4 * math.sqrt(x.abs().max().item())
+    x2 = layer.inverse(y)
+    assert (x2 - x).abs().max() < 1e-4 * math.sqrt(x.abs().max().item()), f"seed {seed}"

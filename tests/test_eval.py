@@ -32,7 +32,7 @@ def _affine(bits: int | None, a: list[float], b: list[float]) -> FlowModel:
     spec = af.loads(f"flow: analytic\ndata: {data}\n" + ("dequantize: uniform\n" if bits else "")
                     + "stages: [actnorm]\nprior: normal\n", "analytic.flow")
     model = af.compile(spec).double()
-    act = model.steps[0]
+    act = model.steps[1 if bits else 0]  # the plan: [dequantizer,] actnorm, prior
     with torch.no_grad():
         act.log_scale.copy_(torch.tensor(a, dtype=torch.float64).log())
         act.bias.copy_(torch.tensor(b, dtype=torch.float64))

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR
+from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR, SCORED_BY_FIXED, SCORED_BY_NET
 from ..ops.regions import Read, Region
 from ..ops.shapes import numel
 from . import supports
+from .build import INPUT
 from .findings import Finding
 
-INPUT = "input"
 CONDITIONER = "conditioner"
 DATA_PATH_ROLES = {INPUT, BIJECTION, AUGMENT, DROP, DEQUANTIZER, PRIOR}
 _GRAPH_ONLY = "this cannot be written in a spec: the graph was built or edited wrongly"
@@ -121,7 +121,7 @@ def data_path(g: nx.DiGraph) -> list[Finding]:
         if role == DROP and len(data_out) != 2:
             add(n, "a drop must hand one output on and one to a prior")
         if role == INPUT and d.get("chain") == "p" and not data_out:
-            f.append(Finding("data-path", "input", "the data reaches nothing"))
+            f.append(Finding("data-path", INPUT, "the data reaches nothing"))
         if role in (BIJECTION, DROP) and len(data_in) != 1:
             add(n, f"expects one data input, has {len(data_in)}")
         if role in (BIJECTION, AUGMENT, DROP) and data_in:
@@ -266,7 +266,8 @@ def augment_scored(g: nx.DiGraph) -> list[Finding]:
             continue
         added = numel(d["shape_out"]) - numel(d["shape_in"]) if d["role"] == AUGMENT else numel(d["shape_in"])
         samples = [(u, e) for u, _, e in g.in_edges(n, data=True) if e["kind"] == "sample"]
-        if d["op"] == "cross_unit":
+        scored_by = d["call"].definition.scored_by
+        if scored_by == SCORED_BY_NET:
             gs = [u for u, _, e in g.in_edges(n, data=True) if e["kind"] == "params"]
             emitted = sum(numel(g.nodes[u]["shape_out"]) for u in gs)
             if len(gs) != 1 or emitted != 2 * added:
@@ -274,8 +275,8 @@ def augment_scored(g: nx.DiGraph) -> list[Finding]:
                     f"adds {added} dims but its g emits {emitted} numbers; a mean and a log-scale per added dim "
                     f"(2 x {added}) make the Gaussian that scores them (DenseFlow eq. 9); {_GRAPH_ONLY}")))
             continue
-        if d["op"] == "uniform":
-            continue  # r = U[0, 1)^D: density 1, log r = 0 for every dim
+        if scored_by == SCORED_BY_FIXED:
+            continue  # e.g. r = U[0, 1)^D: density 1, log r = 0 for every dim; the layer scores the rest
         what = "augmented" if d["role"] == AUGMENT else "dequantization noise"
         if len(samples) != 1:
             f.append(Finding("augment-scored", d["label"], (
@@ -374,8 +375,7 @@ def _evidence(g: nx.DiGraph) -> dict[str, str]:
         "q-reads-data": _count(len(qs), "q-network"),
         "read-before-drop": f"{_count(drops, 'drop')}, {_count(gs + ctx, 'forward-only reader')}",
         "domains": _count(steps + ctx, "op"),
-        "dequantizer-noise": "uniform" if any(d["op"] == "uniform" for d in roles) else
-                             ("variational" if any(d["role"] == DEQUANTIZER for d in roles) else "no dequantizer"),
+        "dequantizer-noise": next((d["op"] for d in roles if d["role"] == DEQUANTIZER), "no dequantizer"),
         "inverse-domains": _count(sampled, "inverse"),
     }
 

@@ -10,7 +10,13 @@ per example. One edge per tensor, carrying its shape and its kind:
   audit compares with what the reader's owner leaves unchanged;
 * ``params``: a conditioner's output, the parameters of a coupling or an augment point;
 * ``context``: a q-network's context net feeds a conditioner;
-* ``sample``: a q-network hands its sample to the dequantizer or augment point.
+* ``sample``: a q-network hands its sample to the dequantizer or augment point; the edge
+  names the q-network's parts as node ids (``slot``, ``context``, ``base``, ``flow``).
+
+Every step of the model chain carries ``reads``: the ids of the earlier nodes whose outputs
+its context reads (concatenated on channels; a cross-unit g reads the block input and the
+earlier unit outputs), and ``env``, what its layer is built with. The model chain itself is
+the path of data edges from the input (:func:`step_path`).
 
 Building stops at the first shape error: shapes after it are unknown.
 """
@@ -21,9 +27,10 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from ..errors import Diagnostics, Loc, SpecError
-from ..ops.registry import (AUGMENT, BIJECTION, COMPOSITE, CONTEXT, DEQUANTIZER, DROP, NET, PRIOR, OpCall,
-                            OpEnv, OpShapeError, QFlow, Shape, get, names)
+from ..ops.dequantize import default_dequantizer
 from ..ops.regions import Read, Region
+from ..ops.registry import (AUGMENT, AUGMENT_AT_BLOCK, AUGMENT_AT_INPUT, BIJECTION, COMPOSITE, CONTEXT, DEQUANTIZER,
+                            DROP, NET, PRIOR, REGISTRY, OpCall, OpEnv, OpShapeError, QFlow, Shape, names)
 from ..ops.shapes import fmt, numel
 from ..spec.evaluate import MAX_EXPANSION
 from ..spec.models import Spec
@@ -41,6 +48,7 @@ class _Cursor:
     node: str
     shape: Shape
     port: str = "out"
+    bits: int | None = None  # the bit depth while the tensor still holds integer data
 
 
 @dataclass
@@ -82,8 +90,9 @@ class Builder:
 
     # ------------------------------------------------------------------ ops
     def op(self, call: OpCall, cur: _Cursor, label: str, chain: str, group: str, unit: str,
-           env: OpEnv = OpEnv(), allowed=(BIJECTION, DROP), reads: list[_Cursor] | None = None) -> _Cursor:
-        """Add one op (and its conditioner nets) after ``cur``; returns the new cursor."""
+           env: OpEnv = OpEnv(), allowed=(BIJECTION, DROP), reads: list[_Cursor] | None = None,
+           nid: str | None = None) -> _Cursor:
+        """Add one op (its conditioner nets and q-networks) after ``cur``; returns the new cursor."""
         op = call.definition
         name = f"{label}: {call.op}" if label else call.op
         if op.role not in allowed:
@@ -98,9 +107,9 @@ class Builder:
             self._fail(f"output shape {fmt(shape_out)} has an empty side", call, name)
         params = self._shape(lambda: op.params(a, cur.shape, env), call, name)
         macs = self._shape(lambda: op.macs(a, cur.shape, env), call, name)
-        nid = self._add(f"{chain}/{self._order:04d} {call.op}", label=name, op=call.op, call=call, role=op.role,
-                        chain=chain, group=group, unit=unit, shape_in=cur.shape, shape_out=shape_out,
-                        params=params, macs=macs, env=env, loc=call.loc)
+        nid = self._add(nid or f"{chain}/{self._order:04d} {call.op}", label=name, op=call.op, call=call,
+                        role=op.role, chain=chain, group=group, unit=unit, shape_in=cur.shape, shape_out=shape_out,
+                        params=params, macs=macs, env=env, loc=call.loc, reads=())
         self.g.add_edge(cur.node, nid, kind="data", shape=cur.shape, port=cur.port)
         nets = self._shape(lambda: op.nets(a, cur.shape, env), call, name)
         own_params = params
@@ -120,6 +129,7 @@ class Builder:
                             chain=chain, group=group, unit=unit, shape_in=in_shape, shape_out=out_shape,
                             params=np_, macs=nm, io=io, owner=nid, slot=slot, loc=net_call.loc)
             if op.role == AUGMENT and reads is not None:
+                self.g.nodes[nid]["reads"] = tuple(r.node for r in reads)
                 for r in reads:
                     self.g.add_edge(r.node, kid, kind="condition", shape=r.shape, port=r.port,
                                     part=Read(r.node, r.port, Region.whole(r.shape)))
@@ -132,10 +142,17 @@ class Builder:
         self.g.nodes[nid]["params"] = own_params
         self.g.nodes[nid]["macs"] = macs
         self.g.nodes[nid]["params_total"] = params
+        for slot, (q, target, qgroup) in self._shape(lambda: op.qnets(a, cur.shape, env), call, name).items():
+            parts = self.qflow(q, target, cur, qgroup)
+            self.g.add_edge(parts["flow"][-1] if parts["flow"] else parts["base"], nid, kind="sample",
+                            shape=target, slot=slot, **parts)
+        if op.role == AUGMENT:
+            self.g.nodes[nid]["added"] = self._shape(lambda: op.dims_added(a, cur.shape, env), call, name)
         out = _Cursor(nid, shape_out)
         if op.role == DROP:
             dropped = numel(cur.shape) - numel(shape_out)
-            pid = self._add(f"{nid}/prior", label=f"{name} / dropped", op="normal", role=PRIOR, chain=chain,
+            pid = self._add(f"{nid}/prior", label=f"{name} / dropped", op=op.dropped_density(a), role=PRIOR,
+                            chain=chain,
                             group=group, unit=unit, shape_in=(dropped,), shape_out=(dropped,), dims=dropped)
             self.g.add_edge(nid, pid, kind="data", shape=(dropped,), port="dropped")
             self.g.nodes[nid]["dropped"] = dropped
@@ -146,8 +163,9 @@ class Builder:
     _work: int = 0
 
     # ------------------------------------------------------------------ q-networks
-    def qflow(self, q: QFlow, target: Shape, given: _Cursor, group: str) -> str:
-        """Build q-network ``q`` producing a sample of shape ``target``, conditioned on ``given``."""
+    def qflow(self, q: QFlow, target: Shape, given: _Cursor, group: str) -> dict:
+        """Build q-network ``q`` producing a sample of shape ``target``, conditioned on ``given``;
+        returns its parts as node ids: ``context`` (or None), ``base``, ``flow`` (in order)."""
         chain = f"q:{q.name}"
         label = f"q {q.name}"
         # the flow is written noise -> sample; infer the noise shape backwards
@@ -157,7 +175,7 @@ class Builder:
             if op.role != BIJECTION:
                 self._fail(_misplaced(call.op, op.role, (BIJECTION,)), call, f"{label}: {call.op}")
             shape = self._shape(lambda: op.in_shape(call.args, shape, OpEnv()), call, f"{label}: {call.op}")
-        ctx_shape = None
+        ctx_shape = cid = None
         saved = self._context_node
         self._context_node = None
         if q.context is not None:
@@ -171,7 +189,7 @@ class Builder:
                             params=self._shape(lambda: cop.params(c.args, given.shape, OpEnv()), c,
                                                f"{label} context"),
                             macs=self._shape(lambda: cop.macs(c.args, given.shape, OpEnv()), c, f"{label} context"),
-                            loc=c.loc)
+                            loc=c.loc, bits=given.bits)
             self.g.add_edge(given.node, cid, kind="condition", shape=given.shape, port=given.port,
                             part=Read(given.node, given.port, Region.whole(given.shape)))
             self._context_node = cid
@@ -185,12 +203,14 @@ class Builder:
                         dims=numel(shape), loc=base.loc, base=True)
         cur = _Cursor(bid, shape)
         env = OpEnv(context=ctx_shape)
+        flow = []
         for i, call in enumerate(q.flow):
             cur = self.op(call, cur, f"{label}, step {i + 1}", chain, group, label, env, allowed=(BIJECTION,))
+            flow.append(cur.node)
         self._context_node = saved
         if cur.shape != target:  # pragma: no cover - guaranteed by the backward inference
             self._fail(f"q '{q.name}' produces {fmt(cur.shape)} but {fmt(target)} is needed", None, label)
-        return cur.node
+        return {"context": cid, "base": bid, "flow": tuple(flow)}
 
     # ------------------------------------------------------------------ the model
     def build(self) -> nx.DiGraph:
@@ -208,46 +228,29 @@ class Builder:
     def _build_main(self) -> None:
         spec = self.spec
         shape = tuple(spec.data.shape)
-        iid = self._add("input", label="input x", op="input", role=INPUT, chain="p", group="flow", unit="input",
+        iid = self._add(INPUT, label="input x", op=INPUT, role=INPUT, chain="p", group="flow", unit=INPUT,
                         shape_in=shape, shape_out=shape)
-        cur = _Cursor(iid, shape)
+        cur = _Cursor(iid, shape, bits=spec.data.bits)
         dq = spec.dequantize
         if dq is not None and spec.data.bits is None:
             self._fail("dequantization needs integer data: give data a 'bits' setting", dq, "dequantize")
         if dq is not None and dq.definition.role != DEQUANTIZER:
             self._fail(_misplaced(dq.op, dq.definition.role, (DEQUANTIZER,)), dq, "dequantize")
         if dq is None and spec.data.bits is not None:
-            dq = OpCall("uniform", get("uniform").Args(), None, "default: uniform dequantization")
+            dq = default_dequantizer()
         if dq is not None:
-            did = self._add("p/dequantize", label=f"dequantize: {dq.op}", op=dq.op, call=dq, role=DEQUANTIZER,
-                            chain="p", group="dequantizer", unit="dequantize", shape_in=shape, shape_out=shape,
-                            loc=dq.loc)
-            g = self.g
-            g.add_edge(iid, did, kind="data", shape=shape, port="out")
-            q = getattr(dq.args, "q", None)
-            if q is not None:
-                last = self.qflow(q, shape, _Cursor(iid, shape), "dequantizer")
-                g.add_edge(last, did, kind="sample", shape=shape)
-            cur = _Cursor(did, shape)
-            for i, call in enumerate(dq.args.then):
+            cur = self.op(dq, cur, "dequantize", "p", "dequantizer", "dequantize", OpEnv(bits=spec.data.bits),
+                          allowed=(DEQUANTIZER,), nid="p/dequantize")
+            for i, call in enumerate(getattr(dq.args, "then", ())):
                 cur = self.op(call, cur, f"dequantize, then {i + 1}", "p", "flow", "dequantize",
                               allowed=(BIJECTION,))
         aug = spec.augment
         if aug is not None:
             op = aug.definition
-            if op.role != AUGMENT or aug.op == "cross_unit":
-                self._fail("'augment:' takes input(channels: ..., q: ...); cross_unit belongs in a block",
+            if op.role != AUGMENT or op.site != AUGMENT_AT_INPUT:
+                self._fail(f"'augment:' takes {_calls(AUGMENT_AT_INPUT)}; {_plain(AUGMENT_AT_BLOCK)} belongs in a block",
                            aug, "augment")
-            a = aug.args
-            out = self._shape(lambda: op.out_shape(a, cur.shape, OpEnv()), aug, "augment")
-            aid = self._add("p/augment", label=f"augment: {aug.op}", op=aug.op, call=aug, role=AUGMENT, chain="p",
-                            group="flow", unit="augment", shape_in=cur.shape, shape_out=out, loc=aug.loc,
-                            added=self._shape(lambda: op.dims_added(a, cur.shape, OpEnv()), aug, "augment"))
-            self.g.add_edge(cur.node, aid, kind="data", shape=cur.shape, port=cur.port)
-            aug_shape = self._shape(lambda: op.aug_shape(a, cur.shape), aug, "augment")
-            last = self.qflow(a.q, aug_shape, cur, "q")
-            self.g.add_edge(last, aid, kind="sample", shape=aug_shape)
-            cur = _Cursor(aid, out)
+            cur = self.op(aug, cur, "augment", "p", "flow", "augment", allowed=(AUGMENT,), nid="p/augment")
         blocks = 0
         for i, call in enumerate(spec.stages):
             if call.definition.role == COMPOSITE:
@@ -262,7 +265,7 @@ class Builder:
         pid = self._add("p/prior", label=f"prior: {prior.op}", op=prior.op, call=prior, role=PRIOR, chain="p",
                         group="flow", unit="prior", shape_in=cur.shape, shape_out=cur.shape,
                         params=self._shape(lambda: pop.params(prior.args, cur.shape, OpEnv()), prior, "prior"),
-                        dims=numel(cur.shape), loc=prior.loc)
+                        dims=numel(cur.shape), loc=prior.loc, reads=())
         self.g.add_edge(cur.node, pid, kind="data", shape=cur.shape, port=cur.port)
 
     def _block(self, call: OpCall, cur: _Cursor, b: int) -> _Cursor:
@@ -284,8 +287,8 @@ class Builder:
                 self.g.nodes[cur.node]["block"] = (b, u + 1)  # the audit derives g's allowed reads from it
             if u < a.units - 1 and a.augment is not None:
                 aug = a.augment
-                if aug.op != "cross_unit":
-                    self._fail(f"a block's augment must be cross_unit(...); got '{aug.op}'", aug, unit)
+                if aug.definition.role != AUGMENT or aug.definition.site != AUGMENT_AT_BLOCK:
+                    self._fail(f"a block's augment must be {_calls(AUGMENT_AT_BLOCK)}; got '{aug.op}'", aug, unit)
                 reads = [block_in] + outs
                 if any(r.shape[1:] != cur.shape[1:] for r in reads):
                     bad = next(r for r in reads if r.shape[1:] != cur.shape[1:])
@@ -296,8 +299,6 @@ class Builder:
                 outs.append(cur)
                 cur = self.op(aug, cur, f"{unit}, cross-unit coupling", "p", "flow", unit, env,
                               allowed=(AUGMENT,), reads=reads)
-                self.g.nodes[cur.node]["added"] = self._shape(
-                    lambda: aug.definition.dims_added(aug.args, outs[-1].shape, env), aug, unit)
             else:
                 outs.append(cur)
             self.g.nodes[cur.node]["block"] = (b, u + 1)  # the unit's cross-unit coupling, if it has one
@@ -324,9 +325,22 @@ def _misplaced(name: str, role: str, allowed) -> str:
         DEQUANTIZER: "; use it as 'dequantize:'",
         CONTEXT: "; use it as a q-network's 'context:'",
         COMPOSITE: "; blocks stand only in 'stages'",
-        AUGMENT: "; input(...) goes in 'augment:', cross_unit(...) in a block's 'augment:'",
+        AUGMENT: f"; {_calls(AUGMENT_AT_INPUT)} goes in 'augment:', {_calls(AUGMENT_AT_BLOCK)} in a block's 'augment:'",
     }.get(role, "")
     return f"'{name}' is {_ROLE_WORDS.get(role, role)}, but {want} is needed here{hint}"
+
+
+def _site_ops(site: str) -> list[str]:
+    return sorted(n for n, op in REGISTRY.items() if op.role == AUGMENT and op.site == site)
+
+
+def _calls(site: str) -> str:
+    """The augment ops that stand at ``site``, as calls: "input(...)" (read off the registry)."""
+    return " or ".join(f"{n}(...)" for n in _site_ops(site)) or "no augment op"
+
+
+def _plain(site: str) -> str:
+    return ", ".join(_site_ops(site)) or "no augment op"
 
 
 def build(spec: Spec) -> tuple[nx.DiGraph, Diagnostics]:
@@ -336,10 +350,22 @@ def build(spec: Spec) -> tuple[nx.DiGraph, Diagnostics]:
     return g, b.diag
 
 
+def step_path(g: nx.DiGraph, source: str = INPUT) -> list[str]:
+    """The steps of the model chain in execution order: the path of data edges from ``source``
+    (not included), following each drop's kept output, down to the prior."""
+    path, n = [], source
+    while True:
+        nxt = [v for _, v, e in g.out_edges(n, data=True) if e["kind"] == "data" and e.get("port") != "dropped"]
+        if not nxt:
+            return path
+        n = nxt[0]
+        path.append(n)
+
+
 def data_chain(g: nx.DiGraph, chain: str) -> list[str]:
     """The nodes of ``chain`` that transform data, in execution order."""
     return sorted((n for n, d in g.nodes(data=True) if d.get("chain") == chain and d["role"] not in
                    (CONDITIONER, CONTEXT)), key=lambda n: g.nodes[n]["order"])
 
 
-__all__ = ["build", "Builder", "data_chain", "INPUT", "CONDITIONER", "SpecError", "Loc"]
+__all__ = ["build", "Builder", "data_chain", "step_path", "INPUT", "CONDITIONER", "SpecError", "Loc"]

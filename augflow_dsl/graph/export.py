@@ -15,6 +15,8 @@ def plain(g: nx.DiGraph) -> nx.DiGraph:
         attrs = {k: d[k] for k in _KEEP if k in d}
         attrs["shape_in"] = "x".join(map(str, d.get("shape_in", ())))
         attrs["shape_out"] = "x".join(map(str, d.get("shape_out", ())))
+        if d.get("reads"):
+            attrs["reads"] = " ".join(d["reads"])  # the node ids a step's context reads
         if d.get("call") is not None:
             attrs["args"] = ", ".join(f"{k}={_scalar(v)}" for k, v in d["call"].args.model_dump().items()
                                       if not isinstance(v, (dict, list, tuple)) or k == "shape")

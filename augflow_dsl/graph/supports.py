@@ -22,9 +22,9 @@ import networkx as nx
 
 from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR
 from ..ops.supports import REAL, Integers, Support, dequantized, join, subset
+from .build import INPUT
 from .findings import Finding
 
-INPUT = "input"
 
 
 def _pred(g: nx.DiGraph, n: str, kinds: tuple[str, ...]) -> list[str]:

@@ -1,17 +1,19 @@
-"""Augment points: forward appends dims and returns the ELBO term; inverse drops them."""
+"""Augment points: ``forward`` appends dims and returns their ELBO term; ``inverse`` drops them."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .base import UsesNets
+from .base import Step, UsesNets
 from .priors import normal_log_prob
 
 
-class CrossUnit(UsesNets, nn.Module):
+class CrossUnit(UsesNets, Step):
     """DenseFlow cross-unit coupling (eq. 6-9): e' = mu + sigma * e, e ~ N(0, I),
-    (mu, u) = g(cat(z_<i)), log sigma = 2 tanh(u/2); y = cat(x, e'); the term
-    log|diag sigma| - log N(e) (eq. 9) joins the log-likelihood. The inverse drops e'."""
+    (mu, u) = g(context), log sigma = 2 tanh(u/2); y = cat(x, e'); the term
+    log|diag sigma| - log N(e) (eq. 9) joins the log-likelihood. ``context`` is
+    cat(block input, earlier unit outputs) on channels, as the graph's ``reads`` say. The
+    inverse drops e' and never evaluates g."""
 
     def __init__(self, g: nn.Module, growth: int):
         super().__init__()
@@ -21,33 +23,35 @@ class CrossUnit(UsesNets, nn.Module):
     def from_op(cls, args, shape, env, nets):
         return cls(nets["g"], args.growth)
 
-    def forward(self, x, reads: list[torch.Tensor], temperature: float = 1.0):
-        p = self.run_net(self.g, torch.cat(reads, 1) if len(reads) > 1 else reads[0])
+    def forward(self, x, context):
+        p = self.run_net(self.g, context)
         mu, u = p[:, :self.growth], p[:, self.growth:]
         log_sigma = 2 * torch.tanh(u / 2)
-        eps = temperature * torch.randn_like(mu)
+        eps = torch.randn_like(mu)
         e = mu + torch.exp(log_sigma) * eps
         term = (log_sigma.flatten(1).sum(1) - normal_log_prob(eps))
         return torch.cat([x, e], 1), term
 
-    def inverse(self, y):
+    def inverse(self, y, context=None):
         return y[:, :-self.growth]
 
 
-class InputAugment(nn.Module):
-    """VFlow input augmentation (eq. 4-7): y = cat(x, z), z ~ q(z | x); the q-network's sample
-    and log q arrive from the compiled q-plan; the ELBO gains -log q(z | x)."""
+class InputAugment(Step):
+    """VFlow input augmentation (eq. 4-7): y = cat(x, z), z ~ q(z | x) from the step's own
+    q-network (built from the graph's q chain, slot ``q``); the ELBO gains -log q(z | x).
+    The inverse keeps the first C channels."""
 
-    def __init__(self, channels: int):
+    def __init__(self, q: nn.Module, channels: int):
         super().__init__()
-        self.channels = channels
+        self.q, self.channels = q, channels
 
     @classmethod
     def from_op(cls, args, shape, env, nets):
-        return cls(args.channels)
+        return cls(nets["q"], args.channels)
 
-    def forward(self, x, z, log_q):
+    def forward(self, x, context=None):
+        z, log_q = self.q.sample(x)
         return torch.cat([x, z], 1), -log_q
 
-    def inverse(self, y):
+    def inverse(self, y, context=None):
         return y[:, :-self.channels]

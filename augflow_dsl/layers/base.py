@@ -1,8 +1,17 @@
 """Interfaces of the torch layers that implement the registry's ops.
 
-* :class:`Bijection`: ``forward(x, cond=None) -> (y, logdet)`` and
-  ``inverse(y, cond=None) -> (x, logdet)``, mirror images of each other; ``logdet`` is
-  log|det dy/dx| per example, shape [N] (the inverse returns log|det dx/dy|).
+* :class:`Step`: the one protocol of every data-path layer (bijection, dequantizer, augment
+  point, drop, prior): ``forward(x, context) -> (y, log_weight)`` and
+  ``inverse(y, context) -> x``. ``log_weight`` [N] is the step's term of log p(x) (or of the
+  ELBO): log|det dy/dx| for a bijection; minus log q of what an augment point or a dequantizer
+  samples (plus their volume terms); the log-density of what a drop or the prior scores.
+  ``context`` is what the graph says the step reads besides its input (None, or earlier
+  outputs concatenated on channels; see :mod:`augflow_dsl.compiler.plan`). A step that adds
+  dims samples them in ``forward`` and drops them in ``inverse``; a step that drops dims scores
+  them in ``forward`` and samples them -- or replays them -- in ``inverse`` (see :class:`Draws`).
+* :class:`Bijection`: a step whose ``forward`` returns log|det dy/dx| and whose
+  ``inverse_and_logdet(y, cond=None) -> (x, logdet)`` mirrors it (log|det dx/dy|); the
+  protocol's ``inverse`` keeps x.
 * conditioner nets (``NetModule``): ``forward(x, context=None) -> params`` with
   ``params`` of shape [N, io.c_out, io.h, io.w] (or [N, io.c_out] for vectors);
   built by ``from_op(args, io)``; the last layer starts at zero.
@@ -12,18 +21,64 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 
-class Bijection(nn.Module):
-    """Base of invertible layers. Subclasses implement forward and inverse."""
+@dataclass
+class Draws:
+    """How a model's stochastic steps draw, shared by all the steps of one FlowModel (module
+    state, like ``training``; the model sets it around one pass and resets it after):
 
-    def forward(self, x: torch.Tensor, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+    * ``temperature``: a drop or prior that samples in ``inverse`` scales its noise by it;
+    * ``centre``: a dequantizer puts integers at the centre of their bin (u = 1/2, log r = 0)
+      instead of sampling u -- ``encode``'s convention, which makes decode(encode(x)) == x;
+    * ``tape``: None, or a list: each scoring step (drop, prior) appends what it scores in
+      ``forward`` and pops its own part from the end in ``inverse`` (forward order in, reverse
+      order out), so ``decode`` of encoded latents replays them exactly; an empty tape means
+      sample.
+
+    A step built on its own (tests, tools) shares :data:`DEFAULT_DRAWS`: sample at
+    temperature 1, record nothing."""
+
+    temperature: float = 1.0
+    centre: bool = False
+    tape: list | None = None
+
+    def record(self, part: torch.Tensor) -> None:
+        if self.tape is not None:
+            self.tape.append(part)
+
+    def replay(self) -> torch.Tensor | None:
+        """The last recorded part not yet replayed, or None (then the caller samples)."""
+        return self.tape.pop() if self.tape else None
+
+
+DEFAULT_DRAWS = Draws()
+
+
+class Step(nn.Module):
+    """Base of every data-path layer; see the module docstring for the protocol."""
+
+    draws: Draws = DEFAULT_DRAWS
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def inverse(self, y: torch.Tensor, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def inverse(self, y: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+
+class Bijection(Step):
+    """Base of invertible layers. Subclasses implement ``forward`` and ``inverse_and_logdet``."""
+
+    def inverse_and_logdet(self, y: torch.Tensor, cond=None) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, y: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        return self.inverse_and_logdet(y, context)[0]
 
 
 class NetModule(nn.Module):

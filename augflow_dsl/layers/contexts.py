@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..ops import registry
 from .base import ContextModule
 from .nets import DataInitConv2d, DenseBlock, GatedResNet
 
@@ -71,7 +72,7 @@ class DenseContext(ContextModule):
         c, h, w = in_shape
         if h % 2 or w % 2:
             raise ValueError(f"dense_context downsamples by 2: {h}x{w} has an odd side")
-        return cls(c, args.filters, args.depth, args.growth, _need_bits(bits, "dense_context"))
+        return cls(c, args.filters, args.depth, args.growth, _need_bits(bits, registry.op_of_layer(cls).name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(2 * x / self.max - 1)

@@ -59,7 +59,7 @@ class AffineCoupling(_Coupling):
         logs, t = self._st(self._params(x1, cond))
         return merge(x1, x2 * torch.exp(logs) + t, self.how), sum_except_batch(logs)
 
-    def inverse(self, y, cond=None):
+    def inverse_and_logdet(self, y, cond=None):
         if self.how == "checkerboard":
             m = checkerboard(y.shape[-2], y.shape[-1], y)
             logs, t = self._st(self._params(y * m, cond))
@@ -132,7 +132,7 @@ class MixtureCoupling(_Coupling):
         y2 = h * torch.exp(a) + b
         return merge(x1, y2, self.how), sum_except_batch(ld + a)
 
-    def inverse(self, y, cond=None):
+    def inverse_and_logdet(self, y, cond=None):
         y1, y2 = split(y, self.how)
         a, b, logw, means, log_scales = _mixture(self._params(y1, cond), y2.shape[1], self.k)
         h = (y2 - b) * torch.exp(-a)

@@ -1,15 +1,17 @@
-"""Drops (factor-out): forward returns (kept, log-density of the dropped part, dropped)."""
+"""Drops (factor-out): ``forward(x)`` returns (kept, log-density of the dropped part) and records
+the dropped part on the draws' tape; ``inverse(kept)`` replays it or samples it at the draws'
+temperature (:class:`~augflow_dsl.layers.base.Draws`)."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .base import zero_init
+from .base import Step, zero_init
 from .priors import normal_log_prob
 from .reshape import squeeze, unsqueeze
 
 
-class FactorOut(nn.Module):
+class FactorOut(Step):
     """Keep the first C/2 channels; score the rest with N(0, I) or, with ``conditional``, with a
     Gaussian whose (mean, log-std) come from a zero-initialised 3x3 conv of the kept half."""
 
@@ -33,17 +35,27 @@ class FactorOut(nn.Module):
         c = x.shape[1] // 2
         return x[:, :c], x[:, c:]
 
-    def forward(self, x, cond=None):
+    def score(self, x):
+        """(kept, log-density of the dropped part, dropped part)."""
         kept, dropped = self._split(x)
         loc, log_scale = self._stats(kept)
         return kept, normal_log_prob(dropped, loc, log_scale), dropped
 
-    def inverse(self, kept, z=None, temperature: float = 1.0):
+    def restore(self, kept, z=None, temperature: float = 1.0):
+        """cat(kept, z), z sampled at ``temperature`` when not given."""
         loc, log_scale = self._stats(kept)
         if z is None:
             eps = temperature * torch.randn_like(kept)
             z = eps if log_scale is None else loc + torch.exp(log_scale) * eps
         return torch.cat([kept, z], 1)
+
+    def forward(self, x, context=None):
+        kept, logp, dropped = self.score(x)
+        self.draws.record(dropped)
+        return kept, logp
+
+    def inverse(self, kept, context=None):
+        return self.restore(kept, self.draws.replay(), self.draws.temperature)
 
 
 class SqueezeAndDrop(FactorOut):
@@ -58,8 +70,8 @@ class SqueezeAndDrop(FactorOut):
     def from_op(cls, args, shape, env, nets):
         return cls(shape, args.order)
 
-    def forward(self, x, cond=None):
-        return super().forward(squeeze(x, 2, self.order))
+    def score(self, x):
+        return super().score(squeeze(x, 2, self.order))
 
-    def inverse(self, kept, z=None, temperature: float = 1.0):
-        return unsqueeze(super().inverse(kept, z, temperature), 2, self.order)
+    def restore(self, kept, z=None, temperature: float = 1.0):
+        return unsqueeze(super().restore(kept, z, temperature), 2, self.order)

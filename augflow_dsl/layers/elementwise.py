@@ -24,7 +24,7 @@ class Sigmoid(Bijection):
     def forward(self, x, cond=None):
         return torch.sigmoid(x), _log_dsigmoid(x)
 
-    def inverse(self, y, cond=None):
+    def inverse_and_logdet(self, y, cond=None):
         x = torch.log(y) - torch.log1p(-y)
         return x, -_log_dsigmoid(x)
 
@@ -46,7 +46,7 @@ class Logit(Bijection):
         ld = sum_except_batch(-torch.log(p) - torch.log1p(-p)) + x[0].numel() * math.log(1 - 2 * self.alpha)
         return y, ld
 
-    def inverse(self, y, cond=None):
+    def inverse_and_logdet(self, y, cond=None):
         p = torch.sigmoid(y)
         x = (p - self.alpha) / (1 - 2 * self.alpha)
         ld = _log_dsigmoid(y) - y[0].numel() * math.log(1 - 2 * self.alpha)
@@ -67,5 +67,5 @@ class Shift(Bijection):
     def forward(self, x, cond=None):
         return x + self.by, zeros_like_batch(x)
 
-    def inverse(self, y, cond=None):
+    def inverse_and_logdet(self, y, cond=None):
         return y - self.by, zeros_like_batch(y)

@@ -101,5 +101,5 @@ class Conv1x1(Bijection):
     def forward(self, x, cond=None):
         return self._run(x, False)
 
-    def inverse(self, y, cond=None):
+    def inverse_and_logdet(self, y, cond=None):
         return self._run(y, True)

@@ -271,8 +271,8 @@ class GatedAttention(nn.Module):
         return x + _glu(self.proj(self.drop(a)))
 
 
-def _check(op_name: str, args, io) -> None:
-    registry.get(op_name).check_io(args, io)
+def _check(layer_cls, args, io) -> None:
+    registry.op_of_layer(layer_cls).check_io(args, io)
 
 
 def _with_context(x: torch.Tensor, context: torch.Tensor | None, channels: int) -> torch.Tensor:
@@ -293,7 +293,6 @@ class MLP(NetModule):
     """Fully connected net for vectors (VFlow Sec. 5): [Linear, ReLU] x ``layers`` of
     ``hidden`` units on cat(x, context), zero-initialised Linear -> c_out."""
 
-    op = "mlp"
 
     def __init__(self, c_in: int, c_out: int, hidden: int, layers: int = 2, context: int = 0):
         super().__init__()
@@ -307,7 +306,7 @@ class MLP(NetModule):
 
     @classmethod
     def from_op(cls, args, io):
-        _check(cls.op, args, io)
+        _check(cls, args, io)
         return cls(io.c_in, io.c_out, args.hidden, args.layers, io.context)
 
     def forward(self, x, context=None):
@@ -318,7 +317,6 @@ class GlowNet(NetModule):
     """Glow coupling net (Kingma & Dhariwal 2018, Sec. 3.3): 3x3 -> ReLU -> 1x1 -> ReLU ->
     zero-initialised 3x3, on cat(x, context)."""
 
-    op = "glow_net"
 
     def __init__(self, c_in: int, c_out: int, filters: int, context: int = 0):
         super().__init__()
@@ -331,7 +329,7 @@ class GlowNet(NetModule):
 
     @classmethod
     def from_op(cls, args, io):
-        _check(cls.op, args, io)
+        _check(cls, args, io)
         return cls(io.c_in, io.c_out, args.filters, io.context)
 
     def forward(self, x, context=None):
@@ -355,7 +353,6 @@ class ResNet(NetModule):
     """RealNVP coupling net (Dinh et al. 2017, Sec. 4.1): 3x3 conv (c_in + context) -> F,
     ReLU, ``blocks`` residual blocks with batch norm, zero-initialised 3x3 conv F -> c_out."""
 
-    op = "resnet"
 
     def __init__(self, c_in: int, c_out: int, filters: int, blocks: int = 8, context: int = 0):
         super().__init__()
@@ -368,7 +365,7 @@ class ResNet(NetModule):
 
     @classmethod
     def from_op(cls, args, io):
-        _check(cls.op, args, io)
+        _check(cls, args, io)
         return cls(io.c_in, io.c_out, args.filters, args.blocks, io.context)
 
     def forward(self, x, context=None):
@@ -383,7 +380,6 @@ class ConvAttention(NetModule):
     that the coupling starts at the identity. The context (same h x w) enters every gated conv as
     1x1(concat_elu(context)); the learned position embedding [F, h, w] only the attention."""
 
-    op = "conv_attention"
 
     def __init__(self, c_in: int, c_out: int, h: int, w: int, filters: int, blocks: int = 10,
                  heads: int = 4, dropout: float = 0.0, position: str = "learned", context: int = 0):
@@ -404,7 +400,7 @@ class ConvAttention(NetModule):
 
     @classmethod
     def from_op(cls, args, io):
-        _check(cls.op, args, io)
+        _check(cls, args, io)
         return cls(io.c_in, io.c_out, io.h, io.w, args.filters, args.blocks, args.heads,
                    args.dropout, args.position, io.context)
 
@@ -430,7 +426,6 @@ class DenseAttention(NetModule):
     (c_in + context) -> P; Nystrom attention and a dense block side by side on it;
     cat -> BatchNorm -> ReLU -> 1x1 2P -> P (no bias); zero-initialised 1x1 P -> c_out."""
 
-    op = "dense_attention"
 
     def __init__(self, c_in: int, c_out: int, project: int, depth: int = 7, growth: int = 64,
                  heads: int = 1, landmarks: int = 4, embed: int | None = None, context: int = 0):
@@ -446,7 +441,7 @@ class DenseAttention(NetModule):
 
     @classmethod
     def from_op(cls, args, io):
-        _check(cls.op, args, io)
+        _check(cls, args, io)
         return cls(io.c_in, io.c_out, args.project, args.depth, args.growth, args.heads,
                    args.landmarks, args.embed, io.context)
 
@@ -461,7 +456,6 @@ class Dense(NetModule):
     1x1 conv (c_in + context) -> mid, dense block mid -> mid (gated, + its input when
     ``residual``), zero-initialised 1x1 conv mid -> c_out."""
 
-    op = "dense"
 
     def __init__(self, c_in: int, c_out: int, mid: int, depth: int = 4, growth: int = 64,
                  residual: bool = True, context: int = 0):
@@ -474,7 +468,7 @@ class Dense(NetModule):
 
     @classmethod
     def from_op(cls, args, io):
-        _check(cls.op, args, io)
+        _check(cls, args, io)
         return cls(io.c_in, io.c_out, args.mid, args.depth, args.growth, args.residual, io.context)
 
     def forward(self, x, context=None):
@@ -485,7 +479,6 @@ class CrossUnitNet(NetModule):
     """DenseFlow cross-unit g-network (Grcic et al. 2021, eq. 6; flow_modules.py:31-44):
     3x3 conv c_in -> expansion*c_in, ReLU, zero-initialised 1x1 conv -> c_out. No context."""
 
-    op = "cross_unit_net"
 
     def __init__(self, c_in: int, c_out: int, expansion: int = 4):
         super().__init__()
@@ -495,7 +488,7 @@ class CrossUnitNet(NetModule):
 
     @classmethod
     def from_op(cls, args, io):
-        _check(cls.op, args, io)
+        _check(cls, args, io)
         if io.context:
             raise ValueError("cross_unit_net takes no context")
         return cls(io.c_in, io.c_out, args.expansion)

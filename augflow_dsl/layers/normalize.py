@@ -68,6 +68,6 @@ class ActNorm(InitOnce, Bijection):
         y = x * torch.exp(self._expand(self.log_scale, x)) + self._expand(self.bias, x)
         return y, self._logdet(x)
 
-    def inverse(self, y, cond=None):
+    def inverse_and_logdet(self, y, cond=None):
         x = (y - self._expand(self.bias, y)) * torch.exp(-self._expand(self.log_scale, y))
         return x, -self._logdet(y)

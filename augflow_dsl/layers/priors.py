@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from .base import sum_except_batch
+from .base import Step, sum_except_batch
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -18,8 +18,11 @@ def normal_log_prob(z: torch.Tensor, loc=0.0, log_scale=None) -> torch.Tensor:
     return sum_except_batch(-0.5 * e * e - HALF_LOG_2PI - log_scale)
 
 
-class Normal(nn.Module):
-    """N(0, I)."""
+class Normal(Step):
+    """N(0, I). As the model's last step it drops every dim: ``forward(z)`` scores z (and
+    records it on the tape) and hands on an empty [N, 0] tensor; ``inverse`` replays the
+    recorded z or samples one at the draws' temperature. As a q-network's base it is used
+    through ``rsample``."""
 
     def __init__(self, shape):
         super().__init__()
@@ -28,6 +31,14 @@ class Normal(nn.Module):
     @classmethod
     def from_op(cls, args, shape, env, nets):
         return cls(shape)
+
+    def forward(self, z: torch.Tensor, context=None) -> tuple[torch.Tensor, torch.Tensor]:
+        self.draws.record(z)
+        return z.new_zeros(z.shape[0], 0), self.log_prob(z)
+
+    def inverse(self, y: torch.Tensor, context=None) -> torch.Tensor:
+        z = self.draws.replay()
+        return self.sample(y.shape[0], self.draws.temperature, y) if z is None else z
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         return normal_log_prob(z)

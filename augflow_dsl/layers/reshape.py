@@ -36,7 +36,7 @@ class Squeeze(Bijection):
     def forward(self, x, cond=None):
         return squeeze(x, self.factor, self.order), zeros_like_batch(x)
 
-    def inverse(self, y, cond=None):
+    def inverse_and_logdet(self, y, cond=None):
         return unsqueeze(y, self.factor, self.order), zeros_like_batch(y)
 
 
@@ -44,9 +44,9 @@ class Unsqueeze(Squeeze):
     """The inverse of Squeeze with the same order."""
 
     def forward(self, x, cond=None):
-        return super().inverse(x)
+        return super().inverse_and_logdet(x)
 
-    def inverse(self, y, cond=None):
+    def inverse_and_logdet(self, y, cond=None):
         return super().forward(y)
 
 
@@ -68,7 +68,7 @@ class Swap(Bijection):
         c1 = (x.shape[1] + 1) // 2
         return torch.cat([x[:, c1:], x[:, :c1]], 1), zeros_like_batch(x)
 
-    def inverse(self, y, cond=None):
+    def inverse_and_logdet(self, y, cond=None):
         if self.split == "columns":
             return self.forward(y)
         c1 = (y.shape[1] + 1) // 2

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .registry import AUGMENT, NetIO, Op, OpArgs, OpCall, QFlow, get, register
+from .registry import AUGMENT, AUGMENT_AT_BLOCK, AUGMENT_AT_INPUT, SCORED_BY_NET, NetIO, Op, OpArgs, OpCall, QFlow, get, register
 from .shapes import need_image
 from .supports import REAL, join
 
@@ -27,6 +27,8 @@ class CrossUnit(Op):
 
     name = "cross_unit"
     role = AUGMENT
+    site = AUGMENT_AT_BLOCK
+    scored_by = SCORED_BY_NET
     layer = "augflow_dsl.layers.augment:CrossUnit"
 
     class Args(OpArgs):
@@ -78,6 +80,7 @@ class InputAugment(Op):
 
     name = "input"
     role = AUGMENT
+    site = AUGMENT_AT_INPUT
     layer = "augflow_dsl.layers.augment:InputAugment"
 
     class Args(OpArgs):
@@ -91,6 +94,9 @@ class InputAugment(Op):
 
     def aug_shape(self, a, shape) -> tuple:
         return (a.channels, *shape[1:])
+
+    def qnets(self, a, shape, env):
+        return {"q": (a.q, self.aug_shape(a, shape), "q")}
 
     def dims_added(self, a, shape, env):
         n = a.channels

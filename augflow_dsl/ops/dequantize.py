@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .registry import DEQUANTIZER, Op, OpArgs, OpList, QFlow, register
+from .registry import DEQUANTIZER, SCORED_BY_FIXED, Op, OpArgs, OpCall, OpList, QFlow, register
 from .supports import REAL, UNIT_HALF_OPEN, Integers, Support
 
 
@@ -36,7 +36,8 @@ class Uniform(_Dequantizer):
 
     name = "uniform"
     role = DEQUANTIZER
-    layer = None  # dequantization is part of FlowModel (compile/model.py)
+    scored_by = SCORED_BY_FIXED
+    layer = "augflow_dsl.layers.dequantize:Uniform"
 
     class Args(OpArgs):
         then: OpList = Field(default_factory=list, description=(
@@ -60,10 +61,18 @@ class Variational(_Dequantizer):
 
     name = "variational"
     role = DEQUANTIZER
-    layer = None  # dequantization is part of FlowModel (compile/model.py)
+    layer = "augflow_dsl.layers.dequantize:Variational"
 
     class Args(OpArgs):
         q: QFlow = Field(description=(
             "the q-network r(u | x), defined with 'q NAME: ...', ending in (0, 1) (e.g. with sigmoid)"))
         then: OpList = Field(default_factory=list, description=(
             "bijections applied to the dequantized v before the flow, e.g. [logit(0.05)] or [shift(-0.5)]"))
+
+    def qnets(self, a, shape, env):
+        return {"q": (a.q, shape, "dequantizer")}
+
+
+def default_dequantizer() -> OpCall:
+    """What integer data gets when the spec names no dequantizer: uniform, nothing after."""
+    return OpCall(Uniform.name, Uniform.Args(), None, "default: uniform dequantization")

@@ -5,6 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from .priors import Normal
 from .registry import DROP, Op, OpArgs, OpShapeError, conv_macs, conv_params, register
 from .reshape import Order, squeezed
 from .shapes import numel, spatial
@@ -42,6 +43,9 @@ class SqueezeAndDrop(_Drop):
     role = DROP
     layer = "augflow_dsl.layers.drops:SqueezeAndDrop"
 
+    def dropped_density(self, a):
+        return Normal.name
+
     class Args(OpArgs):
         order: Order = Field(default="channel_major", description="channel order of the squeeze (see squeeze)")
 
@@ -76,6 +80,9 @@ class FactorOut(_Drop):
 
     def dropped(self, a, shape, env) -> int:
         return numel(shape) - numel(self.out_shape(a, shape, env))
+
+    def dropped_density(self, a):
+        return Normal.name
 
     def params(self, a, shape, env):
         if a.prior == "normal":

@@ -1,7 +1,7 @@
 """Priors: the densities that score the final latents (and the dims dropped on the way)."""
 from __future__ import annotations
 
-from .registry import PRIOR, Op, register
+from .registry import PRIOR, Op, OpCall, register
 
 
 @register
@@ -33,3 +33,8 @@ class LearnedNormal(Op):
 
     def params(self, a, shape, env):
         return 2 * shape[0]
+
+
+def default_prior(loc=None) -> OpCall:
+    """The prior (and q-network base) a spec gets when it names none: N(0, I)."""
+    return OpCall(Normal.name, Normal.Args(), loc)

@@ -38,8 +38,7 @@ ROLES: dict[str, str] = {
     COMPOSITE: "composites: expand into other ops when the graph is built (in `stages`)",
 }
 
-_NO_LAYER = {DEQUANTIZER: "none: dequantization is part of FlowModel (augflow_dsl/compiler/model.py)",
-             COMPOSITE: "none: it expands into its units when the graph is built"}
+_NO_LAYER = {COMPOSITE: "none: it expands into its units when the graph is built"}
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,15 @@ PRIOR = "prior"            # a density that scores dims
 DEQUANTIZER = "dequantizer"
 COMPOSITE = "composite"    # expands into other ops (a DenseFlow block)
 
+# how an augment point or a dequantizer scores the dims it draws (``Op.scored_by``)
+SCORED_BY_Q = "q"          # a q-network's log q (VFlow's input augmentation, variational dequantization)
+SCORED_BY_NET = "net"      # its own conditioner emits a mean and a log-scale per drawn dim (DenseFlow eq. 9)
+SCORED_BY_FIXED = "fixed"  # a fixed density, nothing in the graph (uniform U[0, 1), a standard normal)
+
+# where an augment point may stand (``Op.site``)
+AUGMENT_AT_INPUT = "the spec's 'augment:'"   # once, after dequantization (VFlow)
+AUGMENT_AT_BLOCK = "a block's 'augment:'"    # between the units of a block, reading earlier outputs (DenseFlow)
+
 
 class OpShapeError(ValueError):
     """An op cannot take its input shape; the message gives the numbers."""
@@ -116,7 +125,8 @@ class NetIO:
 class OpEnv:
     """What the graph builder tells an op beyond its input shape."""
 
-    context: Shape | None = None  # shape of the q-network's context, when inside one
+    context: Shape | None = None  # shape of the q-network's context, when inside one; what a cross-unit g reads
+    bits: int | None = None  # the bit depth of the integer data a dequantizer reads
 
 
 class Op:
@@ -129,6 +139,8 @@ class Op:
     equation: ClassVar[str] = ""    # the paper equation / reference file:line it implements
     shape_rule: ClassVar[str] = ""  # its shape rule in words (out_shape is the rule itself)
     summary: ClassVar[str] = ""
+    site: ClassVar[str | None] = None  # augment points: AUGMENT_AT_INPUT or AUGMENT_AT_BLOCK
+    scored_by: ClassVar[str] = SCORED_BY_Q  # augment points, dequantizers: SCORED_BY_Q, _NET or _FIXED
 
     # --- pure-Python rules -----------------------------------------------------------
     def out_shape(self, a, shape: Shape, env: OpEnv) -> Shape:
@@ -185,6 +197,15 @@ class Op:
     def dims_added(self, a, shape: Shape, env: OpEnv) -> int:
         return 0
 
+    def qnets(self, a, shape: Shape, env: OpEnv) -> dict[str, tuple["QFlow", Shape, str]]:
+        """q-networks this op samples from, by slot: (q, shape of its sample, parameter group),
+        each conditioned on the op's input; its layer receives them built, by slot."""
+        return {}
+
+    def dropped_density(self, a) -> str:
+        """Drops: the name shown for the density that scores the dropped part."""
+        return self.name
+
     # --- torch -------------------------------------------------------------------------
     def layer_class(self):
         if self.layer is None:
@@ -220,6 +241,15 @@ def register(cls: type[Op]) -> type[Op]:
 
 def get(name: str) -> Op:
     return REGISTRY[name]
+
+
+def op_of_layer(layer_cls: type) -> Op:
+    """The op whose ``layer`` is ``layer_cls`` (layers name no op themselves)."""
+    path = f"{layer_cls.__module__}:{layer_cls.__qualname__}"
+    for op in REGISTRY.values():
+        if op.layer == path:
+            return op
+    raise KeyError(f"no registered op has the layer {path}")
 
 
 def names(role: str | None = None) -> list[str]:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from .. import ops as _ops  # noqa: F401  (registers every op)
 from ..errors import SpecErrors, all_errors, closest
 from ..errors import Diagnostics, Loc, Source, SpecError, did_you_mean
+from ..ops.priors import default_prior
 from ..ops.registry import COMPOSITE, REGISTRY, OpCall, QFlow
 from . import ast
 from .models import DataSpec, Definition, Spec, TrainSpec
@@ -182,7 +183,7 @@ class Evaluator:
         stages = self._guard(self._stages)
         dequant = self._guard(self._optional_op, "dequantize")
         augment = self._guard(self._optional_op, "augment")
-        prior = self._guard(self._optional_op, "prior") or OpCall("normal", REGISTRY["normal"].Args())
+        prior = self._guard(self._optional_op, "prior") or default_prior()
         train = self._guard(self._train)
         if self.errors:
             return None
@@ -457,7 +458,7 @@ class Evaluator:
                 for x in (flow_v if isinstance(flow_v, list) else [flow_v])]
         ctx = self._as_op(raw["context"][0], raw["context"][1], f"q '{d.name}' context") if "context" in raw else None
         base = (self._as_op(raw["base"][0], raw["base"][1], f"q '{d.name}' base") if "base" in raw
-                else OpCall("normal", REGISTRY["normal"].Args(), d.loc))
+                else default_prior(d.loc))
         if _poisoned(flow) or ctx is _BAD or base is _BAD:
             return _BAD
         return QFlow(d.name, tuple(flow), base, ctx, d.loc)

@@ -1,0 +1,176 @@
+"""The extension story: a new augment op and a new drop op, defined in this file alone
+(registry entry + layer class), used by a spec that checks, compiles and runs -- no edit to the
+grammar, the graph builder, the checker or the compiler.
+
+* ``test_noise_pad``: an augment point at the spec's ``augment:`` that appends ``channels``
+  channels of N(0, 1) noise e; log-weight -log N(e) (the ELBO term of an augment point whose q
+  is the standard normal); inverse drops them.
+* ``test_drop_tail``: a drop that hands the last ``channels`` channels to N(0, s^2), s = exp of a
+  learned log-scale per dropped channel (initialised to ``scale``: ``channels`` parameters).
+
+The ops are registered by a fixture and removed after, so no other test sees them.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from pydantic import Field
+from torch import nn
+
+import augflow_dsl as af
+from augflow_dsl.layers.base import Step
+from augflow_dsl.layers.priors import normal_log_prob
+from augflow_dsl.ops.supports import REAL, join
+from augflow_dsl.ops.registry import (AUGMENT, AUGMENT_AT_INPUT, DROP, REGISTRY, SCORED_BY_FIXED, Op, OpArgs,
+                                      OpShapeError, register)
+
+
+# ---------------------------------------------------------------------------- layers
+class NoisePadLayer(Step):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+
+    @classmethod
+    def from_op(cls, args, shape, env, nets):
+        return cls(args.channels)
+
+    def forward(self, x, context=None):
+        e = torch.randn(x.shape[0], self.channels, *x.shape[2:], dtype=x.dtype, device=x.device)
+        return torch.cat([x, e], 1), -normal_log_prob(e)
+
+    def inverse(self, y, context=None):
+        return y[:, :-self.channels]
+
+
+class DropTailLayer(Step):
+    def __init__(self, channels: int, scale: float, image: bool):
+        super().__init__()
+        self.channels = channels
+        self.log_scale = nn.Parameter(torch.full((channels, 1, 1) if image else (channels,), math.log(scale)))
+
+    @classmethod
+    def from_op(cls, args, shape, env, nets):
+        return cls(args.channels, args.scale, len(shape) == 3)
+
+    def forward(self, x, context=None):
+        kept, dropped = x[:, :-self.channels], x[:, -self.channels:]
+        self.draws.record(dropped)
+        return kept, normal_log_prob(dropped, 0.0, self.log_scale)
+
+    def inverse(self, kept, context=None):
+        z = self.draws.replay()
+        if z is None:
+            noise = torch.randn(kept.shape[0], self.channels, *kept.shape[2:], dtype=kept.dtype, device=kept.device)
+            z = self.draws.temperature * torch.exp(self.log_scale) * noise
+        return torch.cat([kept, z], 1)
+
+
+# ---------------------------------------------------------------------------- ops
+class NoisePad(Op):
+    """Append ``channels`` channels of N(0, 1) noise."""
+
+    name = "test_noise_pad"
+    role = AUGMENT
+    site = AUGMENT_AT_INPUT
+    scored_by = SCORED_BY_FIXED  # N(0, 1), scored by the layer itself
+    layer = f"{__name__}:NoisePadLayer"
+
+    class Args(OpArgs):
+        channels: int = Field(gt=0)
+
+    def out_shape(self, a, shape, env):
+        return (shape[0] + a.channels, *shape[1:])
+
+    def dims_added(self, a, shape, env):
+        return a.channels * math.prod(shape[1:])
+
+    def joined(self, a, s, added):
+        """cat(x, e): Gaussian noise takes every real value (for the audit's support check)."""
+        return join(s, REAL)
+
+    def params(self, a, shape, env):
+        return 0
+
+
+class DropTail(Op):
+    """Drop the last ``channels`` channels to N(0, s^2), s learned per channel."""
+
+    name = "test_drop_tail"
+    role = DROP
+    layer = f"{__name__}:DropTailLayer"
+
+    class Args(OpArgs):
+        channels: int = Field(gt=0)
+        scale: float = Field(default=1.0, gt=0)
+
+    def out_shape(self, a, shape, env):
+        if a.channels >= shape[0]:
+            raise OpShapeError(f"cannot drop {a.channels} of {shape[0]} channels: keep at least one")
+        return (shape[0] - a.channels, *shape[1:])
+
+    def params(self, a, shape, env):
+        return a.channels
+
+
+@pytest.fixture
+def new_ops():
+    for cls in (NoisePad, DropTail):
+        register(cls)
+    yield
+    for cls in (NoisePad, DropTail):
+        REGISTRY.pop(cls.name)
+
+
+SPEC = """
+flow: extended
+data: {shape: [2, 4, 4], bits: 3}
+augment: test_noise_pad(channels: 2)
+module step: [actnorm, conv1x1, affine_coupling(net: glow_net(filters: 6))]
+stages: [2 * step, test_drop_tail(channels: 2, scale: 0.5), 2 * step]
+prior: learned_normal
+"""
+
+
+def test_new_ops_check_and_count(new_ops):
+    report = af.check(af.loads(SPEC))
+    assert report.valid, report.errors
+    # data 2x4x4 = 32, + 2x4x4 noise = 64 dims; the drop scores 2x4x4 = 32, the prior 2x4x4 = 32
+    assert (report.dims.data, report.dims.augmented, report.dims.prior) == (32, 32, 64)
+    drop = next(s for s in report.stages if s.dropped)
+    assert drop.dropped == 32 and drop.dims_out == 32
+    rows = {(r.op, r.role): r for r in report.nodes}
+    assert ("test_noise_pad", AUGMENT) in rows and rows["test_drop_tail", DROP].params == 2
+
+
+def test_new_ops_refused_where_they_cannot_stand(new_ops):
+    bad = SPEC.replace("test_drop_tail(channels: 2, scale: 0.5)", "test_drop_tail(channels: 4)")
+    report = af.check(af.loads(bad))
+    assert not report.valid and "keep at least one" in report.errors[0]["message"]
+    misplaced = SPEC.replace("augment: test_noise_pad(channels: 2)\n", "").replace(
+        "2 * step, test_drop_tail", "test_noise_pad(channels: 2), 2 * step, test_drop_tail")
+    report = af.check(af.loads(misplaced))
+    assert not report.valid and "augment point" in report.errors[0]["message"]
+
+
+def test_new_ops_compile_and_run(new_ops, seed):
+    spec = af.loads(SPEC)
+    model = af.compile(spec).double()
+    assert model.spec is spec
+    assert sum(p.numel() for p in model.parameters()) == af.check(spec).parameters.total
+    x = torch.randint(0, 8, (5, 2, 4, 4)).double()
+    model.initialize(x)
+    model.eval()
+    lp = model.log_prob(x)
+    assert lp.shape == (5,) and torch.isfinite(lp).all(), f"seed {seed}"
+    latents = model.encode(x)
+    assert latents.z.shape == (5, 2, 4, 4) and [d.shape for d in latents.dropped] == [(5, 2, 4, 4)]
+    assert torch.equal(model.decode(latents), x), f"decode(encode(x)) must give x back (seed {seed})"
+    s = model.sample(3, 0.8)
+    assert s.shape == (3, 2, 4, 4) and torch.isfinite(s).all() and s.min() >= 0 and s.max() <= 7
+
+
+def test_new_ops_are_gone_after_the_fixture():
+    assert "test_noise_pad" not in REGISTRY and "test_drop_tail" not in REGISTRY
