@@ -102,10 +102,9 @@ class MixtureCoupling(_Coupling):
         log_cdf, log_sf, log_pdf = mixture_logit_and_logpdf(x2, logw, means, log_scales)
         if self.logit == "exact":
             return log_cdf - log_sf, log_pdf - log_cdf - log_sf
-        cdf = torch.exp(log_cdf)
-        c = 0.9 * cdf + 0.05
-        h = torch.log(c) - torch.log1p(-c)
-        return h, log_pdf + math.log(0.9) - torch.log(c) - torch.log1p(-c)
+        c = 0.9 * torch.exp(log_cdf) + 0.05
+        log_c, log_1mc = torch.log(c), torch.log1p(-c)  # each once, for h and the log-det
+        return log_c - log_1mc, log_pdf + math.log(0.9) - log_c - log_1mc
 
     def forward(self, x, cond=None):
         x1, x2 = split(x, self.how)
