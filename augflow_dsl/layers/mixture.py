@@ -110,7 +110,6 @@ def newton_logit(h: torch.Tensor, logw: torch.Tensor, means: torch.Tensor, log_s
     out = x.clone()
     inv = torch.exp(-lsc)
     nmi = -mu * inv
-    lw_ls = lw - lsc
     dx_2 = dx_1 = hi - lo  # the sizes of the last two steps
     idx = torch.arange(hf.numel(), device=h.device)
     active = ~((hi - lo) <= torch.maximum(floor, eps * x.abs()))
@@ -121,7 +120,7 @@ def newton_logit(h: torch.Tensor, logw: torch.Tensor, means: torch.Tensor, log_s
         if not bool(active.all()):  # keep only the elements still running
             keep = active.nonzero().squeeze(1)
             idx, x, lo, hi, hf, floor, dx_1, dx_2 = (t[keep] for t in (idx, x, lo, hi, hf, floor, dx_1, dx_2))
-            lw, inv, nmi, lw_ls = (t[keep] for t in (lw, inv, nmi, lw_ls))
+            lw, lsc, inv, nmi = (t[keep] for t in (lw, lsc, inv, nmi))
             if idx.numel() == 0:
                 break
         z = torch.addcmul(nmi, x.unsqueeze(1), inv)
@@ -129,7 +128,7 @@ def newton_logit(h: torch.Tensor, logw: torch.Tensor, means: torch.Tensor, log_s
         a = ls + lw  # log(w sigmoid(z))
         b = a - z  # log(w sigmoid(-z))
         log_cdf, log_sf = torch.logsumexp(a, 1), torch.logsumexp(b, 1)
-        log_pdf = torch.logsumexp(b.add_(ls).sub_(lw).add_(lw_ls), 1)  # log(w s(z) s(-z) / s)
+        log_pdf = torch.logsumexp(b.add_(ls).sub_(lsc), 1)  # log(w s(z) s(-z) / s)
         r = log_cdf - log_sf - hf
         above = r > 0
         hi = torch.where(above, x, hi)
