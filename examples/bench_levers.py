@@ -91,7 +91,8 @@ def main() -> None:
                 else:
                     new.append(sample())
         a, b = statistics.median(old), statistics.median(new)
-        print(f"{spec.name:18s} sampling before {a:7.3f} s   after {b:7.3f} s   before / after {a / b:.2f}x", flush=True)
+        print(f"{spec.name:18s} sampling before {a:7.3f} s   after {b:7.3f} s   before / after {a / b:.2f}x",
+              flush=True)
 
 
 if __name__ == "__main__":
