@@ -23,5 +23,9 @@ def count_flops(fn) -> int:
 
 
 def marginal_macs(fn) -> float:
-    """MACs per example: (FLOPs at batch 2 - FLOPs at batch 1) / 2 FLOPs per MAC."""
+    """MACs per example: (FLOPs at batch 2 - FLOPs at batch 1) / 2 FLOPs per MAC, after one
+    uncounted call (values derived from the weights alone, such as a 1x1 conv's W from its LU
+    factors, are computed once per weight version and cached)."""
+    with torch.no_grad():
+        fn(1)
     return (count_flops(lambda: fn(2)) - count_flops(lambda: fn(1))) / 2

@@ -21,6 +21,12 @@ class _Matrix(nn.Module):
 
     ``lu``: W = P L (U + diag(sign * exp(log_s))) with P and sign fixed (Glow Sec. 3.2):
     log|det W| = sum log_s, O(C) instead of O(C^3). ``full``: W itself, slogdet.
+
+    Where no gradient can flow to the parameters (no grad mode, or frozen parameters), W, W^-1
+    and log|det W| are computed once per weight version and reused (:class:`WeightCache`):
+    sampling and no-grad evaluation pay no inverse, LU product or slogdet per call. Under
+    autograd they are computed afresh on every call, so gradients are always those of the
+    current weights.
     """
 
     def __init__(self, c: int, param: str, init: str, noise: float):
@@ -43,13 +49,58 @@ class _Matrix(nn.Module):
             self.lower = nn.Parameter(l[rows, cols].clone())
             self.upper = nn.Parameter(u[cols, rows].clone())
             self.log_s = nn.Parameter(torch.log(torch.abs(s)))
+        self.cache = WeightCache()
 
     def weight_and_logdet(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cache.get(self, "forward", self._weight_and_logdet)
+
+    def inverse_weight_and_logdet(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W^-1, -log|det W|)."""
+        return self.cache.get(self, "inverse", self._inverse_weight_and_logdet)
+
+    def _inverse_weight_and_logdet(self) -> tuple[torch.Tensor, torch.Tensor]:
+        w, logdet = self._weight_and_logdet()
+        return torch.linalg.inv(w), -logdet
+
+    def _weight_and_logdet(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.param == "full":
             return self.weight, torch.linalg.slogdet(self.weight)[1]
         lower = self.eye.index_put((self.rows, self.cols), self.lower)
         upper = torch.diag(self.sign * torch.exp(self.log_s)).index_put((self.cols, self.rows), self.upper)
         return self.perm @ lower @ upper, self.log_s.sum()
+
+
+class WeightCache:
+    """Values derived from a module's weights (an inverse, a log-det), kept per weight version.
+
+    An entry is reused only when no gradient can reach the weights (grad mode off, or no
+    parameter requiring grad) and every parameter and buffer of the module still has the
+    version counter, storage, dtype and device it had, and equal contents (``.data`` writes
+    bypass the version counter; the comparison costs O(C^2) against the O(C^3) it saves). So
+    an optimizer step, ``load_state_dict``, ``.to(...)``, EMA swaps and in-place ``.data``
+    edits all recompute. Entries made in inference mode serve only inference mode. Not part
+    of the state dict."""
+
+    def __init__(self):
+        self.entries: dict[str, tuple] = {}
+
+    def get(self, module: nn.Module, name: str, compute):
+        sources = [*module.parameters(), *module.buffers()]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in sources):
+            return compute()
+        key = (torch.is_inference_mode_enabled(),
+               *((t._version, t.data_ptr(), t.dtype, t.device, t.shape) for t in sources))
+        entry = self.entries.get(name)
+        if entry is not None and entry[0] == key and all(torch.equal(a, b) for a, b in zip(entry[1], sources)):
+            return entry[2]
+        with torch.no_grad():
+            value = compute()
+            snapshot = [t.detach().clone() for t in sources]
+        self.entries[name] = (key, snapshot, value)
+        return value
+
+    def clear(self) -> None:
+        self.entries.clear()
 
 
 class Conv1x1(Bijection):
@@ -90,9 +141,7 @@ class Conv1x1(Bijection):
     def _run(self, x, inverse: bool):
         outs, ld = [], 0.0
         for part, m in zip(self._parts(x), self.mats):
-            w, logdet = m.weight_and_logdet()
-            if inverse:
-                w, logdet = torch.linalg.inv(w), -logdet
+            w, logdet = m.inverse_weight_and_logdet() if inverse else m.weight_and_logdet()
             outs.append(self._multiply(part, w))
             positions = part[0, 0].numel() if part.dim() > 2 else 1
             ld = ld + positions * logdet

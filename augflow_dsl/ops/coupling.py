@@ -112,7 +112,8 @@ class MixtureCoupling(_CouplingBase):
     y2 = logit(MixLogCDF_K(x2; pi, mu, s)) * exp(a) + b with a = tanh(raw a) and the
     logistic log-scales clamped at -7; the net emits (a, b, K logits, K means, K log-scales)
     per transformed element, grouped per channel. ``logit: smooth`` is VFlow's
-    logit(0.9 CDF + 0.05) (vflow flows.py:279-297). Inverse by bisection.
+    logit(0.9 CDF + 0.05) (vflow flows.py:279-297). Inverse by safeguarded Newton on the
+    bisection bracket (layers/mixture.py).
     """
 
     summary = "logistic-mixture CDF coupling (Flow++), inverted by bisection"
