@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_cli.add_commands(sub, _common)
     from .runtime import commands as train_cli
     train_cli.add_commands(sub, _common)
+    from .interop import commands as import_cli
+    import_cli.add_commands(sub, _common)
     return ap
 
 

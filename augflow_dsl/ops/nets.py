@@ -141,9 +141,11 @@ class DenseAttention(NetOp):
     dense block (``depth`` layers, growth ``growth``, gated 1x1 to P) and Nystrom self-attention
     (embed P/2, ``landmarks`` landmarks, qkv 1x1 P -> 3E, out 1x1 E -> P, + v) side by side,
     fused by cat -> BatchNorm -> ReLU -> 1x1 2P -> P (no bias); zero-initialised 1x1 P -> out.
-    Parameters 1,568,840 + 73C for P 48, depth 7, growth 64. Attention runs over spatial
-    positions as the paper describes (the reference's reshape without permute forms
-    "tokens" from runs of one channel; the parameter count is the same)."""
+    Parameters 1,568,840 + 73C for P 48, depth 7, growth 64. ``tokens: spatial`` (default)
+    attends over spatial positions as the paper describes; ``tokens: channel_runs`` is the
+    reference code's layout (blocks/attention.py:36-82: NCHW reshaped to (N, HW, 3E) without a
+    permute, so tokens are runs of one channel's pixels; landmark means / sqrt(HW); softmax over
+    dim -2), which importing the authors' weights needs. Same parameters either way."""
 
     name = "dense_attention"
     layer = "augflow_dsl.layers.nets:DenseAttention"
@@ -155,6 +157,7 @@ class DenseAttention(NetOp):
         heads: int = Field(default=1, gt=0)
         landmarks: int = Field(default=4, gt=0)
         embed: int | None = None
+        tokens: Literal["spatial", "channel_runs"] = "spatial"
 
     def _e(self, a):
         return a.embed if a.embed is not None else a.project // 2
