@@ -39,13 +39,18 @@ def read_checkpoint(path: str | Path, trust_pickle: bool = False) -> dict[str, t
     """The model state dict of a DenseFlow checkpoint (ImportMismatch if it is none)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except pickle.UnpicklingError as e:
-        raise ImportMismatch(f"{path}: holds Python objects beyond tensors and plain containers ({e}); "
-                             "if you trust the file, add --trust-pickle") from None
     except FileNotFoundError:
         raise ImportMismatch(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImportMismatch(f"{path}: a folder, not a checkpoint file") from None
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
-        raise ImportMismatch(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+        text = str(e)
+        if isinstance(e, pickle.UnpicklingError) and "Unsupported global" in text:
+            what = text[text.index("Unsupported global"):].split(" was not")[0]
+            raise ImportMismatch(f"{path}: holds Python objects beyond tensors and plain containers ({what}); "
+                                 "if you trust the file, add --trust-pickle") from None
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+        raise ImportMismatch(f"{path}: not a readable PyTorch checkpoint ({first[:160]})") from None
     sd = obj.get("model") if isinstance(obj, Mapping) and isinstance(obj.get("model"), Mapping) else obj
     if not isinstance(sd, Mapping) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ImportMismatch(f"{path}: neither a DenseFlow training checkpoint (a dict with a 'model' state "

@@ -28,7 +28,7 @@ class Imported:
     source: str
     spec: Spec
     overrides: dict[str, Any]
-    model: FlowModel
+    model: FlowModel  # on the meta device
     state: dict[str, torch.Tensor]
     ema: dict[str, torch.Tensor] | None
     tensors: int  # reference tensors read (per copy: model, and EMA when present)
@@ -45,27 +45,31 @@ def _overrides(sets: list[str] | dict | None) -> dict[str, Any]:
 
 
 def import_checkpoint(kind: str, source: str | Path, spec_path: str | Path, sets=None, *,
-                      trust_pickle: bool = False, device: str | torch.device = "cpu") -> Imported:
+                      trust_pickle: bool = False) -> Imported:
     """Read ``source`` (a DenseFlow .pt file or a VFlow TF checkpoint prefix / folder), check it
-    against the spec name by name and shape by shape, and return the filled model. Raises
+    against the spec name by name and shape by shape, and return our state dict (and the EMA's)
+    with the spec's model on the meta device (its structure; ``af.load_model`` builds it). Raises
     ImportMismatch (checkpoint side) or SpecError (spec side) with a message for the user."""
+    if kind not in KINDS:
+        raise ImportMismatch(f"unknown checkpoint kind {kind!r}; one of {', '.join(KINDS)}")
     overrides = _overrides(sets)
     spec = load(spec_path, overrides)
+    # the checkpoint first: an unreadable file is refused before anything is built
+    source_ckpt = (denseflow.read_checkpoint(source, trust_pickle) if kind == "denseflow"
+                   else vflow.TFCheckpoint(source))
     if kind == "denseflow":
         spec = loads(denseflow.reference_spec_text(spec.text), spec.file, overrides)
-    elif kind != "vflow":
-        raise ImportMismatch(f"unknown checkpoint kind {kind!r}; one of {', '.join(KINDS)}")
-    with torch.device(device):
+    with torch.device("meta"):  # names, shapes and dtypes only: the values come from the checkpoint
         model = compile_spec(spec)
     ours = _shapes(model)
     if kind == "denseflow":
-        sd = denseflow.read_checkpoint(source, trust_pickle)
+        sd = source_ckpt
         plan = denseflow.plan_for(model)
         check(plan, {k: tuple(v.shape) for k, v in sd.items()}, ours, "DenseFlow")
         state, ema = fill(plan, sd.__getitem__, model), None
         n = len(plan.reference_shapes())
     else:
-        ckpt = vflow.TFCheckpoint(source)
+        ckpt = source_ckpt
         plan = vflow.plan_for(model)
         check(plan, ckpt.shapes, ours, "VFlow")
         shadows = vflow.ema_shapes(ckpt.shapes)
@@ -74,8 +78,6 @@ def import_checkpoint(kind: str, source: str | Path, spec_path: str | Path, sets
         state = fill(plan, ckpt.read, model)
         ema = fill(plan, lambda k: ckpt.read(k + vflow.EMA), model) if shadows is not None else None
         n = len(plan.reference_shapes()) * (2 if ema is not None else 1)
-    model.load_state_dict(ema if ema is not None else state, strict=True)
-    model.eval()
     return Imported(kind, str(source), spec, overrides, model, state, ema, n)
 
 
@@ -92,6 +94,7 @@ def save_imported(imp: Imported, out: str | Path) -> None:
     save_checkpoint(out, {
         "spec_text": imp.spec.text, "spec_file": imp.spec.file, "spec_hash": spec_hash(imp.spec.text, imp.overrides),
         "overrides": imp.overrides, "model": imp.state, "ema": ema, "optimizer": None, "step": 0, "epoch": 0,
-        "position": 0, "rng": None, "train": train, "best_bpd": None, "world_size": 1, "versions": versions(),
+        "position": 0, "rng": None, "train": train, "best_bpd": None, "world_size": 1,
+        "versions": {k: str(v) for k, v in versions().items()},  # TorchVersion is not weights_only-loadable
         "imported": {"kind": imp.kind, "from": imp.source, "tensors": imp.tensors},
     })
