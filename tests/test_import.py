@@ -262,10 +262,74 @@ def test_cli_refuses_unreadable_files(tmp_path, capsys):
 
 
 def test_cli_refuses_an_unreadable_tensorflow_checkpoint(tmp_path, capsys):
-    """Without TensorFlow installed the message says how to get it; with it, that the file is no
-    TensorFlow checkpoint. Either way: exit 1, one message, no traceback."""
     (tmp_path / "model-0.index").write_bytes(b"junk")
     assert main(["import", "vflow", str(tmp_path / "model-0"), "--spec", VF_SPEC, "--out", "m.pt"]) == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert "needs TensorFlow" in err or "not a readable TensorFlow checkpoint" in err
+    assert "not a readable TensorFlow checkpoint" in err and "Traceback" not in err
+    assert main(["import", "vflow", str(tmp_path / "nothing"), "--spec", VF_SPEC, "--out", "m.pt"]) == 1
+    assert "no TensorFlow checkpoint there" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the TensorFlow checkpoint reader
+def test_tf_bundle_reader_reads_what_tensorflow_wrote():
+    """tests/fixtures/tf-bundle was written by tf.compat.v1.train.Saver (TF 2.21)."""
+    ckpt = vflow.TFCheckpoint(FIXTURES / "tf-bundle")  # a folder: its 'checkpoint' file names model-7
+    assert ckpt.prefix.endswith("model-7")
+    assert ckpt.shapes == {"Norm_3/norm0/g": (2, 3, 4), "Pointwise/W0": (2, 2), "beta1_power": (),
+                           "step64": (5,), "x/ExponentialMovingAverage": (7,)}
+    assert torch.equal(ckpt.read("Norm_3/norm0/g"), torch.arange(24, dtype=torch.float32).reshape(2, 3, 4) / 8)
+    assert torch.equal(ckpt.read("Pointwise/W0"), torch.tensor([[1.5, -2.0], [0.25, 4.0]]))
+    assert ckpt.read("beta1_power").item() == pytest.approx(0.9)
+    assert torch.equal(ckpt.read("step64"), torch.arange(5) - 2)
+    assert torch.allclose(ckpt.read("x/ExponentialMovingAverage"), torch.linspace(-1, 1, 7, dtype=torch.float64))
+
+
+def test_tf_bundle_reader_refuses_a_damaged_file(tmp_path):
+    src = FIXTURES / "tf-bundle"
+    (tmp_path / "model-7.index").write_bytes((src / "model-7.index").read_bytes()[:-60])
+    with pytest.raises(ImportMismatch, match="not a readable TensorFlow checkpoint"):
+        vflow.TFCheckpoint(tmp_path / "model-7")
+    (tmp_path / "model-7.index").write_bytes((src / "model-7.index").read_bytes())
+    (tmp_path / "model-7.data-00000-of-00001").write_bytes((src / "model-7.data-00000-of-00001").read_bytes()[:50])
+    with pytest.raises(ImportMismatch, match="truncated"):
+        vflow.TFCheckpoint(tmp_path / "model-7").read("x/ExponentialMovingAverage")
+
+
+VF_SMALL = ["filters=4", "blocks=1", "q_filters=4", "q_blocks=1", "dq_blocks=1", "components=2", "heads=1"]
+
+
+def test_cli_imports_vflow_with_its_ema(tmp_path, monkeypatch, capsys):
+    """A VFlow checkpoint as train() saves it (parameters, EMA shadows, Adam slots); the file
+    reader is replaced by a dict (the reader has its own tests above)."""
+    with torch.device("meta"):
+        model = compile_spec(VF_SPEC, VF_SMALL)
+    gen = torch.Generator().manual_seed(0)
+    tensors = {}
+    for k, s in vflow.plan_for(model).reference_shapes().items():
+        tensors[k] = torch.rand(s, generator=gen) + 0.5
+        tensors[k + vflow.EMA] = torch.rand(s, generator=gen) + 0.5
+        tensors[k + "/Adam"] = tensors[k + "/Adam_1"] = torch.zeros(s)
+    tensors["beta1_power"] = tensors["beta2_power"] = torch.tensor(0.5)
+
+    class Fake:
+        def __init__(self, path):
+            self.shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+
+        def read(self, name):
+            return tensors[name]
+
+    monkeypatch.setattr(vflow, "TFCheckpoint", Fake)
+    out = tmp_path / "vflow.pt"
+    sets = [a for s in VF_SMALL for a in ("--set", s)]
+    assert main(["import", "vflow", "ckpt/model-0", "--spec", VF_SPEC, "--out", str(out), *sets]) == 0
+    assert "parameters and EMA" in capsys.readouterr().out
+    ema_model, _, meta = af.load_model(out)
+    raw_model, _, _ = af.load_model(out, ema=False)
+    assert meta["weights"] == "ema"
+    w = "Pointwise_8/W1"  # p's first step, its odd-column matrix: ours is the transpose
+    assert torch.equal(ema_model.steps[1].mats[1].weight, tensors[w + vflow.EMA].t())
+    assert torch.equal(raw_model.steps[1].mats[1].weight, tensors[w].t())
+    assert all(bool(m.initialized) for m in ema_model.modules() if hasattr(m, "initialized"))
+    del tensors["MixLogisticAttnCoupling_8/proj_in/W" + vflow.EMA]
+    assert main(["import", "vflow", "ckpt/model-0", "--spec", VF_SPEC, "--out", str(out), *sets]) == 1
+    assert "EMA" in capsys.readouterr().err

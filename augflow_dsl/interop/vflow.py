@@ -4,8 +4,8 @@ Their ``train`` (flows/flow_training.py:131-233) saves every global variable wit
 ``tf.train.Saver``: the parameters, their ``<name>/ExponentialMovingAverage`` shadows (EMA 0.999,
 used for evaluation and samples), Adam's ``<name>/Adam`` and ``<name>/Adam_1`` slots and
 ``beta1_power`` / ``beta2_power``. The parameters and the EMA are imported (our ``model`` and
-``ema``); the optimizer state is skipped. Reading needs TensorFlow (``pip install
-'augflow-dsl[tf]'``), used by this module only.
+``ema``); the optimizer state is skipped. The file is read by :mod:`.tfcheckpoint` (no
+TensorFlow needed; ``augflow-dsl[tf]`` covers the features that reader lacks).
 
 Names come from ``tf.make_template`` scopes numbered in the order the graph calls them: the
 dequantizer r(u|x) first (``context_proc``, then ``Norm``, ``Pointwise``,
@@ -42,31 +42,61 @@ def is_optimizer_state(name: str) -> bool:
 
 
 class TFCheckpoint:
-    """A TensorFlow checkpoint (prefix of its .index / .data files, or a folder: its latest)."""
+    """A TensorFlow checkpoint: its prefix (``model-N``, naming ``model-N.index`` and its data
+    files) or a folder (its latest checkpoint). Read by :mod:`.tfcheckpoint`; a checkpoint using a
+    feature that reader lacks is read by TensorFlow when it is installed."""
 
     def __init__(self, path: str | Path):
+        from .tfcheckpoint import BundleReader, CheckpointFormatError, UnsupportedCheckpoint
+
+        prefix = _latest(Path(path)) if Path(path).is_dir() else str(path)
+        if not Path(prefix + ".index").is_file():
+            raise ImportMismatch(f"{path}: no TensorFlow checkpoint there (looked for {prefix}.index)")
+        self.prefix = prefix
+        try:
+            reader = BundleReader(prefix)
+            self.shapes: dict[str, Shape] = reader.shapes
+            self._read = reader.read
+        except UnsupportedCheckpoint as e:
+            self._with_tensorflow(prefix, str(e))
+        except CheckpointFormatError as e:
+            raise ImportMismatch(f"{path}: not a readable TensorFlow checkpoint ({e})") from None
+
+    def _with_tensorflow(self, prefix: str, why: str) -> None:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         try:
             import tensorflow as tf
         except ImportError:
-            raise ImportMismatch("reading a TensorFlow checkpoint needs TensorFlow: pip install "
-                                 "'augflow-dsl[tf]'") from None
-        prefix = str(path)
-        if Path(prefix).is_dir():
-            latest = tf.train.latest_checkpoint(prefix)
-            if latest is None:
-                raise ImportMismatch(f"{path}: a folder with no TensorFlow checkpoint in it")
-            prefix = latest
+            raise ImportMismatch(f"{prefix}: this checkpoint uses {why}, which only TensorFlow reads: "
+                                 "pip install 'augflow-dsl[tf]'") from None
         try:
-            self._reader = tf.train.load_checkpoint(prefix)
-            self.shapes: dict[str, Shape] = {k: tuple(v) for k, v in self._reader.get_variable_to_shape_map().items()}
+            reader = tf.train.load_checkpoint(prefix)
+            self.shapes = {k: tuple(v) for k, v in reader.get_variable_to_shape_map().items()}
         except Exception as e:  # noqa: BLE001 - TF raises its own error kinds for unreadable files
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ImportMismatch(f"{path}: not a readable TensorFlow checkpoint ({first[:200]})") from None
-        self.prefix = prefix
+            raise ImportMismatch(f"{prefix}: not a readable TensorFlow checkpoint ({first[:200]})") from None
+        self._read = reader.get_tensor
 
     def read(self, name: str) -> torch.Tensor:
-        return torch.from_numpy(self._reader.get_tensor(name).copy())
+        from .tfcheckpoint import CheckpointFormatError
+        try:
+            return torch.from_numpy(self._read(name).copy())
+        except CheckpointFormatError as e:
+            raise ImportMismatch(f"{self.prefix}: {e}") from None
+
+
+def _latest(folder: Path) -> str:
+    """The checkpoint a folder's ``checkpoint`` file names, else its highest-numbered ``*.index``."""
+    state = folder / "checkpoint"
+    if state.is_file():
+        m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', state.read_text(errors="replace"), re.M)
+        if m:
+            p = Path(m.group(1))
+            return str(p if p.is_absolute() else folder / p)
+    found = sorted(folder.glob("*.index"), key=lambda p: [int(t) for t in re.findall(r"\d+", p.stem)] or [-1])
+    if not found:
+        raise ImportMismatch(f"{folder}: a folder with no TensorFlow checkpoint in it")
+    return str(found[-1].with_suffix(""))
 
 
 def _scope(kind: str, i: int) -> str:
