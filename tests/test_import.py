@@ -28,6 +28,7 @@ DF_SPEC = str(ROOT / "specs" / "denseflow-74-10.flow")
 VF_SPEC = str(ROOT / "specs" / "vflow6ch.flow")
 FIXTURES = ROOT / "tests" / "fixtures"
 # a small DenseFlow of the same architecture (every kind of tensor, a few of each)
+VF_SMALL = ["filters=4", "blocks=1", "q_filters=4", "q_blocks=1", "dq_blocks=1", "components=2", "heads=1"]
 DF_SMALL = ["units1=2", "units2=2", "units3=1", "modules1=1", "modules2=1", "modules3=1", "mid=8", "depth=1"]
 
 
@@ -87,7 +88,8 @@ def test_reference_spec_text_sets_channel_runs_and_keeps_the_parameters(df_full)
     attns = [m for m in model.modules() if isinstance(m, NystromAttention)]
     assert len(attns) == 74 and {a.tokens for a in attns} == {"channel_runs"}
     assert sum(p.numel() for p in model.parameters()) == 130_647_294
-    text = denseflow.reference_spec_text("n: dense_attention(project: 8, tokens: spatial)\nm: dense_attention(project: 8)")
+    text = denseflow.reference_spec_text("a: dense_attention(project: 8, tokens: spatial)\n"
+                                         "b: dense_attention(project: 8)")
     assert text.count("tokens: channel_runs") == 2 and "spatial" not in text
 
 
@@ -161,12 +163,11 @@ def test_refuses_a_spec_of_other_sizes(df_full):
     assert "mis-shaped: " in msg and "in the checkpoint but not in the spec: " in msg
 
 
-# ------------------------------------------------------------------ values: conversions against the references' formulas
+# ------------------------------------------------------------------ values against the references' formulas
 def test_vflow_norm_and_pointwise_halves_are_put_back_in_place():
     """flows.py Norm: y = x max(g, 1e-10) + b per half [H, W', C']; Pointwise: y = x W per half."""
     torch.manual_seed(0)
-    model = compile_spec(VF_SPEC, ["filters=4", "blocks=1", "q_filters=4", "q_blocks=1", "dq_blocks=1",
-                                   "components=2", "heads=1"])
+    model = compile_spec(VF_SPEC, VF_SMALL)
     plan = vflow.plan_for(model)
     fake = {k: torch.rand(s) + 0.5 for k, s in plan.reference_shapes().items()}
     model.load_state_dict(fill(plan, fake.__getitem__, model))
@@ -294,8 +295,6 @@ def test_tf_bundle_reader_refuses_a_damaged_file(tmp_path):
     with pytest.raises(ImportMismatch, match="truncated"):
         vflow.TFCheckpoint(tmp_path / "model-7").read("x/ExponentialMovingAverage")
 
-
-VF_SMALL = ["filters=4", "blocks=1", "q_filters=4", "q_blocks=1", "dq_blocks=1", "components=2", "heads=1"]
 
 
 def test_cli_imports_vflow_with_its_ema(tmp_path, monkeypatch, capsys):

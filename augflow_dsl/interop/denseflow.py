@@ -114,18 +114,18 @@ def plan_for(model: nn.Module) -> Plan:
             rules = (_dense_block(r"net\.0\.", f"{enc}context_init.1.", _depth(c, r"net\.0\."))
                      + [(r"net\.1\.(weight|bias)", rf"{enc}context_init.2.\1")]
                      + _dense_block(r"net\.2\.", f"{enc}context_init.3.", _depth(c, r"net\.2\.")))
-            plan.rename(c, pre(c), rules, "")
+            plan.rename(c, pre(c), rules)
         _gaussian(plan, pre(p.dequant.base), p.dequant.base, f"{enc}base_dist.")
         for i, layer in enumerate(p.dequant.flow):
             kind, r = type(layer).__name__, f"{enc}transforms.{i}."
             if kind == "Conv1x1":
-                plan.rename(layer, pre(layer), [(r"mats\.0\.weight", rf"{r}weight")], "")
+                plan.rename(layer, pre(layer), [(r"mats\.0\.weight", rf"{r}weight")])
             elif kind == "AffineCoupling":
                 t = f"{r}coupling_net.0.transform."
                 rules = ([(r"net\.net\.0\.(weight|bias)", rf"{t}0.\1")]
                          + _dense_block(r"net\.net\.1\.", f"{t}1.dense.", _depth(layer, r"net\.net\.1\."))
                          + [(r"net\.net\.2\.(weight|bias)", rf"{t}2.\1")])
-                plan.rename(layer, pre(layer), rules, "")
+                plan.rename(layer, pre(layer), rules)
             elif kind == "Sigmoid":
                 plan.constant(f"{r}temperature", (1,), 1.0)
     for i, layer in enumerate(p.then):
@@ -140,7 +140,7 @@ def plan_for(model: nn.Module) -> Plan:
             module += 1
             _actnorm(plan, m, layer, f"transforms.{t}.blocks.{unit}.transforms.{module}.transforms.0.")
         elif kind == "Conv1x1":
-            plan.rename(layer, m, [(r"mats\.0\.weight", rf"{r}1.weight")], "")
+            plan.rename(layer, m, [(r"mats\.0\.weight", rf"{r}1.weight")])
         elif kind == "AffineCoupling":
             d = f"{r}2.coupling_net.0.dn.transform."
             rules = ([(r"net\.proj_in\.(weight|bias)", rf"{d}0.\1"),
@@ -150,9 +150,10 @@ def plan_for(model: nn.Module) -> Plan:
                       (r"net\.fuse\.2\.weight", rf"{d}1.mix_conv.2.weight"),
                       (r"net\.proj_out\.(weight|bias)", rf"{d}2.\1")]
                      + _dense_block(r"net\.dense\.", f"{d}1.dense.", _depth(layer, r"net\.dense\.")))
-            plan.rename(layer, m, rules, "")
+            plan.rename(layer, m, rules)
         elif kind == "CrossUnit":
-            plan.rename(layer, m, [(r"g\.net\.([02])\.(weight|bias)", rf"transforms.{t}.noise_params.{unit}.transformation.\1.\2")], "")
+            g = f"transforms.{t}.noise_params.{unit}.transformation."
+            plan.rename(layer, m, [(r"g\.net\.([02])\.(weight|bias)", rf"{g}\1.\2")])
             unit, module = unit + 1, -1
         elif kind == "SqueezeAndDrop":
             plan.constant(f"transforms.{t + 1}.dist.buffer", (1,), 0.0)

@@ -66,21 +66,16 @@ class Plan:
             convert = (lambda t: t) if rs == ours_shape else (lambda t, s=ours_shape: t.reshape(s))
         self.add(ours, [ref], [rs], convert)
 
-    def rename(self, module: nn.Module, prefix: str, rules: Iterable[tuple[str, str]], ref_prefix: str,
-               convert: Callable[[str, torch.Tensor], torch.Tensor] | None = None,
-               ref_shape: Callable[[str, Shape], Shape] | None = None) -> None:
-        """Every parameter and buffer of ``module`` (our keys ``prefix`` + local name) whose
-        local name matches one of ``rules`` (regex, replacement; first match wins) comes from
-        ``ref_prefix`` + the replaced name; unmatched names stay unfilled (and are reported)."""
+    def rename(self, module: nn.Module, prefix: str, rules: Iterable[tuple[str, str]]) -> None:
+        """Every parameter and buffer of ``module`` (our keys ``prefix`` + local name) whose local
+        name matches one of ``rules`` (regex, replacement; first match wins) is copied from the
+        reference key the replacement names, same shape; unmatched names stay unfilled (and are
+        reported by :func:`check`)."""
         compiled = [(re.compile(rx), rep) for rx, rep in rules]
         for local, t in module.state_dict(keep_vars=True).items():
             for rx, rep in compiled:
                 if rx.fullmatch(local):
-                    ref = ref_prefix + rx.sub(rep, local)
-                    shape = tuple(t.shape)
-                    rs = ref_shape(local, shape) if ref_shape else shape
-                    fn = (lambda x, l=local: convert(l, x)) if convert else None
-                    self.copy(prefix + local, ref, shape, rs, fn)
+                    self.copy(prefix + local, rx.sub(rep, local), tuple(t.shape))
                     break
 
     def constant(self, ref: str, shape: Shape, value: float) -> None:
