@@ -1,7 +1,7 @@
-"""``augflow-dsl``: check, graph, compile, bench (and train/sample/evaluate from the runtime).
+"""``augflow-dsl``: check, graph, ops, compile, bench (and train/sample/evaluate from the runtime).
 
 Exit codes: 0 success / valid spec, 1 invalid spec, 2 usage error (missing file, unknown
-option). ``check`` and ``graph`` never import torch.
+option). ``check``, ``graph`` and ``ops`` never import torch.
 """
 from __future__ import annotations
 
@@ -93,26 +93,34 @@ def _err_text(e: dict) -> str:
 
 
 def cmd_check(args) -> int:
+    """Check each spec; ``--json`` prints one JSON array with one report object per spec."""
     from .graph.check import check
 
     from rich.markup import escape
 
     out, err = _console(), _console(stderr=True)
-    worst = 0
-    for path in args.spec:
-        if not Path(path).is_file():
+    missing = [path for path in args.spec if not Path(path).is_file()]
+    if missing:  # a usage error: refuse before printing any report
+        for path in missing:
             err.print(f"[red]error: no such spec file: {escape(path)}[/red]")
-            return 2
+        return 2
+    worst = 0
+    reports = []
+    for path in args.spec:
         report = check(path, args.set)
         if args.json:
-            print(json.dumps(report.model_dump(), separators=(",", ":")))
+            reports.append(report.model_dump())
         else:
             if report.nodes:
                 _print_report(report, args.summary, out)
             _print_errors(report, err)
+            for proof in report.proved:
+                out.print(f"proved  {escape(proof.line())}", soft_wrap=True)
             verdict = "[green]valid[/green]" if report.valid else f"[red]invalid ({len(report.errors)} error(s))[/red]"
             out.print(f"{escape(report.file)}: {verdict}", soft_wrap=True)
         worst = max(worst, 0 if report.valid else 1)
+    if args.json:
+        print(json.dumps(reports, separators=(",", ":")))
     return worst
 
 
@@ -143,19 +151,36 @@ def cmd_graph(args) -> int:
     return 0
 
 
+def _override(text: str) -> str:
+    """argparse type of ``--set``: ``NAME=VALUE`` with NAME a name, else a usage error (exit 2)."""
+    key, eq, _ = text.partition("=")
+    if not eq:
+        raise argparse.ArgumentTypeError(f"'{text}' must look like NAME=VALUE, e.g. --set "
+                                         f"{text if text.isidentifier() else 'growth'}=6")
+    name = key.strip()
+    name = name[len("train."):] if name.startswith("train.") else name  # train.KEY reaches the train: block
+    if not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"'{text}': '{key.strip()}' is not a name; write NAME=VALUE, "
+                                         f"e.g. --set growth=6")
+    return text
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a 'let' variable of the spec (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=_override,
+                   help="override a 'let' variable of the spec, or train.KEY of its train: block (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="augflow-dsl", description="A declarative compiler for augmented normalizing "
                                  "flows.")
+    from . import __version__
+    ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("check", help="dimension audit, invertibility, cost (no torch)")
     p.add_argument("spec", nargs="+")
-    p.add_argument("--json", action="store_true", help="one JSON object per spec")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON array holding one report object per spec (also for one spec)")
     p.add_argument("--summary", action="store_true", help="one row per unit instead of per node")
     _common(p)
     p.set_defaults(func=cmd_check)
@@ -171,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     compile_cli.add_commands(sub, _common)
     from .runtime import commands as train_cli
     train_cli.add_commands(sub, _common)
+    from .runtime import eval_commands
+    eval_commands.add_commands(sub, _common)
+    from .ops import cli as ops_cli
+    ops_cli.add_commands(sub, _common)
     from .interop import commands as import_cli
     import_cli.add_commands(sub, _common)
     return ap

@@ -94,9 +94,38 @@ class SpecError(Exception):
         return text
 
 
+class SpecErrors(SpecError):
+    """Several independent problems in one spec, all found in one pass; ``errors`` lists them in
+    the order of the source. It reads as its first error (``loc``, ``message``) for code that
+    expects one, and ``str()`` renders every one of them."""
+
+    def __init__(self, errors: list[SpecError]):
+        first = errors[0]
+        super().__init__(first.message, first.loc, first.source, first.node, first.kind)
+        self.errors = list(errors)
+
+    def with_source(self, source: Source) -> "SpecErrors":
+        for e in self.errors:
+            e.with_source(source)
+        return super().with_source(source)
+
+    def __str__(self) -> str:
+        return "\n".join(str(e) for e in self.errors)
+
+
+def all_errors(err: SpecError) -> list[SpecError]:
+    """The problems a SpecError stands for: its ``errors`` for a SpecErrors, else itself."""
+    return list(getattr(err, "errors", [err]))
+
+
+def closest(name: str, candidates: Iterable[str], n: int = 1) -> list[str]:
+    """Up to ``n`` candidates close to ``name`` (difflib ratio >= 0.6), closest first."""
+    return difflib.get_close_matches(name, sorted(set(candidates)), n=n, cutoff=0.6)
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest candidate, or '' when none is close."""
-    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    close = closest(name, candidates)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 

@@ -93,7 +93,12 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError,
             AttributeError, KeyError, IndexError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        first = text.splitlines()[0] if text else type(e).__name__
+        if "Unsupported global" in text:
+            glob = text[text.index("Unsupported global"):].split(" was not")[0]
+            raise CheckpointError(f"{p}: holds Python objects, not only tensors and plain values ({glob}); it was "
+                                  f"not written by augflow-dsl's runtime, and is not unpickled for safety") from None
         raise CheckpointError(f"{p}: not a readable checkpoint (truncated or corrupted?): {first[:200]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{p}: not an augflow-dsl checkpoint (no '{FORMAT}' marker); a model saved by "

@@ -19,7 +19,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     """The flags of a training run, shared by ``train`` and ``compile --train``."""
     from ..compiler.cli import _positive
 
-    p.add_argument("--run", help="run folder (default: runs/<spec name>/<UTC time>/); an existing one resumes")
+    p.add_argument("--run", "--run-dir", dest="run",
+                   help="run folder (default: runs/<spec name>/<UTC time>/); an existing one resumes. Under "
+                        "torchrun write --run-dir: torchrun's own parser takes --run as its --run-path")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--steps", type=_positive, help="train this many updates (replaces the spec's epochs)")
     g.add_argument("--epochs", type=_positive, help="train this many epochs")
@@ -197,7 +199,7 @@ def _train(spec, variables, train_over, opts, as_json: bool, err) -> int:
 def _summary(result, console) -> None:
     from rich.table import Table
 
-    t = Table(title="training run", header_style="bold")
+    t = Table(title="training run", show_header=False)
     t.add_column("")
     t.add_column("", justify="right")
 

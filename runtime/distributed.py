@@ -1,6 +1,6 @@
 """Many devices: the process group that ``torchrun`` describes, and the few collectives training needs.
 
-``torchrun --nproc_per_node K -m augflow_dsl train SPEC`` sets RANK, LOCAL_RANK, WORLD_SIZE and the
+``torchrun --nproc-per-node K -m augflow_dsl train SPEC`` sets RANK, LOCAL_RANK, WORLD_SIZE and the
 rendezvous address; :func:`setup` joins the group with NCCL on CUDA and gloo on CPU (as the torch
 docs advise) and pins each process to its local GPU. A plain ``augflow-dsl train`` is world size 1
 and never touches ``torch.distributed``.
@@ -78,6 +78,15 @@ def any_rank(flag: bool, world: World) -> bool:
     return bool(t.item())
 
 
+def broadcast_float(value: float | None, world: World) -> float | None:
+    """Rank 0's ``value`` on every rank (the other ranks pass None)."""
+    if not world.distributed:
+        return value
+    t = torch.tensor([float("nan") if value is None else value], dtype=torch.float64, device=world.device)
+    dist.broadcast(t, src=0)
+    return float(t.item())
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
@@ -92,4 +101,4 @@ def gather_objects(obj, world: World) -> list:
     return out
 
 
-__all__ = ["World", "all_mean", "any_rank", "barrier", "broadcast_state", "gather_objects", "setup", "teardown"]
+__all__ = ["World", "all_mean", "any_rank", "barrier", "broadcast_float", "broadcast_state", "gather_objects", "setup", "teardown"]

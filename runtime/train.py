@@ -126,8 +126,8 @@ def seed_everything(seed: int, rank: int) -> None:
 
 def versions() -> dict:
     from .. import __version__
-    return {"augflow_dsl": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            "numpy": np.__version__}
+    return {"augflow_dsl": str(__version__), "torch": str(torch.__version__), "python": platform.python_version(),
+            "numpy": str(np.__version__)}
 
 
 def mark_initialized(model: torch.nn.Module) -> None:
@@ -224,7 +224,7 @@ class Trainer:
     # ------------------------------------------------------------------ the run
     def run(self) -> RunResult:
         from ..compiler.model import compile_spec
-        from .data import batches_per_epoch, init_batch, make_batches, open_dataset
+        from .data import BatchStream, batches_per_epoch, init_batch, open_dataset
 
         opts = self.opts
         world = D.setup(opts.device)
@@ -240,11 +240,11 @@ class Trainer:
                 raise TrainError(f"the training split has {n_train} items, fewer than one batch of {global_batch}")
             total = total_steps(self.train, spe)
 
+            seed_everything(self.train.seed, world.rank)  # before the model exists: its initial weights
             model = compile_spec(self.spec).to(world.device)
             if opts.precision == "bf16":
                 model.set_precision(torch.bfloat16)
             ckpt = self._existing_checkpoint(world)
-            seed_everything(self.train.seed, world.rank)
             step = epoch = position = 0
             best = math.inf
             elapsed0 = 0.0
@@ -289,7 +289,10 @@ class Trainer:
 
             log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=world.main)
             log.truncate_after(step)
-            return self._loop(model, train_model, optimizer, ema, source, world, log, make_batches,
+            stream = BatchStream(source.train, batch=self.train.batch, seed=self.train.seed, rank=world.rank,
+                                 world=world.size, augment=self.train.augment, workers=opts.workers,
+                                 pin_memory=world.device.type == "cuda", device=world.device)
+            return self._loop(model, train_model, optimizer, ema, source, world, log, stream,
                               step=step, epoch=epoch, position=position, spe=spe, total=total, best=best,
                               elapsed0=elapsed0)
         finally:
@@ -328,7 +331,7 @@ class Trainer:
         return old
 
     # ------------------------------------------------------------------ loop
-    def _loop(self, model, train_model, optimizer, ema, source, world, log, make_batches, *, step, epoch,
+    def _loop(self, model, train_model, optimizer, ema, source, world, log, stream, *, step, epoch,
               position, spe, total, best, elapsed0) -> RunResult:
         opts, train = self.opts, self.train
         dims = self.spec.data.dims
@@ -346,11 +349,7 @@ class Trainer:
         stopped = None
         try:
             while step < total and stopped is None:
-                batches = make_batches(source.train, batch=train.batch, seed=train.seed, epoch=epoch, start=position,
-                                       rank=world.rank, world=world.size, augment=train.augment,
-                                       workers=opts.workers, pin_memory=world.device.type == "cuda",
-                                       device=world.device)
-                for x in batches:
+                for x in stream.epoch(epoch, start=position):
                     if step >= total:
                         break
                     lr = lr_at(train, step, spe)
@@ -371,6 +370,9 @@ class Trainer:
                         if ema is not None:
                             ema.update_parameters(model)
                         bad = 0
+                        if _fault(step) == "poison":
+                            with torch.no_grad():
+                                params[0].fill_(float("nan"))
                     else:
                         bad += 1
                         self._say(f"step {step}: non-finite {'loss' if not math.isfinite(loss_v) else 'gradient'} "
@@ -426,6 +428,8 @@ class Trainer:
         result.seconds = elapsed0 + time.perf_counter() - t_start
         result.checkpoint = last_good
         result.bad_steps = bad
+        if world.distributed:
+            result.extra["max_rank_divergence"] = _rank_divergence(model, world)
         if world.main and (self.run_dir / "metrics.jsonl").exists():
             try:
                 plot_curves(log.rows(), self.run_dir / "curves.png", self.spec.name)
@@ -460,32 +464,36 @@ class Trainer:
         """One-sample ELBO bits/dim on a fixed subset of the test split (EMA weights when kept) and a
         sample grid; under its own RNG so the training noise stream is unchanged."""
         if not world.main:
-            D.barrier(world)
-            return None
+            return D.broadcast_float(None, world)  # rank 0's figure, so that every rank takes the same branch
         from .evaluate import evaluate
         from .sampling import save_samples
 
         net = ema.module if ema is not None else model
+        n = min(self.opts.eval_images, len(source.test))
+        idx = torch.randperm(len(source.test), generator=torch.Generator().manual_seed(self.train.seed))[:n]
+        data = torch.stack([source.test[int(i)] for i in idx])
+        res = evaluate(net, data, samples=1, batch=self.train.batch, seed=self.train.seed + 7919 * step)
+        bpd = float(res.elbo_bpd)
+        log.write({"step": step, "split": "test", "bpd": bpd, "samples": 1, "images": n})
         devices = [world.device] if world.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.train.seed + 7919 * step)
-            n = min(self.opts.eval_images, len(source.test))
-            idx = torch.randperm(len(source.test), generator=torch.Generator().manual_seed(self.train.seed))[:n]
-            data = torch.stack([source.test[int(i)] for i in idx])
-            was = net.training
-            net.eval()
             try:
-                res = evaluate(net, data, samples=1, batch=self.train.batch, device=world.device)
-                bpd = float(res.elbo_bpd)
-                log.write({"step": step, "split": "test", "bpd": bpd, "samples": 1, "images": n})
-                try:
-                    save_samples(net, self.run_dir / "samples" / f"step-{step}.png", n=self.opts.sample_n)
-                except Exception as e:
-                    self._say(f"warning: could not write samples at step {step}: {e}")
-            finally:
-                net.train(was)
-        D.barrier(world)
-        return bpd
+                save_samples(net, self.run_dir / "samples" / f"step-{step}.png", n=self.opts.sample_n)
+            except Exception as e:  # a picture is never worth a lost run
+                self._say(f"warning: could not write samples at step {step}: {e}")
+        return D.broadcast_float(bpd, world)
+
+
+def _rank_divergence(model, world) -> float:
+    """The largest |p - p_rank0| over every parameter: 0 when DDP kept the replicas identical."""
+    worst = torch.zeros((), device=world.device)
+    for p in model.parameters():
+        ref = p.detach().clone()
+        torch.distributed.broadcast(ref, src=0)
+        worst = torch.maximum(worst, (p.detach() - ref).abs().max())
+    torch.distributed.all_reduce(worst, op=torch.distributed.ReduceOp.MAX)
+    return float(worst)
 
 
 def _pydantic_message(e: Exception) -> str:

@@ -109,7 +109,7 @@ def test_check_several_specs_exits_with_the_worst(bad_spec):
 def test_check_json_valid():
     proc = run_cli("check", "--json", "specs/vflow6ch.flow")
     assert proc.returncode == 0
-    data = json.loads(proc.stdout)
+    (data,) = json.loads(proc.stdout)  # one spec: a one-element array
     assert {"valid", "parameters", "dims", "nodes", "errors"} <= set(data)
     assert data["valid"] is True and data["errors"] == []
     assert data["parameters"] == {"total": 39_700_096, "flow": 31_741_248, "q": 4_491_872, "dequantizer": 3_466_976}
@@ -125,7 +125,7 @@ def test_check_json_invalid(bad_spec, shape_error_spec):
                                     (shape_error_spec, 8, 5, "height 3 is not divisible by 2")):
         proc = run_cli("check", "--json", str(path))
         assert proc.returncode == 1
-        data = json.loads(proc.stdout)
+        (data,) = json.loads(proc.stdout)
         assert data["valid"] is False
         (err,) = data["errors"]
         assert {"file", "line", "column", "message"} <= set(err)
@@ -135,10 +135,34 @@ def test_check_json_invalid(bad_spec, shape_error_spec):
         assert set(data["dims"]) == {"data", "augmented", "prior"}
 
 
-def test_check_json_several_specs_one_object_per_line():
-    proc = run_cli("check", "--json", TOY, "specs/toy-glow20.flow")
-    objs = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-    assert [o["parameters"]["total"] for o in objs] == [8_280, 55_200]
+def test_check_json_several_specs_is_one_array(bad_spec):
+    proc = run_cli("check", "--json", TOY, str(bad_spec), "specs/toy-glow20.flow")
+    assert proc.returncode == 1  # the worst of the three
+    objs = json.loads(proc.stdout)  # one document, not one per line
+    assert isinstance(objs, list) and len(objs) == 3
+    assert [o["file"] for o in objs] == [TOY, str(bad_spec), "specs/toy-glow20.flow"]
+    assert [o["valid"] for o in objs] == [True, False, True]
+    assert [o["parameters"]["total"] for o in objs] == [8_280, 0, 55_200]
+
+
+def test_check_json_with_a_missing_file_prints_no_json(tmp_path):
+    proc = run_cli("check", "--json", TOY, str(tmp_path / "nope.flow"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "no such spec file" in proc.stderr
+
+
+def test_complete_is_false_when_the_spec_does_not_parse(tmp_path):
+    path = tmp_path / "syntax.flow"
+    path.write_text("flow: x\ndata: {shape: [4, 8, 8]\nstages: [squeeze]\n")
+    proc = run_cli("check", "--json", str(path))
+    assert proc.returncode == 1
+    (data,) = json.loads(proc.stdout)
+    assert data["valid"] is False and data["complete"] is False and data["nodes"] == []
+    (err,) = data["errors"]
+    assert err["line"] == 3  # the brace left open on line 2 is found on line 3
+    # a spec that loads and checks is complete
+    (ok,) = json.loads(run_cli("check", "--json", TOY).stdout)
+    assert ok["complete"] is True
 
 
 def test_check_summary():
@@ -156,13 +180,55 @@ def test_check_summary():
 def test_check_set_overrides():
     proc = run_cli("check", "--json", "--set", "filters=64", "--set", "blocks=5", FLOWPP)
     assert proc.returncode == 0
-    assert json.loads(proc.stdout)["valid"] is True
+    assert json.loads(proc.stdout)[0]["valid"] is True
     proc = run_cli("check", "--set", "filtres=64", FLOWPP)
     assert proc.returncode == 1
     assert "override of 'filtres': the spec defines no variable 'filtres' (did you mean 'filters'?)" in proc.stderr
-    proc = run_cli("check", "--set", "filters", FLOWPP)
+
+
+@pytest.mark.parametrize("command, bad, phrase", [
+    ("check", "filters", "'filters' must look like NAME=VALUE, e.g. --set filters=6"),
+    ("graph", "filters", "'filters' must look like NAME=VALUE"),
+    ("compile", "filters", "'filters' must look like NAME=VALUE"),
+    ("bench", "filters", "'filters' must look like NAME=VALUE"),
+    ("check", "2x=3", "'2x=3': '2x' is not a name; write NAME=VALUE"),
+])
+def test_set_without_a_name_and_equals_is_a_usage_error(command, bad, phrase):
+    """argparse refuses it before the spec is read (and before torch is imported): exit 2."""
+    proc = run_cli(command, "--set", bad, FLOWPP)
+    assert proc.returncode == 2
+    assert f"augflow-dsl {command}: error: argument --set: {phrase}" in proc.stderr
+    assert "usage: augflow-dsl " + command in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_version():
+    import augflow_dsl
+    proc = run_cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"augflow-dsl {augflow_dsl.__version__}"
+
+
+def test_independent_errors_are_all_reported(tmp_path):
+    """Two unknown ops in different stages, a bad argument and a bad value in two definitions and a
+    misspelt setting: five messages, each at its own file:line:col, in source order."""
+    path = tmp_path / "multi.flow"
+    path.write_text("flow: multi\ndata: {shape: [4, 8, 8], bits: 5}\n"
+                    "module a: [actnorm(parm: channel), conv1x1]\n"
+                    "module b: [conv1x1(param: lue), swap]\n"
+                    "stages: [squeeze, actnrom, a, b, squee]\n"
+                    "train: {lr: 1e-3, epoch: 3}\n")
+    proc = run_cli("check", "--json", str(path))
     assert proc.returncode == 1
-    assert "override 'filters' must look like name=value" in proc.stderr
+    (data,) = json.loads(proc.stdout)
+    got = [(e["line"], e["column"], e["message"].split(";")[0]) for e in data["errors"]]
+    assert got == [(3, 20, "'actnorm' has no argument 'parm'"),
+                   (4, 27, "'conv1x1': argument 'param' cannot be 'lue' (did you mean 'lu'?)"),
+                   (5, 19, "unknown op 'actnrom' in stages (did you mean 'actnorm'?)"),
+                   (5, 34, "unknown op 'squee' in stages (did you mean 'squeeze'?)"),
+                   (6, 19, "'train' has no setting 'epoch' (did you mean 'epochs'?)")]
+    text = run_cli("check", str(path))
+    assert "invalid (5 error(s))" in text.stdout
+    assert text.stderr.count(f"{path}:") == 5 and text.stderr.count("^") == 5
 
 
 def test_console_script_is_installed():
@@ -223,4 +289,4 @@ def test_base_spec_through_the_cli(tmp_path):
     path.write_text(BASE)
     proc = run_cli("check", "--json", str(path))
     assert proc.returncode == 0
-    assert json.loads(proc.stdout)["dims"] == {"data": 256, "augmented": 32, "prior": 288}
+    assert json.loads(proc.stdout)[0]["dims"] == {"data": 256, "augmented": 32, "prior": 288}

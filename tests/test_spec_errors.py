@@ -387,3 +387,61 @@ def test_location_after_a_unicode_line_separator():
     e = info.value
     assert (e.line, e.column) == (4, 15)
     assert str(e).split("\n")[1].startswith("  module glow: [actnrom,")
+
+
+# ---------------------------------------------------------------------- errors say what would fix them
+COLUMN_CONTEXT_Q = ("q post:\n  context: gated_context(filters: 4, blocks: 0, input: raw)\n"
+                    "  flow: [affine_coupling(net: glow_net(filters: 4)), sigmoid]\n"
+                    "augment: input(channels: 2, q: post)\nstages:")
+FIXES = [  # the shape errors' fixes (split, squeeze, drop, a q's context) are the audit's (ops/*.py)
+    pytest.param(mutate("glow_net(filters: width)", "glow_net()"),
+                 "'glow_net' needs the argument 'filters' (width of the hidden convolutions): write "
+                 "glow_net(filters: ...); `augflow-dsl ops glow_net` lists its arguments", id="missing-required-argument"),
+    pytest.param(mutate("stages:", "dequantize: variational(then: [shift])\nstages:"),
+                 "'variational' needs the argument 'q' (the q-network r(u | x), defined with 'q NAME: ...'",
+                 id="missing-q-network"),
+    pytest.param(mutate("[actnorm,", "[frobnicate,"),
+                 "unknown op 'frobnicate' in module 'glow' (`augflow-dsl ops` lists every op)", id="unknown-op-no-match"),
+    pytest.param(mutate("conv1x1(param: lu)", "conv2x2(param: lu)"),
+                 "unknown op 'conv2x2' (did you mean 'conv1x1'?)", id="unknown-op-close-match"),
+    pytest.param(mutate("conv1x1(param: lu)", "conv1x1(parm: lu)"),
+                 "its arguments are: param, split, init, noise (`augflow-dsl ops conv1x1` describes them)",
+                 id="unknown-argument"),
+]
+
+
+@pytest.mark.parametrize("text, fix", FIXES)
+def test_errors_say_what_would_fix_them(text, fix):
+    try:
+        spec = af.loads(text, FILE)
+    except SpecError as e:
+        messages = [str(e)]
+    else:
+        report = af.check(spec)
+        assert not report.valid
+        messages = [x["text"] for x in report.errors]
+    assert any(fix in m for m in messages), messages
+
+
+def test_independent_errors_in_one_spec_are_all_raised():
+    """Unknown ops in two stages and a bad value in a definition: one SpecErrors, in source order; a mistake
+    in a definition used twice is reported once, and what is built from a failed value adds no message."""
+    from augflow_dsl.errors import SpecErrors
+    text = (mutate("conv1x1(param: lu)", "conv1x1(param: lue)")
+            .replace("  - squeeze\n", "  - squeez\n").replace("  - squeeze_and_drop\n", "  - squeeze_and_dorp\n"))
+    with pytest.raises(SpecErrors) as info:
+        af.loads(text, FILE)
+    got = [(e.line, e.column, e.message.split(" (")[0].split(";")[0]) for e in info.value.errors]
+    assert got == [(4, 39, "'conv1x1': argument 'param' cannot be 'lue'"),
+                   (6, 5, "unknown op 'squeez' in stages"),
+                   (8, 5, "unknown op 'squeeze_and_dorp' in stages")]
+    assert (info.value.line, info.value.column) == (4, 39)  # reads as its first error
+    assert str(info.value).count(f"{FILE}:") == 3
+
+
+def test_a_limit_stops_at_once():
+    """The expansion limit is not repeated at every later use: one message."""
+    with pytest.raises(SpecError) as info:
+        af.loads(mutate("2 * glow", "1000000000 * glow").replace("modules: [glow]", "modules: 1000000000 * glow"),
+                 FILE)
+    assert type(info.value) is SpecError and "expands to more than" in info.value.message

@@ -5,7 +5,9 @@ One node per operation, carrying its op, arguments, role, chain (``p`` for the m
 per example. One edge per tensor, carrying its shape and its kind:
 
 * ``data``: the tensor the flow transforms (``port`` tells a drop's kept / dropped outputs);
-* ``condition``: a conditioner net reads it (``part`` says which part, for the audit);
+* ``condition``: a conditioner net (or a q's context net) reads it; ``part`` is a
+  :class:`~augflow_dsl.ops.regions.Read` (node, port, region of channels x positions) that the
+  audit compares with what the reader's owner leaves unchanged;
 * ``params``: a conditioner's output, the parameters of a coupling or an augment point;
 * ``context``: a q-network's context net feeds a conditioner;
 * ``sample``: a q-network hands its sample to the dequantizer or augment point.
@@ -21,6 +23,7 @@ import networkx as nx
 from ..errors import Diagnostics, Loc, SpecError
 from ..ops.registry import (AUGMENT, BIJECTION, COMPOSITE, CONTEXT, DEQUANTIZER, DROP, NET, PRIOR, OpCall,
                             OpEnv, OpShapeError, QFlow, Shape, get, names)
+from ..ops.regions import Read, Region
 from ..ops.shapes import fmt, numel
 from ..spec.evaluate import MAX_EXPANSION
 from ..spec.models import Spec
@@ -119,10 +122,10 @@ class Builder:
             if op.role == AUGMENT and reads is not None:
                 for r in reads:
                     self.g.add_edge(r.node, kid, kind="condition", shape=r.shape, port=r.port,
-                                    part="whole tensor (an earlier representation)")
+                                    part=Read(r.node, r.port, Region.whole(r.shape)))
             else:
                 self.g.add_edge(cur.node, kid, kind="condition", shape=in_shape, port=cur.port,
-                                part=op.reads(a, cur.shape))
+                                part=Read(cur.node, cur.port, op.reads(a, cur.shape)))
             if io.context and env.context is not None and self._context_node is not None and op.role != AUGMENT:
                 self.g.add_edge(self._context_node, kid, kind="context", shape=env.context)
             self.g.add_edge(kid, nid, kind="params", shape=out_shape)
@@ -170,7 +173,7 @@ class Builder:
                             macs=self._shape(lambda: cop.macs(c.args, given.shape, OpEnv()), c, f"{label} context"),
                             loc=c.loc)
             self.g.add_edge(given.node, cid, kind="condition", shape=given.shape, port=given.port,
-                            part="the conditioning data")
+                            part=Read(given.node, given.port, Region.whole(given.shape)))
             self._context_node = cid
         base = q.base
         bop = base.definition
@@ -278,6 +281,7 @@ class Builder:
             unit = f"block {b}, unit {u + 1}"
             for m, mcall in enumerate(a.modules):
                 cur = self.op(mcall, cur, f"{unit}, module {m + 1}", "p", "flow", unit)
+                self.g.nodes[cur.node]["block"] = (b, u + 1)  # the audit derives g's allowed reads from it
             if u < a.units - 1 and a.augment is not None:
                 aug = a.augment
                 if aug.op != "cross_unit":
@@ -296,6 +300,7 @@ class Builder:
                     lambda: aug.definition.dims_added(aug.args, outs[-1].shape, env), aug, unit)
             else:
                 outs.append(cur)
+            self.g.nodes[cur.node]["block"] = (b, u + 1)  # the unit's cross-unit coupling, if it has one
         return cur
 
 

@@ -1,10 +1,11 @@
-"""The static audit of a graph: dimensions, invertibility, cost. Pure Python, no torch.
+"""The static check of a spec: graph, audit, dimensions, cost. Pure Python, no torch.
 
+* the audit (graph/audit.py): every property a correct log-likelihood depends on, derived
+  from the graph -- invertibility of the data path, what each conditioner, g and q reads,
+  one density per dim, a q per augmented dim, and the supports (ranges) every op declares;
+  the report lists the properties it proved (``proved``);
 * dimension bookkeeping: data dims + every augmented dim = every dim handed to a prior,
   stage by stage, from the shapes on the graph (not from the formulas that made them);
-* invertibility: the data path holds only bijections, augment points and drops; every
-  coupling's conditioner reads only what the inverse pass also has; no cycles; every
-  output is consumed;
 * cost: parameters and multiply-accumulates per node, in total and by group.
 """
 from __future__ import annotations
@@ -15,13 +16,12 @@ import networkx as nx
 from pydantic import BaseModel, Field
 
 from ..errors import Source, SpecError
-from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR
+from ..ops.registry import AUGMENT, CONTEXT, DEQUANTIZER, DROP, PRIOR
 from ..ops.shapes import numel
 from ..spec.load import load
 from ..spec.models import Spec
-from .build import CONDITIONER, INPUT, build
-
-DATA_PATH_ROLES = {INPUT, BIJECTION, AUGMENT, DROP, DEQUANTIZER, PRIOR}
+from .audit import PROPERTIES, audit_graph
+from .build import CONDITIONER, INPUT, build, data_chain
 
 
 class Parameters(BaseModel):
@@ -60,13 +60,29 @@ class NodeRow(BaseModel):
     dropped: int = 0
 
 
+class Proved(BaseModel):
+    """A property the audit established for this spec, and how."""
+
+    id: str
+    statement: str
+    how: str
+    by_construction: str | None = None  # why no spec can violate it (it is still checked on the graph)
+    covered: str = ""                    # what it covered here, e.g. "74 coupling nets"
+    short: str = ""
+
+    def line(self) -> str:
+        """One line for ``augflow-dsl check``."""
+        by = "  [by construction]" if self.by_construction else ""
+        return f"{self.id}: {self.short or self.statement} ({self.covered}){by}"
+
+
 class CheckReport(BaseModel):
     """What ``augflow-dsl check`` reports; ``--json`` prints this model."""
 
     name: str
     file: str
     valid: bool
-    complete: bool = True  # False when a shape error stopped the graph (later nodes are unknown)
+    complete: bool = True  # False when the spec did not load or a shape error stopped the graph
     parameters: Parameters = Field(default_factory=Parameters)
     macs: int = 0
     dims: Dims = Field(default_factory=Dims)
@@ -74,6 +90,7 @@ class CheckReport(BaseModel):
     nodes: list[NodeRow] = Field(default_factory=list)
     errors: list[dict[str, Any]] = Field(default_factory=list)
     warnings: list[dict[str, Any]] = Field(default_factory=list)
+    proved: list[Proved] = Field(default_factory=list)
 
     def summary_json(self) -> dict:
         return self.model_dump()
@@ -110,62 +127,10 @@ def units(report: "CheckReport") -> list[UnitRow]:
 
 
 def audit(g: nx.DiGraph) -> list[str]:
-    """Invertibility and wiring problems of a complete graph, each message opening with the
-    node's label and a colon."""
-    problems: list[str] = []
-    if not nx.is_directed_acyclic_graph(g):
-        cycle = nx.find_cycle(g)
-        problems.append(f"the graph has a cycle through {cycle[0][0]}")
-        return problems
-    order = {n: i for i, n in enumerate(nx.topological_sort(g))}
-    for n, d in g.nodes(data=True):
-        role = d["role"]
-        data_in = [(u, e) for u, _, e in g.in_edges(n, data=True) if e["kind"] == "data"]
-        data_out = [(v, e) for _, v, e in g.out_edges(n, data=True) if e["kind"] in ("data", "sample")]
-        if data_in or data_out:
-            if role not in DATA_PATH_ROLES:
-                problems.append(f"{d['label']}: a {role} stands on the data path; only bijections, augment points, "
-                                f"drops and priors may")
-        if role in (BIJECTION, AUGMENT, DROP, DEQUANTIZER) and not data_out:
-            problems.append(f"{d['label']}: its output is never consumed")
-        if role == DROP and len(data_out) != 2:
-            problems.append(f"{d['label']}: a drop must hand one output on and one to a prior")
-        if role == INPUT and d.get("chain") == "p" and not data_out:
-            problems.append("input: the data reaches nothing")
-        if role in (BIJECTION, DROP) and len(data_in) != 1:
-            problems.append(f"{d['label']}: expects one data input, has {len(data_in)}")
-        if role in (BIJECTION, AUGMENT, DROP) and data_in:
-            if tuple(data_in[0][1]["shape"]) != tuple(d["shape_in"]):
-                problems.append(f"{d['label']}: receives {data_in[0][1]['shape']} but expects {d['shape_in']}")
-        if role in (BIJECTION,) and numel(d["shape_in"]) != numel(d["shape_out"]):
-            problems.append(f"{d['label']}: a bijection must keep its dims ({numel(d['shape_in'])} -> "
-                            f"{numel(d['shape_out'])})")
-        # conditioners: what does each read?
-        if role == CONDITIONER:
-            owner = d["owner"]
-            od = g.nodes[owner]
-            for u, _, e in g.in_edges(n, data=True):
-                if e["kind"] == "context":
-                    continue
-                if od["role"] == AUGMENT:
-                    # forward-only: g may read anything computed before the augment point
-                    if order[u] >= order[owner]:
-                        problems.append(f"{d['label']}: reads {g.nodes[u]['label']}, computed after its augment point")
-                    continue
-                pred = [p for p, _, pe in g.in_edges(owner, data=True) if pe["kind"] == "data"]
-                passthrough = od["call"].definition.passthrough(od["call"].args, tuple(od["shape_in"]))
-                if u not in pred or passthrough is None or e.get("part") != passthrough:
-                    problems.append(f"{d['label']}: reads {e.get('part', 'a tensor')} of {g.nodes[u]['label']}, "
-                                    f"which the inverse of {od['label']} cannot see")
-        if role == CONTEXT:
-            for u, _, e in g.in_edges(n, data=True):
-                if g.nodes[u]["chain"] == d["chain"]:
-                    problems.append(f"{d['label']}: a context net must read the conditioning data, not its own flow")
-    reach = nx.descendants(g, "input") | {"input"} if "input" in g else set()
-    for n, d in g.nodes(data=True):
-        if d.get("chain") == "p" and n not in reach:
-            problems.append(f"{d['label']}: not reached from the input")
-    return problems
+    """The audit's findings on a complete graph, each message opening with the node's label and
+    a colon (graph/audit.py holds the properties)."""
+    found, _ = audit_graph(g, data_chain(g, "p"))
+    return [str(f) for f in found]
 
 
 def dims_table(g: nx.DiGraph) -> tuple[Dims, list[StageDims], dict[str, tuple[int, int]]]:
@@ -206,6 +171,7 @@ def dims_table(g: nx.DiGraph) -> tuple[Dims, list[StageDims], dict[str, tuple[in
 
 def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
     errors = list(diag.errors)
+    props: dict[int, str] = {}  # id(error) -> the audit property it violates
     report = CheckReport(name=spec.name, file=spec.file, valid=False)
     for w in list(spec.warnings) + list(diag.warnings):
         w.with_source(Source(spec.text, spec.file))
@@ -213,15 +179,13 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
     if g.graph.get("complete"):
         # labels themselves hold ": " ("stage 3: mixture_coupling"): match the longest label a message opens with
         locs = {}
-        for _, d in g.nodes(data=True):
-            locs.setdefault(d["label"], d.get("loc"))
-        by_length = sorted(locs, key=len, reverse=True)
-        for msg in audit(g):
-            label = next((lb for lb in by_length if msg.startswith(lb + ": ")), None)
-            if label is None:
-                errors.append(SpecError(msg))
-            else:
-                errors.append(SpecError(msg[len(label) + 2:].strip(), locs[label], node=label))
+        for _, d in g.nodes(data=True):  # a default net (cross_unit's g) is located at its owner
+            locs.setdefault(d["label"], d.get("loc") or (g.nodes[d["owner"]].get("loc") if "owner" in d else None))
+        found, covered = audit_graph(g, data_chain(g, "p"))
+        for f in found:
+            errors.append(SpecError(f.message, locs.get(f.node), node=f.node))
+            props[id(errors[-1])] = f.prop
+        failed = {f.prop for f in found}
         dims, stages, per_node = dims_table(g)
         report.dims, report.stages = dims, stages
         declared = sum(d.get("added", 0) for _, d in g.nodes(data=True) if d["role"] == AUGMENT and d["chain"] == "p")
@@ -231,6 +195,13 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
         if dims.data + dims.augmented != dims.prior:
             errors.append(SpecError(f"dims do not add up: data {dims.data:,} + augmented {dims.augmented:,} = "
                                     f"{dims.data + dims.augmented:,}, but the priors score {dims.prior:,}"))
+            failed.add("one-density")
+        if declared != dims.augmented:
+            failed.add("augment-scored")
+        if covered:
+            report.proved = [Proved(id=p.id, statement=p.statement, how=p.derivation, short=p.short,
+                                    by_construction=p.construction, covered=covered.get(p.id, ""))
+                             for p in PROPERTIES if p.id not in failed]
     else:
         per_node = {}
         report.dims.data = numel(g.graph["data_shape"])  # the rest is unknown after a shape error
@@ -249,7 +220,7 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
     report.parameters, report.macs = params, macs
     for e in errors:
         e.with_source(Source(spec.text, spec.file))
-        report.errors.append(e.to_dict() | {"text": str(e)})
+        report.errors.append(e.to_dict() | {"text": str(e)} | ({"property": props[id(e)]} if id(e) in props else {}))
     report.valid = not errors
     return report
 
@@ -259,7 +230,9 @@ def check(spec: Spec | str, overrides=None) -> CheckReport:
     if not isinstance(spec, Spec):
         try:
             spec = load(spec, overrides)
-        except SpecError as e:
-            return CheckReport(name=str(spec), file=str(spec), valid=False, errors=[e.to_dict() | {"text": str(e)}])
+        except SpecError as e:  # the spec did not load: no graph, so the report is not complete
+            from ..errors import all_errors
+            return CheckReport(name=str(spec), file=str(spec), valid=False, complete=False,
+                               errors=[x.to_dict() | {"text": str(x)} for x in all_errors(e)])
     g, diag = build(spec)
     return check_graph(spec, g, diag)

@@ -20,7 +20,7 @@ def plain(g: nx.DiGraph) -> nx.DiGraph:
                                       if not isinstance(v, (dict, list, tuple)) or k == "shape")
         h.add_node(n, **attrs)
     for u, v, e in g.edges(data=True):
-        h.add_edge(u, v, kind=e["kind"], shape="x".join(map(str, e.get("shape", ()))), part=e.get("part", ""))
+        h.add_edge(u, v, kind=e["kind"], shape="x".join(map(str, e.get("shape", ()))), part=str(e.get("part", "")))
     return h
 
 

@@ -5,6 +5,7 @@ from pydantic import Field
 
 from .registry import AUGMENT, NetIO, Op, OpArgs, OpCall, QFlow, get, register
 from .shapes import need_image
+from .supports import REAL, join
 
 
 def _default_g() -> OpCall:
@@ -20,13 +21,18 @@ class CrossUnit(Op):
     the inverse drops the channels and never evaluates g. ``env.context`` is the shape g reads:
     cat(block input, earlier unit outputs)."""
 
+    summary = "DenseFlow cross-unit coupling: append `growth` channels of noise shaped by g(earlier units)"
+    equation = "DenseFlow (Grcic et al. 2021) eq. 6-9; DenseFlow flow_modules.py:67-147"
+    shape_rule = "C x H x W -> (C + growth) x H x W; g reads cat(block input, earlier unit outputs) at H x W"
+
     name = "cross_unit"
     role = AUGMENT
     layer = "augflow_dsl.layers.augment:CrossUnit"
 
     class Args(OpArgs):
-        growth: int = Field(gt=0)
-        net: OpCall = Field(default_factory=_default_g)
+        growth: int = Field(gt=0, description="channels appended (DenseFlow's growth rate)")
+        net: OpCall = Field(default_factory=_default_g, description=(
+            "the g-network computing (mu, log sigma) from the earlier representations of the block"))
 
     def _io(self, a, shape, env):
         need_image(shape, self.name)
@@ -50,8 +56,13 @@ class CrossUnit(Op):
     def macs(self, a, shape, env):
         return get(a.net.op).net_macs(a.net.args, self._io(a, shape, env))
 
-    def reads(self, a, shape):
-        return "earlier representations of the block (forward only)"
+    def joined(self, a, s, added):
+        """cat(x, e'): e' = mu + sigma * e is Gaussian, so every value is possible."""
+        return join(s, REAL)
+
+    def inverse_image(self, a, s):
+        """The inverse drops e': the kept channels are what it was given."""
+        return s
 
 
 @register
@@ -60,13 +71,18 @@ class InputAugment(Op):
     channels at the data's resolution, concatenated after x (vflow run_cifar10.py:226-230);
     the ELBO gains -log q(z | x). The inverse keeps the first C channels."""
 
+    summary = "VFlow input augmentation: append `channels` channels z ~ q(z | x) to the data"
+    equation = "VFlow (Chen et al. 2020) eq. 4-7; vflow run_cifar10.py:226-230"
+    shape_rule = ("C x H x W -> (C + channels) x H x W (vectors: D -> D + channels); q's flow must end at channels x H "
+                  "x W")
+
     name = "input"
     role = AUGMENT
     layer = "augflow_dsl.layers.augment:InputAugment"
 
     class Args(OpArgs):
-        channels: int = Field(gt=0)
-        q: QFlow
+        channels: int = Field(gt=0, description="channels of z appended to the data (VFlow's D_Z)")
+        q: QFlow = Field(description="the q-network q(z | x) that samples z, defined with 'q NAME: ...'")
 
     def out_shape(self, a, shape, env):
         if len(shape) == 3:
@@ -82,5 +98,10 @@ class InputAugment(Op):
             n *= s
         return n
 
-    def reads(self, a, shape):
-        return "the data x (through q's context net)"
+    def joined(self, a, s, added):
+        """cat(x, z): x's set and q's sample's set together."""
+        return join(s, added)
+
+    def inverse_image(self, a, s):
+        """The inverse keeps the first C channels: what it was given."""
+        return s

@@ -8,6 +8,7 @@ from pydantic import Field
 from .blocks import dense_block_macs, dense_block_params, gated_resnet_macs, gated_resnet_params
 from .registry import CONTEXT, Op, OpArgs, OpShapeError, conv_macs, conv_params, register
 from .shapes import need_image
+from .supports import REAL, Integers
 
 
 @register
@@ -17,15 +18,28 @@ class GatedContext(Op):
     concatenated on channels (2C x H x W/2), 3x3 conv 2C -> F, ``blocks`` gated convs whose
     second conv is 3x3 (use_nin=False). Output F x H x W/2, the shape of a column half."""
 
+    summary = "Flow++ context net of a q-network: column split, 3x3 conv, gated convs"
+    equation = "Flow++ (Ho et al. 2019) Sec. 3.1.2; flowpp run_cifar.py:25-31"
+    shape_rule = "C x H x W -> filters x H x W/2 (W even), the shape of one half of a column split"
+
     name = "gated_context"
     role = CONTEXT
     layer = "augflow_dsl.layers.contexts:GatedContext"
 
     class Args(OpArgs):
-        filters: int = Field(default=32, gt=0)
-        blocks: int = Field(default=3, ge=0)
-        input: Literal["centered", "raw"] = "centered"
-        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+        filters: int = Field(default=32, gt=0, description="output channels F")
+        blocks: int = Field(default=3, ge=0, description="number of gated conv blocks")
+        input: Literal["centered", "raw"] = Field(default="centered", description=(
+            "centered: reads integer data as x / 2^bits - 0.5 (a dequantizer's r(u|x)); raw: reads x as given"))
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout rate inside the gated convs")
+
+    def domain(self, a, bits):
+        """``centered`` computes x / 2^bits - 0.5: it reads integer data of ``bits``; ``raw`` reads anything."""
+        return Integers(bits) if a.input == "centered" else REAL
+
+    def domain_fix(self, a):
+        return ("`input: centered` rescales integer data by its bit depth; a context that reads continuous "
+                "data (an input augmentation's q reads the dequantized x~) should be `gated_context(input: raw)`")
 
     def out_shape(self, a, shape, env):
         need_image(shape, self.name)
@@ -49,14 +63,27 @@ class DenseContext(Op):
     dense block C -> F (``depth`` layers, growth ``growth``, gated) at H x W, 2x2 stride-2 conv
     F -> F, dense block F -> F at H/2 x W/2. Output F x H/2 x W/2."""
 
+    summary = "DenseFlow context net of the dequantizer: dense blocks around a stride-2 conv"
+    equation = "DenseFlow (Grcic et al. 2021) Sec. 3; DenseFlow dequantization.py:46-61"
+    shape_rule = "C x H x W -> filters x H/2 x W/2 (H and W even)"
+
     name = "dense_context"
     role = CONTEXT
     layer = "augflow_dsl.layers.contexts:DenseContext"
 
     class Args(OpArgs):
-        filters: int = Field(default=64, gt=0)
-        depth: int = Field(default=4, gt=0)
-        growth: int = Field(default=16, gt=0)
+        filters: int = Field(default=64, gt=0, description="output channels F")
+        depth: int = Field(default=4, gt=0, description="layers of each dense block")
+        growth: int = Field(default=16, gt=0, description="channels each dense layer adds")
+
+    def domain(self, a, bits):
+        """2x / (2^bits - 1) - 1: it reads integer data of ``bits``."""
+        return Integers(bits)
+
+    def domain_fix(self, a):
+        return ("dense_context rescales integer data by its bit depth; a context that reads continuous data "
+                "(an input augmentation's q reads the dequantized x~) should be `gated_context(input: raw)` or "
+                "`data_context`")
 
     def out_shape(self, a, shape, env):
         need_image(shape, self.name)
@@ -81,6 +108,10 @@ class DenseContext(Op):
 class DataContext(Op):
     """The conditioning data itself as the context (no parameters): a conditional coupling's
     net reads cat(x1, x). Used by small conditional flows, e.g. VFlow's toy q(z | x)."""
+
+    summary = "the conditioning data itself as a q-network's context (no parameters)"
+    equation = "VFlow (Chen et al. 2020) Sec. 5 (toy q(z | x))"
+    shape_rule = "the data's shape, unchanged"
 
     name = "data_context"
     role = CONTEXT

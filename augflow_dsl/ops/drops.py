@@ -3,30 +3,47 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from .registry import DROP, Op, OpArgs, OpShapeError, conv_macs, conv_params, register
 from .reshape import Order, squeezed
 from .shapes import numel, spatial
 
 
+class _Drop(Op):
+    """Kept and dropped parts are elements of the input: both lie in its set. The inverse puts the
+    prior's sample (R) back, so it returns R."""
+
+    role = DROP
+
+    def image(self, a, s):
+        return s
+
+
 def _kept(shape):
     c = shape[0]
     if c < 2 or c % 2:
-        raise OpShapeError(f"dropping half the channels needs an even channel count; got {c}")
+        raise OpShapeError(f"dropping half the channels needs an even channel count; got {c}; drop where the "
+                           f"channel count is even (after a squeeze, or augment to an even count)")
     return (c // 2, *shape[1:])
 
 
 @register
-class SqueezeAndDrop(Op):
+class SqueezeAndDrop(_Drop):
     """DenseFlow's transition (flow_modules.py:47-65): squeeze C x H x W -> 4C x H/2 x W/2, keep
     the first 2C channels, score the last 2C with a fixed N(0, I). Example: 62x16x16 -> keep
     124x8x8, drop 7,936 dims."""
+
+    summary = "DenseFlow transition: squeeze, keep half the channels, send the rest to N(0, I)"
+    equation = "DenseFlow (Grcic et al. 2021) Sec. 2.3; DenseFlow flow_modules.py:47-65"
+    shape_rule = "C x H x W -> 2C x H/2 x W/2 kept (H and W even), 2C x H/2 x W/2 dropped"
 
     name = "squeeze_and_drop"
     role = DROP
     layer = "augflow_dsl.layers.drops:SqueezeAndDrop"
 
     class Args(OpArgs):
-        order: Order = "channel_major"
+        order: Order = Field(default="channel_major", description="channel order of the squeeze (see squeeze)")
 
     def out_shape(self, a, shape, env):
         return _kept(squeezed(shape))
@@ -36,17 +53,23 @@ class SqueezeAndDrop(Op):
 
 
 @register
-class FactorOut(Op):
+class FactorOut(_Drop):
     """Glow/RealNVP multi-scale factor-out (RealNVP Sec. 3.6): keep the first C/2 channels, score
     the rest with N(0, I) (``prior: normal``) or with a Gaussian whose mean and log-std come from
     a zero-initialised 3x3 conv of the kept half (``prior: conditional``, Glow's split prior)."""
+
+    summary = "multi-scale factor-out: keep half the channels, score the rest with a prior"
+    equation = "RealNVP (Dinh et al. 2017) Sec. 3.6; Glow (Kingma & Dhariwal 2018) split prior"
+    shape_rule = "C x H x W -> C/2 x H x W kept (C even), C/2 x H x W dropped"
 
     name = "factor_out"
     role = DROP
     layer = "augflow_dsl.layers.drops:FactorOut"
 
     class Args(OpArgs):
-        prior: Literal["normal", "conditional"] = "normal"
+        prior: Literal["normal", "conditional"] = Field(default="normal", description=(
+            "normal: N(0, I); conditional: a Gaussian whose mean and log-std come from a 3x3 conv of the kept half "
+            "(Glow)"))
 
     def out_shape(self, a, shape, env):
         return _kept(shape)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from .registry import BIJECTION, Op, OpArgs, register
 from .shapes import halves, spatial
 
@@ -19,15 +21,23 @@ class Conv1x1(Op):
     Cost: C^2 MACs per position; forming W and its determinant, O(C^3), once per batch.
     """
 
+    summary = "invertible 1x1 convolution, LU or full weight (Glow)"
+    equation = "Glow (Kingma & Dhariwal 2018) eq. 9-10, Sec. 3.2; DenseFlow conv1x1.py:29-84; Flow++ flows.py:368-420"
+    shape_rule = "shape unchanged; `split: channels` needs C even, `split: columns` W even"
+
     name = "conv1x1"
     role = BIJECTION
     layer = "augflow_dsl.layers.linear:Conv1x1"
 
     class Args(OpArgs):
-        param: Literal["lu", "full"] = "lu"
-        split: Literal["none", "channels", "columns"] = "none"
-        init: Literal["orthogonal", "identity"] = "orthogonal"
-        noise: float = 0.0
+        param: Literal["lu", "full"] = Field(default="lu", description=(
+            "lu: W = P L (U + diag(s)) (Glow Sec. 3.2); full: W itself with slogdet (DenseFlow code)"))
+        split: Literal["none", "channels", "columns"] = Field(default="none", description=(
+            "none, or one matrix per half of a channel or even/odd-column split (Flow++ code)"))
+        init: Literal["orthogonal", "identity"] = Field(default="orthogonal", description=(
+            "orthogonal: a random rotation; identity: W = I"))
+        noise: float = Field(default=0.0, description=(
+            "standard deviation of noise added to the initial weight (0: none)"))
 
     def _mat(self, a, shape):
         if a.split == "none":

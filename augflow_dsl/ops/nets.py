@@ -13,7 +13,6 @@ from pydantic import Field
 from .blocks import dense_block_macs, dense_block_params, gated_resnet_macs, gated_resnet_params
 from .registry import NetOp, OpArgs, OpShapeError, conv_macs, conv_params, register
 
-Pos = Field(gt=0)
 
 
 def _image(io, name):
@@ -26,12 +25,16 @@ class MLP(NetOp):
     """Fully connected net for vector data: Linear -> ReLU, ``layers`` hidden layers of
     ``hidden`` units, zero-initialised output layer (VFlow Sec. 5: 2 hidden layers x 50)."""
 
+    summary = "fully connected coupling net for vector data"
+    equation = "VFlow (Chen et al. 2020) Sec. 5 (2 hidden layers of 50)"
+    shape_rule = "vector data only: (in + context) features -> hidden -> ... -> out features"
+
     name = "mlp"
     layer = "augflow_dsl.layers.nets:MLP"
 
     class Args(OpArgs):
-        hidden: int = Pos
-        layers: int = Field(default=2, gt=0)
+        hidden: int = Field(gt=0, description="units per hidden layer")
+        layers: int = Field(default=2, gt=0, description="number of hidden layers")
 
     def check_io(self, a, io):
         if io.h != 0:
@@ -52,11 +55,15 @@ class GlowNet(NetOp):
     """Glow's coupling net (Kingma & Dhariwal 2018, Sec. 3.3): 3x3 conv -> ReLU -> 1x1 conv
     -> ReLU -> zero-initialised 3x3 conv, ``filters`` wide, biases throughout."""
 
+    summary = "Glow's coupling net: 3x3 conv, 1x1 conv, zero-initialised 3x3 conv"
+    equation = "Glow (Kingma & Dhariwal 2018) Sec. 3.3"
+    shape_rule = "images only: (in + context) x H x W -> filters -> out x H x W"
+
     name = "glow_net"
     layer = "augflow_dsl.layers.nets:GlowNet"
 
     class Args(OpArgs):
-        filters: int = Pos
+        filters: int = Field(gt=0, description="width of the hidden convolutions")
 
     def check_io(self, a, io):
         _image(io, self.name)
@@ -76,12 +83,16 @@ class ResNet(NetOp):
     residual blocks [3x3 conv -> BatchNorm -> ReLU -> 3x3 conv -> BatchNorm, + x, ReLU],
     zero-initialised 3x3 conv F -> out."""
 
+    summary = "RealNVP's residual coupling net"
+    equation = "RealNVP (Dinh et al. 2017) Sec. 4.1"
+    shape_rule = "images only: (in + context) x H x W -> filters -> out x H x W"
+
     name = "resnet"
     layer = "augflow_dsl.layers.nets:ResNet"
 
     class Args(OpArgs):
-        filters: int = Pos
-        blocks: int = Field(default=8, ge=0)
+        filters: int = Field(gt=0, description="width of the residual blocks")
+        blocks: int = Field(default=8, ge=0, description="number of residual blocks")
 
     def check_io(self, a, io):
         _image(io, self.name)
@@ -106,15 +117,21 @@ class ConvAttention(NetOp):
     (+ 2*context*F + F with a context). The reference's data-dependent init of the convs adds no
     parameters; here the last conv starts at zero instead (the reference starts it at std 0.1)."""
 
+    summary = "Flow++ coupling net: gated convs and multi-head self-attention"
+    equation = "Flow++ (Ho et al. 2019) Sec. 3.3; flowpp flows.py:488-498"
+    shape_rule = "images only: in x H x W -> filters -> out x H x W; filters divisible by heads"
+
     name = "conv_attention"
     layer = "augflow_dsl.layers.nets:ConvAttention"
 
     class Args(OpArgs):
-        filters: int = Pos
-        blocks: int = Field(default=10, ge=0)
-        heads: int = Field(default=4, gt=0)
-        dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-        position: Literal["learned", "none"] = "learned"
+        filters: int = Field(gt=0, description="width F of the convolutions and attention")
+        blocks: int = Field(default=10, ge=0, description="number of [gated conv, norm, attention, norm] blocks")
+        heads: int = Field(default=4, gt=0, description="attention heads (must divide filters)")
+        dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description=(
+            "dropout rate inside the gated convs and attention"))
+        position: Literal["learned", "none"] = Field(default="learned", description=(
+            "learned: an F x H x W position embedding added before attention; none: no embedding"))
 
     def check_io(self, a, io):
         _image(io, self.name)
@@ -147,17 +164,24 @@ class DenseAttention(NetOp):
     permute, so tokens are runs of one channel's pixels; landmark means / sqrt(HW); softmax over
     dim -2), which importing the authors' weights needs. Same parameters either way."""
 
+    summary = "DenseFlow coupling net: dense block and Nystrom attention, fused"
+    equation = "DenseFlow (Grcic et al. 2021) Sec. 2.4; DenseFlow densenet.py:81-112"
+    shape_rule = ("images only: (in + context) x H x W -> project -> out x H x W; embed divisible by heads; H*W "
+                  "divisible by landmarks")
+
     name = "dense_attention"
     layer = "augflow_dsl.layers.nets:DenseAttention"
 
     class Args(OpArgs):
-        project: int = Pos
-        depth: int = Field(default=7, gt=0)
-        growth: int = Field(default=64, gt=0)
-        heads: int = Field(default=1, gt=0)
-        landmarks: int = Field(default=4, gt=0)
-        embed: int | None = None
-        tokens: Literal["spatial", "channel_runs"] = "spatial"
+        project: int = Field(gt=0, description="channels P of the 1x1 input projection")
+        depth: int = Field(default=7, gt=0, description="layers of the dense block")
+        growth: int = Field(default=64, gt=0, description="channels each dense layer adds")
+        heads: int = Field(default=1, gt=0, description="attention heads (must divide embed)")
+        landmarks: int = Field(default=4, gt=0, description="Nystrom landmarks (must divide H*W)")
+        embed: int | None = Field(default=None, description="attention embedding width; none: project / 2")
+        tokens: Literal["spatial", "channel_runs"] = Field(
+            default="spatial", description="spatial: tokens are pixels (the paper); channel_runs: the DenseFlow "
+                                           "code's reshape without a permute (runs of one channel), for its weights")
 
     def _e(self, a):
         return a.embed if a.embed is not None else a.project // 2
@@ -193,14 +217,18 @@ class Dense(NetOp):
     conv (C + context) -> mid, a dense block (``depth`` layers, growth ``growth``, gated) with a
     residual around it, zero-initialised 1x1 conv mid -> out."""
 
+    summary = "DenseFlow's conditional coupling net of the dequantizer: a residual dense block"
+    equation = "DenseFlow (Grcic et al. 2021) Sec. 3; DenseFlow dequantization.py:11-39"
+    shape_rule = "images only: (in + context) x H x W -> mid -> out x H x W"
+
     name = "dense"
     layer = "augflow_dsl.layers.nets:Dense"
 
     class Args(OpArgs):
-        mid: int = Pos
-        depth: int = Field(default=4, gt=0)
-        growth: int = Field(default=64, gt=0)
-        residual: bool = True
+        mid: int = Field(gt=0, description="channels of the 1x1 projection and of the dense block's output")
+        depth: int = Field(default=4, gt=0, description="layers of the dense block")
+        growth: int = Field(default=64, gt=0, description="channels each dense layer adds")
+        residual: bool = Field(default=True, description="add the projection's output back after the dense block")
 
     def check_io(self, a, io):
         _image(io, self.name)
@@ -220,14 +248,22 @@ class CrossUnitNet(NetOp):
     """DenseFlow's g-network (flow_modules.py:31-44): 3x3 conv Cin -> expansion*Cin -> ReLU ->
     zero-initialised 1x1 conv -> 2*growth (mu, then the raw log-scale)."""
 
+    summary = "DenseFlow's g-network of a cross-unit coupling"
+    equation = "DenseFlow (Grcic et al. 2021) eq. 7; DenseFlow flow_modules.py:31-44"
+    shape_rule = "images only: in x H x W -> expansion * in -> 2 growth x H x W"
+
     name = "cross_unit_net"
     layer = "augflow_dsl.layers.nets:CrossUnitNet"
 
     class Args(OpArgs):
-        expansion: int = Field(default=4, gt=0)
+        expansion: int = Field(default=4, gt=0, description="hidden channels as a multiple of the input channels")
 
     def check_io(self, a, io):
         _image(io, self.name)
+        if io.context:  # layers/nets.py CrossUnitNet has no context input
+            raise OpShapeError(f"cross_unit_net reads no context, but this coupling's q hands it {io.context} "
+                               f"context channels; use a net that reads one (glow_net, resnet, conv_attention, "
+                               f"dense, dense_attention)")
 
     def net_params(self, a, io):
         hid = a.expansion * io.c_in

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from .registry import BIJECTION, Op, OpArgs, register
 from .shapes import halves, is_image, numel
 
@@ -18,13 +20,19 @@ class ActNorm(Op):
     halves partition the elements, so the count is the same either way.
     """
 
+    summary = "activation normalisation with data-dependent init (Glow), per channel or per element"
+    equation = "Glow (Kingma & Dhariwal 2018) Sec. 3.1; DenseFlow actnorm.py; Flow++ flows.py:328-365"
+    shape_rule = "shape unchanged; `split: channels` needs C even, `split: columns` W even"
+
     name = "actnorm"
     role = BIJECTION
     layer = "augflow_dsl.layers.normalize:ActNorm"
 
     class Args(OpArgs):
-        per: Literal["channel", "element"] = "channel"
-        split: Literal["none", "channels", "columns"] = "none"
+        per: Literal["channel", "element"] = Field(default="channel", description=(
+            "channel: one (log s, b) per channel (Glow, DenseFlow); element: one per element (Flow++)"))
+        split: Literal["none", "channels", "columns"] = Field(default="none", description=(
+            "none, or keep a separate (log s, b) for each half of a channel or even/odd-column split"))
 
     def out_shape(self, a, shape, env):
         if a.split != "none":

@@ -9,7 +9,11 @@ An op definition declares, in one place:
 * its shape rule, parameter formula and multiply-accumulate formula, all pure Python,
   so that ``check`` never imports torch;
 * ``layer``: the dotted path of the torch module that implements it, imported lazily by
-  :mod:`augflow_dsl.compiler`.
+  :mod:`augflow_dsl.compiler`;
+* its documentation: ``summary`` (one line), the class docstring (what it computes),
+  ``shape_rule`` (in words), ``equation`` (the paper / reference code it implements) and a
+  ``description`` on each argument's Field; :mod:`.reference` renders them
+  (``augflow-dsl ops``, docs/ops.md).
 
 The graph builder, the cost report and the compiler read these definitions; adding an
 op touches neither the grammar nor any if-chain.
@@ -18,9 +22,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
+
+from .regions import Region
+from .supports import REAL, Support
 
 Shape = tuple[int, ...]
 
@@ -40,9 +47,22 @@ class OpShapeError(ValueError):
 
 
 class OpArgs(BaseModel):
-    """Base of every op's argument schema: no unknown arguments, values frozen."""
+    """Base of every op's argument schema: no unknown arguments, values frozen. The language's
+    ``none`` (None) is read as the choice "none" where a Literal argument offers it
+    (``actnorm(split: none)``, ``conv_attention(position: none)``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_choice(cls, data):
+        if isinstance(data, dict):
+            for k, v in data.items():
+                info = cls.model_fields.get(k)
+                if v is None and info is not None and get_origin(info.annotation) is Literal \
+                        and "none" in get_args(info.annotation):
+                    data = {**data, k: "none"}
+        return data
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,6 +126,8 @@ class Op:
     role: ClassVar[str]
     Args: ClassVar[type[OpArgs]] = OpArgs
     layer: ClassVar[str | None] = None
+    equation: ClassVar[str] = ""    # the paper equation / reference file:line it implements
+    shape_rule: ClassVar[str] = ""  # its shape rule in words (out_shape is the rule itself)
     summary: ClassVar[str] = ""
 
     # --- pure-Python rules -----------------------------------------------------------
@@ -126,13 +148,39 @@ class Op:
         """Conditioner nets this op owns, by slot name, with what each must compute."""
         return {}
 
-    def reads(self, a, shape: Shape) -> str:
-        """What part of the input the conditioner nets read (for the invertibility audit)."""
-        return "identity"
+    def reads(self, a, shape: Shape) -> Region:
+        """The region of its input the op's conditioner nets read (default: all of it)."""
+        return Region.whole(shape)
 
-    def passthrough(self, a, shape: Shape) -> str | None:
-        """The part of the input a bijection leaves unchanged (coupling identity half)."""
+    def unchanged(self, a, shape: Shape) -> Region | None:
+        """The region of its input the op hands on unchanged (a coupling's identity part);
+        None when it changes every element. The audit demands ``reads`` within it."""
         return None
+
+    # --- supports (ops/supports.py): the sets inputs and outputs lie in ------------------
+    def domain(self, a, bits: int | None) -> Support:
+        """The set the op's input must lie in (``bits``: the data's bit depth)."""
+        return REAL
+
+    def image(self, a, s: Support) -> Support:
+        """The set the output lies in when the input lies in ``s`` (a superset is fine)."""
+        return REAL
+
+    def inverse_domain(self, a) -> Support:
+        """The set the op's inverse accepts (the sampling direction meets it)."""
+        return REAL
+
+    def inverse_image(self, a, s: Support) -> Support:
+        """The set the inverse returns when its input lies in ``s``."""
+        return REAL
+
+    def domain_fix(self, a) -> str:
+        """What to change when the input leaves ``domain`` (for the error message)."""
+        return f"give '{self.name}' an input inside its domain"
+
+    def inverse_fix(self, a) -> str:
+        """What to change when, sampling, the inverse's input leaves ``inverse_domain``."""
+        return f"'{self.name}' cannot stand where its inverse meets values outside {self.inverse_domain(a)}"
 
     def dims_added(self, a, shape: Shape, env: OpEnv) -> int:
         return 0

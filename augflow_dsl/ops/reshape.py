@@ -16,7 +16,9 @@ def squeezed(shape, factor: int = 2):
     c, h, w = shape
     if h % factor or w % factor:
         odd = "height" if h % factor else "width"
-        raise OpShapeError(f"squeeze by {factor}: {odd} {h if odd == 'height' else w} is not divisible by {factor}")
+        raise OpShapeError(f"squeeze by {factor}: {odd} {h if odd == 'height' else w} is not divisible by {factor}; "
+                           f"squeeze only where height and width are multiples of {factor} (fewer squeezes, or "
+                           f"another data shape)")
     return (c * factor * factor, h // factor, w // factor)
 
 
@@ -24,17 +26,32 @@ def unsqueezed(shape, factor: int = 2):
     need_image(shape, "unsqueeze")
     c, h, w = shape
     if c % (factor * factor):
-        raise OpShapeError(f"unsqueeze by {factor}: {c} channels are not divisible by {factor * factor}")
+        raise OpShapeError(f"unsqueeze by {factor}: {c} channels are not divisible by {factor * factor}; unsqueeze "
+                           f"only a tensor with a multiple of {factor * factor} channels (e.g. after a squeeze)")
     return (c // (factor * factor), h * factor, w * factor)
 
 
+class Rearrangement(Op):
+    """A bijection that only moves elements: its output (and its inverse's) lies in the set of its input."""
+
+    role = BIJECTION
+
+    def image(self, a, s):
+        return s
+
+    def inverse_image(self, a, s):
+        return s
+
+
 class _SqueezeArgs(OpArgs):
-    factor: int = Field(default=2, gt=1)
-    order: Order = "channel_major"
+    factor: int = Field(default=2, gt=1, description=(
+        "spatial block size: factor x factor positions become factor^2 channels"))
+    order: Order = Field(default="channel_major", description=(
+        "channel_major: input (c, 2h+i, 2w+j) -> channel 4c+2i+j (pixel_unshuffle); space_major: (2i+j)C+c (TF)"))
 
 
 @register
-class Squeeze(Op):
+class Squeeze(Rearrangement):
     """Space-to-depth (RealNVP Sec. 3.6): C x H x W -> 4C x H/2 x W/2.
 
     ``order: channel_major`` puts input (c, 2h+i, 2w+j) at channel 4c+2i+j (DenseFlow
@@ -42,6 +59,10 @@ class Squeeze(Op):
     space_to_depth, used by the Flow++ and VFlow code).
     Example: (3, 32, 32) -> (12, 16, 16).
     """
+
+    summary = "space-to-depth: C x H x W -> 4C x H/2 x W/2"
+    equation = "RealNVP (Dinh et al. 2017) Sec. 3.6; DenseFlow squeeze.py:98-109"
+    shape_rule = "C x H x W -> factor^2 C x H/factor x W/factor (H and W divisible by factor)"
 
     name = "squeeze"
     role = BIJECTION
@@ -56,8 +77,12 @@ class Squeeze(Op):
 
 
 @register
-class Unsqueeze(Op):
+class Unsqueeze(Rearrangement):
     """Depth-to-space, the inverse of squeeze with the same ``order``: 4C x H x W -> C x 2H x 2W."""
+
+    summary = "depth-to-space, the inverse of squeeze"
+    equation = "RealNVP (Dinh et al. 2017) Sec. 3.6"
+    shape_rule = "C x H x W -> C/factor^2 x factor H x factor W (C divisible by factor^2)"
 
     name = "unsqueeze"
     role = BIJECTION
@@ -72,16 +97,21 @@ class Unsqueeze(Op):
 
 
 @register
-class Swap(Op):
+class Swap(Rearrangement):
     """Exchange the two parts of a split (DenseFlow channel_switch.py: cat(x2, x1); Flow++
     TupleFlip). For an odd channel count the first ceil(C/2) channels move to the end."""
+
+    summary = "exchange the two parts of a split"
+    equation = "DenseFlow channel_switch.py; Flow++ TupleFlip"
+    shape_rule = "shape unchanged; channels: C >= 2; columns: W even"
 
     name = "swap"
     role = BIJECTION
     layer = "augflow_dsl.layers.reshape:Swap"
 
     class Args(OpArgs):
-        split: Literal["channels", "columns"] = "channels"
+        split: Literal["channels", "columns"] = Field(default="channels", description=(
+            "the split whose two parts are exchanged: channels or columns"))
 
     def out_shape(self, a, shape, env):
         halves(a.split, shape)

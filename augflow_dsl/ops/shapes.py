@@ -22,7 +22,8 @@ def is_image(shape: Shape) -> bool:
 
 def need_image(shape: Shape, what: str) -> None:
     if not is_image(shape):
-        raise OpShapeError(f"{what} needs an image (C, H, W); got {fmt(shape)}")
+        raise OpShapeError(f"{what} needs an image (C, H, W); got {fmt(shape)}"
+                           + ("; use `split: channels` for vector data" if "split" in what else ""))
 
 
 def fmt(shape: Shape) -> str:
@@ -41,22 +42,28 @@ def halves(split: str, shape: Shape, equal: bool = False) -> tuple[Shape, Shape]
     if split == "channels":
         c = shape[0]
         if c < 2:
-            raise OpShapeError(f"a channel split needs at least 2 channels; got {c}")
+            raise OpShapeError(f"a channel split needs at least 2 channels; got {c}"
+                               + ("; use `split: columns` or `split: checkerboard`, or squeeze first (4x the "
+                                  "channels)" if is_image(shape) else "; vector data needs at least 2 features"))
         if equal and c % 2:
-            raise OpShapeError(f"a channel split into equal halves needs an even channel count; got {c}")
+            raise OpShapeError(f"a channel split into equal halves needs an even channel count; got {c}"
+                               + ("; use `split: columns`, or make the channel count even (squeeze first, or "
+                                  "augment to an even count)" if is_image(shape) else "; use an even number of "
+                                  "features (augment: input(channels: ...) can add one)"))
         c1 = (c + 1) // 2
         return (c1, *shape[1:]), (c - c1, *shape[1:])
     if split == "columns":
         need_image(shape, "a column split")
         c, h, w = shape
         if w % 2:
-            raise OpShapeError(f"a column split needs an even width; width {w} is odd")
+            raise OpShapeError(f"a column split needs an even width; width {w} is odd; use `split: channels`")
         return (c, h, w // 2), (c, h, w // 2)
     if split == "checkerboard":
         need_image(shape, "a checkerboard split")
         c, h, w = shape
         if h * w < 2:
-            raise OpShapeError(f"a checkerboard split needs at least 2 positions; got {h}x{w}")
+            raise OpShapeError(f"a checkerboard split needs at least 2 positions; got {h}x{w}; use "
+                               f"`split: channels`")
         return shape, shape
     raise OpShapeError(f"unknown split '{split}'")
 

@@ -6,6 +6,11 @@ other bare name is a *symbol* (an enum value such as ``columns``), which the op 
 schemas accept or refuse. ``n * x`` with ``n`` an integer and ``x`` an op, a module or a
 list repeats ``x``; between numbers it multiplies. Every error is a SpecError located at
 the offending node.
+
+Independent errors are all reported: a failing list item, mapping value, argument, variable
+or top-level entry is recorded and stands in as ``_BAD``, which everything built from it
+becomes too, silently (one mistake, one message); at the end one SpecError (or a SpecErrors
+for several) is raised, sorted by position. Limits (expansion, nesting) stop at once.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .. import ops as _ops  # noqa: F401  (registers every op)
+from ..errors import SpecErrors, all_errors, closest
 from ..errors import Diagnostics, Loc, Source, SpecError, did_you_mean
 from ..ops.registry import COMPOSITE, REGISTRY, OpCall, QFlow
 from . import ast
@@ -30,6 +36,26 @@ CONSTANTS = {"true": True, "false": False, "none": None}
 MAX_EXPANSION = 100_000  # ops produced by repetition, to refuse `1000000 * glow`
 MAX_DEPTH = 50
 _FLOW_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+
+
+class _Bad:
+    """The value of something whose error is already recorded."""
+
+    def __repr__(self) -> str:
+        return "<error>"
+
+
+_BAD = _Bad()
+
+
+class _Reported(Exception):
+    """Raised where going on needs a value whose error is already recorded (no new message)."""
+
+
+def _fatal(e: SpecError) -> SpecError:
+    """Mark an error that ends the evaluation at once (a limit: going on would only repeat it)."""
+    e.fatal = True
+    return e
 
 
 class Symbol(str):
@@ -89,29 +115,77 @@ class Evaluator:
         self.entries: dict[str, ast.Entry] = {}
         self._expanded = 0
         self._stack: list[str] = []
+        self.errors: list[SpecError] = []
+        self._seen: set[tuple] = set()
+        self._broken: set[str] = set()  # names of definitions refused by _collect (uses stay silent)
+        self._misspelt: set[str] = set()  # keys an unknown key was probably meant to be
 
     # -------------------------------------------------------------- top level
     def run(self) -> Spec:
+        """The typed spec; raises a SpecError, or a SpecErrors holding every independent error."""
         if not self.doc.entries:
             raise SpecError("the spec is empty: it needs at least 'flow:', 'data:' and 'stages:'", Loc(1, 1))
-        self._collect()
-        self._variables()
+        try:
+            spec = self._run()
+        except SpecError as e:  # a fatal one (a limit), or one the guards let through
+            self._record(e)
+            spec = None
+        except _Reported:
+            spec = None
+        if self.errors:
+            errors = sorted(self.errors, key=lambda e: (e.line or 0, e.column or 0))
+            raise errors[0] if len(errors) == 1 else SpecErrors(errors)
+        if spec is None:  # every failure records an error first; this guards that promise
+            raise SpecError("the spec could not be evaluated", Loc(1, 1))
+        return spec
+
+    def _record(self, e: SpecError) -> None:
+        for x in all_errors(e):
+            key = (x.line, x.column, x.message)
+            if key not in self._seen:
+                self._seen.add(key)
+                self.errors.append(x)
+
+    def _guard(self, fn, *args, **kwargs) -> Any:
+        """``fn(*args)``, or _BAD after recording its error (fatal errors go on up)."""
+        try:
+            return fn(*args, **kwargs)
+        except _Reported:
+            return _BAD
+        except SpecError as e:
+            if getattr(e, "fatal", False):
+                raise
+            self._record(e)
+            return _BAD
+
+    def _flow_name(self) -> str:
         name_entry = self._need("flow")
         if isinstance(name_entry.value, ast.Str):
-            name = name_entry.value.value
-        else:
-            name = name_entry.text or self._plain(name_entry.value, "flow")
-            if not _FLOW_NAME.fullmatch(name):
-                raise SpecError(f"'flow' must be a name such as denseflow-74-10; got '{name}' "
-                                f"(quote a name with other characters: flow: \"...\")", name_entry.value.loc)
-        data = self._data()
+            return name_entry.value.value
+        name = name_entry.text or self._plain(name_entry.value, "flow")
+        if not _FLOW_NAME.fullmatch(name):
+            raise SpecError(f"'flow' must be a name such as denseflow-74-10; got '{name}' "
+                            f"(quote a name with other characters: flow: \"...\")", name_entry.value.loc)
+        return name
+
+    def _stages(self) -> list:
         stages = self._op_list(self._need("stages").value, _Scope(), "stages")
         if not stages:
             raise SpecError("'stages' is empty: a flow needs at least one layer", self._need("stages").loc)
-        dequant = self._optional_op("dequantize")
-        augment = self._optional_op("augment")
-        prior = self._optional_op("prior") or OpCall("normal", REGISTRY["normal"].Args())
-        train = self._train()
+        return stages
+
+    def _run(self) -> Spec | None:
+        self._collect()
+        self._variables()
+        name = self._guard(self._flow_name)
+        data = self._guard(self._data)
+        stages = self._guard(self._stages)
+        dequant = self._guard(self._optional_op, "dequantize")
+        augment = self._guard(self._optional_op, "augment")
+        prior = self._guard(self._optional_op, "prior") or OpCall("normal", REGISTRY["normal"].Args())
+        train = self._guard(self._train)
+        if self.errors:
+            return None
         for d in self.defs.values():
             if not d.used:
                 self.diag.warn(f"{d.kind} '{d.name}' is defined but never used", d.loc)
@@ -127,37 +201,45 @@ class Evaluator:
 
     def _collect(self) -> None:
         for e in self.doc.entries:
-            h = e.head
-            if h.name is not None:
-                if h.first not in DEF_KINDS:
-                    raise SpecError(f"unknown kind of definition '{h.first}'"
-                                    f"{did_you_mean(h.first, DEF_KINDS)}; definitions are: "
-                                    + ", ".join(DEF_KINDS), e.loc)
-                if h.name in self.defs:
-                    first = self.defs[h.name].loc
-                    raise SpecError(f"duplicate definition '{h.name}' (first defined at line "
-                                    f"{first.line if first else '?'})", e.loc)
-                if h.name in REGISTRY:
-                    raise SpecError(f"definition '{h.name}' has the name of a built-in op; choose another name",
-                                    e.loc)
-                if h.params is not None and len(set(h.params)) != len(h.params):
-                    raise SpecError(f"{h.first} '{h.name}' repeats a parameter name", e.loc)
-                self.defs[h.name] = _Def(h.first, h.name, h.params, e.value, e.loc)
-            else:
-                if h.first in DEF_KINDS:
-                    raise SpecError(f"'{h.first}' needs a name: write '{h.first} NAME: ...'", e.loc)
-                if h.params is not None:
-                    raise SpecError(f"'{h.first}' takes no parameters", e.loc)
-                if h.first not in TOP_KEYS:
-                    raise SpecError(f"unknown key '{h.first}'{did_you_mean(h.first, TOP_KEYS + DEF_KINDS)}; "
-                                    f"the keys are: {', '.join(TOP_KEYS)}", e.loc)
-                if h.first in self.entries:
-                    raise SpecError(f"duplicate key '{h.first}' (first at line {self.entries[h.first].loc.line})",
-                                    e.loc)
-                self.entries[h.first] = e
+            self._guard(self._collect_one, e)
+
+    def _collect_one(self, e: ast.Entry) -> None:
+        h = e.head
+        if h.name is not None:
+            if h.first not in DEF_KINDS:
+                self._broken.add(h.name)
+                raise SpecError(f"unknown kind of definition '{h.first}'"
+                                f"{did_you_mean(h.first, DEF_KINDS)}; definitions are: "
+                                + ", ".join(DEF_KINDS), e.loc)
+            if h.name in self.defs:
+                first = self.defs[h.name].loc
+                raise SpecError(f"duplicate definition '{h.name}' (first defined at line "
+                                f"{first.line if first else '?'})", e.loc)
+            if h.name in REGISTRY:
+                raise SpecError(f"definition '{h.name}' has the name of a built-in op; choose another name",
+                                e.loc)
+            if h.params is not None and len(set(h.params)) != len(h.params):
+                self._broken.add(h.name)
+                raise SpecError(f"{h.first} '{h.name}' repeats a parameter name", e.loc)
+            self.defs[h.name] = _Def(h.first, h.name, h.params, e.value, e.loc)
+        else:
+            if h.first in DEF_KINDS:
+                raise SpecError(f"'{h.first}' needs a name: write '{h.first} NAME: ...'", e.loc)
+            if h.params is not None:
+                raise SpecError(f"'{h.first}' takes no parameters", e.loc)
+            if h.first not in TOP_KEYS:
+                self._misspelt.update(closest(h.first, TOP_KEYS))
+                raise SpecError(f"unknown key '{h.first}'{did_you_mean(h.first, TOP_KEYS + DEF_KINDS)}; "
+                                f"the keys are: {', '.join(TOP_KEYS)}", e.loc)
+            if h.first in self.entries:
+                raise SpecError(f"duplicate key '{h.first}' (first at line {self.entries[h.first].loc.line})",
+                                e.loc)
+            self.entries[h.first] = e
 
     def _need(self, key: str) -> ast.Entry:
         if key not in self.entries:
+            if key in self._misspelt:  # 'stagse:' was reported; 'no stages' would say it again
+                raise _Reported
             raise SpecError(f"the spec has no '{key}:' entry", Loc(1, 1))
         return self.entries[key]
 
@@ -170,36 +252,46 @@ class Evaluator:
         entry = self.entries.get("let")
         pairs: tuple[ast.Pair, ...] = ()
         if entry is not None:
-            if not isinstance(entry.value, ast.MapLit):
-                raise SpecError("'let' must be a mapping of names to values, e.g. let: {growth: 10}",
-                                entry.value.loc)
+            if not isinstance(entry.value, ast.MapLit):  # fatal: every use of a variable would fail
+                raise _fatal(SpecError("'let' must be a mapping of names to values, e.g. let: {growth: 10}",
+                                       entry.value.loc))
             pairs = entry.value.pairs
         seen: dict[str, ast.Pair] = {}
         for p in pairs:
-            if p.key in seen:
-                raise SpecError(f"variable '{p.key}' is defined twice", p.loc)
-            if p.key in self.defs:
-                raise SpecError(f"variable '{p.key}' has the name of a {self.defs[p.key].kind} definition", p.loc)
-            if p.key in CONSTANTS:
-                raise SpecError(f"'{p.key}' is a constant and cannot be a variable", p.loc)
-            seen[p.key] = p
+            self._guard(self._declare, p, seen)
         for key in self.overrides:
-            if key not in seen:
-                raise SpecError(f"override of '{key}': the spec defines no variable '{key}'"
-                                f"{did_you_mean(key, seen)}"
-                                + (f"; its variables are: {', '.join(seen)}" if seen else "; it has no 'let'"),
-                                entry.loc if entry else Loc(1, 1))
+            self._guard(self._check_override, key, seen, entry)
         for key, p in seen.items():
-            if key in self.overrides:
-                if not number_ok(self.overrides[key]):
-                    raise SpecError(f"override of '{key}': {self.overrides[key]!r} is not a finite number of at most "
-                                    f"{MAX_NUMBER:.0e}", entry.loc if entry else Loc(1, 1))
-                self.variables[key] = self.overrides[key]
-            else:
-                value = self.value(p.value, _Scope())
-                if not isinstance(value, (int, float, str, bool)) or value is None:
-                    raise SpecError(f"variable '{key}' must be a number, a name or a boolean", p.value.loc)
-                self.variables[key] = value
+            self.variables[key] = self._guard(self._variable, key, p, entry)
+
+    def _declare(self, p: ast.Pair, seen: dict[str, ast.Pair]) -> None:
+        if p.key in seen:
+            raise SpecError(f"variable '{p.key}' is defined twice", p.loc)
+        if p.key in self.defs:
+            raise SpecError(f"variable '{p.key}' has the name of a {self.defs[p.key].kind} definition", p.loc)
+        if p.key in CONSTANTS:
+            raise SpecError(f"'{p.key}' is a constant and cannot be a variable", p.loc)
+        seen[p.key] = p
+
+    def _check_override(self, key: str, seen: dict, entry) -> None:
+        if key not in seen:
+            raise SpecError(f"override of '{key}': the spec defines no variable '{key}'"
+                            f"{did_you_mean(key, seen)}"
+                            + (f"; its variables are: {', '.join(seen)}" if seen else "; it has no 'let'"),
+                            entry.loc if entry else Loc(1, 1))
+
+    def _variable(self, key: str, p: ast.Pair, entry) -> Any:
+        if key in self.overrides:
+            if not number_ok(self.overrides[key]):
+                raise SpecError(f"override of '{key}': {self.overrides[key]!r} is not a finite number of at most "
+                                f"{MAX_NUMBER:.0e}", entry.loc if entry else Loc(1, 1))
+            return self.overrides[key]
+        value = self.value(p.value, _Scope())
+        if value is _BAD:
+            return _BAD
+        if not isinstance(value, (int, float, str, bool)) or value is None:
+            raise SpecError(f"variable '{key}' must be a number, a name or a boolean", p.value.loc)
+        return value
 
     def _data(self) -> DataSpec:
         e = self._need("data")
@@ -218,23 +310,25 @@ class Evaluator:
         if e is None:
             return None
         v = self.value(e.value, _Scope())
-        v = self._as_op(v, e.value.loc, key)
-        return v
+        return self._as_op(v, e.value.loc, key)
 
     def _model(self, cls, raw: dict, node: ast.Node, what: str):
+        if any(_poisoned(v) for v, _ in raw.values()):
+            raise _Reported
         _no_bools(cls, {k: v for k, (v, _) in raw.items()}, {k: loc for k, (_, loc) in raw.items()},
                   f"'{what}': setting", node.loc)
         try:
             return cls.model_validate({k: v for k, (v, _) in raw.items()})
         except ValidationError as exc:
-            err = exc.errors()[0]
-            key = err["loc"][0] if err["loc"] else None
-            loc = raw[key][1] if key in raw else node.loc
-            if err["type"] == "extra_forbidden":
-                raise SpecError(f"'{what}' has no setting '{key}'{did_you_mean(str(key), cls.model_fields)}; "
-                                f"its settings are: {', '.join(cls.model_fields)}", loc) from None
-            msg = _pyd_msg(err)
-            raise SpecError(f"'{what}': " + (f"'{key}': " if key is not None else "") + msg, loc) from None
+            raise _one_per_key(exc, lambda err: self._setting_error(cls, err, raw, node, what)) from None
+
+    def _setting_error(self, cls, err: dict, raw: dict, node: ast.Node, what: str) -> SpecError:
+        key = err["loc"][0] if err["loc"] else None
+        loc = raw[key][1] if key in raw else node.loc
+        if err["type"] == "extra_forbidden":
+            return SpecError(f"'{what}' has no setting '{key}'{did_you_mean(str(key), cls.model_fields)}; "
+                             f"its settings are: {', '.join(cls.model_fields)}", loc)
+        return SpecError(f"'{what}': " + (f"'{key}': " if key is not None else "") + _pyd_msg(err), loc)
 
     # -------------------------------------------------------------- values
     def _mapping(self, node: ast.Node, scope: _Scope, what: str) -> dict[str, tuple[Any, Loc | None]]:
@@ -243,14 +337,15 @@ class Evaluator:
         out: dict[str, tuple[Any, Loc | None]] = {}
         for p in node.pairs:
             if p.key in out:
-                raise SpecError(f"'{p.key}' is given twice in '{what}'", p.loc)
-            out[p.key] = (self.value(p.value, scope), p.loc)
+                self._record(SpecError(f"'{p.key}' is given twice in '{what}'", p.loc))
+                continue
+            out[p.key] = (self._guard(self.value, p.value, scope), p.loc)
         return out
 
     def value(self, node: ast.Node, scope: _Scope, depth: int = 0) -> Any:
         """The value of an expression: a number, string, symbol, op, list of ops, q-network or mapping."""
         if depth > MAX_DEPTH:
-            raise SpecError("expression nested too deeply", node.loc)
+            raise _fatal(SpecError("expression nested too deeply", node.loc))
         d = depth + 1
         if isinstance(node, ast.Num):
             return node.value
@@ -263,13 +358,15 @@ class Evaluator:
         if isinstance(node, ast.ListLit):
             out: list = []
             for item in node.items:
-                v = self.value(item, scope, d)
+                v = self._guard(self.value, item, scope, d)
                 out.extend(v) if isinstance(v, list) and _is_ops(v) else out.append(v)
             return out
         if isinstance(node, ast.MapLit):
             return {k: v for k, (v, _) in self._mapping(node, scope, "mapping").items()}
         if isinstance(node, ast.Neg):
             v = self.value(node.operand, scope, d)
+            if v is _BAD:
+                return _BAD
             if not _is_num(v):
                 raise SpecError(f"cannot negate {_kind(v)}", node.loc)
             return -v
@@ -283,6 +380,8 @@ class Evaluator:
             return scope.locals[n]
         if n in self.variables:
             return self.variables[n]
+        if n in self._broken and not scope.plain:
+            return _BAD
         if n in self.defs and not scope.plain:
             d = self.defs[n]
             if d.params:
@@ -299,6 +398,8 @@ class Evaluator:
         n = node.name
         if n in scope.locals or n in self.variables:
             raise SpecError(f"'{n}' is a variable, not something that can be called", node.loc)
+        if n in self._broken:
+            return _BAD
         if n in self.defs:
             d = self.defs[n]
             params = d.params or ()
@@ -319,7 +420,7 @@ class Evaluator:
             return self._expand(d, bound, node.loc)
         if n in REGISTRY:
             return self._op(n, node.args, node.kwargs, node.loc, scope, depth)
-        raise SpecError(f"unknown op '{n}'{did_you_mean(n, list(REGISTRY) + list(self.defs))}", node.loc)
+        raise SpecError(f"unknown op '{n}'{self._op_hint(n)}", node.loc)
 
     def _expand(self, d: _Def, bound: dict[str, Any], loc: Loc | None) -> Any:
         d.used = True
@@ -333,7 +434,7 @@ class Evaluator:
             v = self.value(d.body, scope)
             if d.kind == "module":
                 v = v if isinstance(v, list) else [v]
-                v = [self._as_op(x, d.body.loc, f"module '{d.name}'") for x in v]
+                v = [self._guard(self._as_op, x, d.body.loc, f"module '{d.name}'") for x in v]
             elif d.kind == "net":
                 v = self._as_op(v, d.body.loc, f"net '{d.name}'")
             return v
@@ -345,16 +446,20 @@ class Evaluator:
         allowed = ("context", "flow", "base")
         for k, (_, loc) in raw.items():
             if k not in allowed:
-                raise SpecError(f"q '{d.name}' has no setting '{k}'{did_you_mean(k, allowed)}; "
-                                f"its settings are: {', '.join(allowed)}", loc)
+                self._record(SpecError(f"q '{d.name}' has no setting '{k}'{did_you_mean(k, allowed)}; "
+                                       f"its settings are: {', '.join(allowed)}", loc))
+        if "flow" not in raw and closest("flow", [k for k in raw if k not in allowed]):
+            raise _Reported  # 'flw:' was reported just above
         if "flow" not in raw:
             raise SpecError(f"q '{d.name}' needs a 'flow: [...]' list", d.loc)
         flow_v, flow_loc = raw["flow"]
-        flow = [self._as_op(x, flow_loc, f"q '{d.name}' flow") for x in (flow_v if isinstance(flow_v, list)
-                                                                        else [flow_v])]
+        flow = [self._guard(self._as_op, x, flow_loc, f"q '{d.name}' flow")
+                for x in (flow_v if isinstance(flow_v, list) else [flow_v])]
         ctx = self._as_op(raw["context"][0], raw["context"][1], f"q '{d.name}' context") if "context" in raw else None
         base = (self._as_op(raw["base"][0], raw["base"][1], f"q '{d.name}' base") if "base" in raw
                 else OpCall("normal", REGISTRY["normal"].Args(), d.loc))
+        if _poisoned(flow) or ctx is _BAD or base is _BAD:
+            return _BAD
         return QFlow(d.name, tuple(flow), base, ctx, d.loc)
 
     def _op(self, name: str, args, kwargs, loc, scope: _Scope, depth: int = 0) -> OpCall:
@@ -365,42 +470,46 @@ class Evaluator:
         plain = _Scope(scope.locals, scope.origin, plain=True)
         for kw in kwargs:
             if kw.key in given:
-                raise SpecError(f"argument '{kw.key}' of '{name}' is given twice", kw.loc)
-            given[kw.key] = self.value(kw.value, scope if _takes_ops(op, kw.key) else plain, depth)
+                self._record(SpecError(f"argument '{kw.key}' of '{name}' is given twice", kw.loc))
+                continue
+            given[kw.key] = self._guard(self.value, kw.value, scope if _takes_ops(op, kw.key) else plain, depth)
             locs[kw.key] = kw.loc
         free = [f for f in fields if f not in given]
         if len(args) > len(free):
             raise SpecError(f"'{name}' takes at most {len(fields)} argument(s) ({', '.join(fields) or 'none'}); "
                             f"got {len(args) + len(given)}", loc)
         for f, a in zip(free, args):
-            given[f] = self.value(a, scope if _takes_ops(op, f) else plain, depth)
+            given[f] = self._guard(self.value, a, scope if _takes_ops(op, f) else plain, depth)
             locs[f] = a.loc
         for f, v in given.items():
             if isinstance(v, list) and _is_ops(v):
                 self._expanded += len(v)
                 if self._expanded > MAX_EXPANSION:
-                    raise SpecError(f"the spec expands to more than {MAX_EXPANSION:,} ops", locs.get(f) or loc)
+                    raise _fatal(SpecError(f"the spec expands to more than {MAX_EXPANSION:,} ops",
+                                           locs.get(f) or loc))
+        if any(_poisoned(v) for v in given.values()):
+            return _BAD
         _no_bools(op.Args, given, locs, f"'{name}': argument", loc)
         try:
             parsed = op.Args.model_validate(given)
         except ValidationError as exc:
-            raise self._arg_error(name, op, exc, given, locs, loc) from None
+            raise _one_per_key(exc, lambda err: self._arg_error(name, op, err, given, locs, loc)) from None
         return OpCall(name, parsed, loc, scope.origin)
 
-    def _arg_error(self, name, op, exc: ValidationError, given, locs, loc) -> SpecError:
-        err = exc.errors()[0]
+    def _arg_error(self, name, op, err: dict, given, locs, loc) -> SpecError:
         key = str(err["loc"][0]) if err["loc"] else None
         where = locs.get(key) or loc
         fields = list(op.Args.model_fields)
         if err["type"] == "extra_forbidden":
             return SpecError(f"'{name}' has no argument '{key}'{did_you_mean(key, fields)}; its arguments are: "
-                             f"{', '.join(fields) or 'none'}", where)
+                             f"{', '.join(fields) or 'none'} (`augflow-dsl ops {name}` describes them)", where)
         if err["type"] == "missing":
-            return SpecError(f"'{name}' needs the argument '{key}'", loc)
+            what = op.Args.model_fields[key].description if key in op.Args.model_fields else None
+            return SpecError(f"'{name}' needs the argument '{key}'" + (f" ({what})" if what else "")
+                             + f": write {name}({key}: ...); `augflow-dsl ops {name}` lists its arguments", loc)
         v = given.get(key)
         if isinstance(v, Symbol) and err["type"] == "is_instance_of":
-            return SpecError(f"'{name}': argument '{key}': unknown op '{v}'"
-                             f"{did_you_mean(v, list(REGISTRY) + list(self.defs))}", v.loc or where)
+            return SpecError(f"'{name}': argument '{key}': unknown op '{v}'{self._op_hint(v)}", v.loc or where)
         if isinstance(v, Symbol) and err["type"] == "literal_error":
             choices = err.get("ctx", {}).get("expected", "")
             opts = [c.strip(" '") for c in choices.replace(" or ", ",").split(",")]
@@ -428,6 +537,8 @@ class Evaluator:
     def _binop(self, node: ast.BinOp, scope: _Scope, depth: int) -> Any:
         left = self.value(node.left, scope, depth)
         right = self.value(node.right, scope, depth)
+        if left is _BAD or right is _BAD:
+            return _BAD
         op = node.op
         if op == "*" and (_repeatable(left) or _repeatable(right)):
             count, item = (left, right) if _is_num(left) else (right, left)
@@ -438,7 +549,7 @@ class Evaluator:
             items = item if isinstance(item, list) else [item]
             self._expanded += count * len(items)
             if self._expanded > MAX_EXPANSION:
-                raise SpecError(f"the spec expands to more than {MAX_EXPANSION:,} ops", node.loc)
+                raise _fatal(SpecError(f"the spec expands to more than {MAX_EXPANSION:,} ops", node.loc))
             return [x for _ in range(count) for x in items]
         if not (_is_num(left) and _is_num(right)):
             bad = left if not _is_num(left) else right
@@ -470,13 +581,17 @@ class Evaluator:
     def _op_list(self, node: ast.Node, scope: _Scope, what: str) -> list[OpCall]:
         v = self.value(node, scope)
         items = v if isinstance(v, list) else [v]
-        return [self._as_op(x, node.loc, what) for x in items]
+        return [self._guard(self._as_op, x, node.loc, what) for x in items]
+
+    def _op_hint(self, name: str) -> str:
+        """' (did you mean 'x'?)' for a close op or definition, else where the ops are listed."""
+        return did_you_mean(name, list(REGISTRY) + list(self.defs)) or " (`augflow-dsl ops` lists every op)"
 
     def _as_op(self, v: Any, loc: Loc | None, what: str) -> OpCall:
-        if isinstance(v, OpCall):
+        if isinstance(v, OpCall) or v is _BAD:
             return v
         if isinstance(v, Symbol):
-            raise SpecError(f"unknown op '{v}' in {what}{did_you_mean(v, list(REGISTRY) + list(self.defs))}",
+            raise SpecError(f"unknown op '{v}' in {what}{self._op_hint(v)}",
                             v.loc or loc)
         if isinstance(v, QFlow):
             raise SpecError(f"q '{v.name}' is a q-network; use it inside variational(q: ...) or "
@@ -484,6 +599,29 @@ class Evaluator:
         if isinstance(v, list) and len(v) == 1:
             return self._as_op(v[0], loc, what)
         raise SpecError(f"{what}: expected an op, got {_kind(v)}", loc)
+
+
+def _one_per_key(exc: ValidationError, make) -> SpecError:
+    """One SpecError per refused argument (pydantic may list several errors for one key: a union
+    tried member by member), a SpecErrors when more than one argument is refused."""
+    errors, keys = [], set()
+    for err in exc.errors():
+        key = err["loc"][0] if err["loc"] else None
+        if key not in keys:
+            keys.add(key)
+            errors.append(make(err))
+    return errors[0] if len(errors) == 1 else SpecErrors(errors)
+
+
+def _poisoned(v) -> bool:
+    """Whether ``v`` is, or holds, the value of something that failed (already reported)."""
+    if v is _BAD:
+        return True
+    if isinstance(v, (list, tuple)):
+        return any(_poisoned(x) for x in v)
+    if isinstance(v, dict):
+        return any(_poisoned(x) for x in v.values())
+    return False
 
 
 def _no_bools(cls, given: dict, locs: dict, what: str, loc) -> None:
@@ -538,7 +676,7 @@ def _is_num(v) -> bool:
 
 
 def _is_ops(v: list) -> bool:
-    return all(isinstance(x, OpCall) for x in v)
+    return all(isinstance(x, OpCall) or x is _BAD for x in v)
 
 
 def _repeatable(v) -> bool:
