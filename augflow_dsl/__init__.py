@@ -10,7 +10,7 @@ from __future__ import annotations
 from .errors import SpecError
 from .spec import Spec, load, loads
 
-__all__ = ["SpecError", "Spec", "load", "loads", "check", "build_graph", "compile"]
+__all__ = ["SpecError", "Spec", "load", "loads", "check", "build_graph", "compile", "load_model"]
 __version__ = "0.1.0"
 
 
@@ -31,3 +31,10 @@ def compile(spec, overrides=None):  # noqa: A001 - the public name DESIGN.md giv
     """Compile ``spec`` (a Spec or a path) to a :class:`~augflow_dsl.compiler.model.FlowModel`."""
     from .compiler.model import compile_spec
     return compile_spec(spec, overrides)
+
+
+def load_model(run_or_ckpt, *, ema: bool = True, map_location="cpu"):
+    """(model, spec, meta) from a run folder or an augflow-dsl checkpoint (trained, compiled or
+    imported); see :func:`augflow_dsl.runtime.checkpoint.load_model`."""
+    from .runtime.checkpoint import load_model as _load_model
+    return _load_model(run_or_ckpt, ema=ema, map_location=map_location)

@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval_commands.add_commands(sub, _common)
     from .ops import cli as ops_cli
     ops_cli.add_commands(sub, _common)
+    from .interop import commands as import_cli
+    import_cli.add_commands(sub, _common)
     return ap
 
 

@@ -39,7 +39,7 @@ def test_argument_types_constraints_and_defaults():
     assert args["net"].default == "cross_unit_net()"  # a default factory, called
     assert {a.name: a.type for a in describe("variational").arguments} == {"q": "q-network", "then": "list of ops"}
     assert {a.name: a.type for a in describe("block").arguments}["augment"] == "op or none"
-    assert describe("dense_attention").arguments[-1].type == "int or none"
+    assert {a.name: a.type for a in describe("dense_attention").arguments}["embed"] == "int or none"
 
 
 def test_list_is_grouped_by_role_in_spec_order():

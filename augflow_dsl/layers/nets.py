@@ -214,27 +214,42 @@ def _pinv_newton_schulz(k: torch.Tensor, iters: int = 6) -> torch.Tensor:
 
 
 class NystromAttention(nn.Module):
-    """Nystrom self-attention over spatial positions (tokens = pixels; Xiong et al. 2021,
-    eq. 14-16; DenseFlow Sec. 2.4): qkv 1x1 C -> 3E, heads split E into contiguous runs,
-    landmarks = means of ``landmarks`` contiguous token segments, softmax(q k~^T) pinv(softmax(
-    q~ k~^T)) softmax(q~ k^T) v + v, merged heads, 1x1 E -> C. q is scaled by 1/sqrt(d).
-    (The DenseFlow code reshapes NCHW without a permute, so its "tokens" are runs of one
-    channel; this follows the paper. Parameter count is the same.)"""
+    """Nystrom self-attention (Xiong et al. 2021, eq. 14-16; DenseFlow Sec. 2.4): qkv 1x1 C -> 3E,
+    heads split E into contiguous runs, landmarks = means of ``landmarks`` contiguous token
+    segments, K1 pinv(K2) (K3 V) + V, merged heads, 1x1 E -> C.
 
-    def __init__(self, channels: int, embed: int, heads: int = 1, landmarks: int = 4, iters: int = 6):
+    ``tokens``:
+
+    * ``spatial`` (the paper): tokens are pixels, features their channels; q scaled by
+      1/sqrt(d); softmax over keys (dim -1).
+    * ``channel_runs`` (the DenseFlow code, blocks/attention.py:36-82): the NCHW qkv output is
+      reshaped to (N, HW, 3E) without a permute, so token t holds the flat NCHW values
+      [3E t, 3E (t+1)) -- runs of one channel's pixels; q, k, v are the three thirds of each
+      token; the landmark means are divided by sqrt(HW) (q and k are not scaled); every softmax
+      runs over dim -2; the output (N, HW, E) is reshaped to (N, E, H, W) without a permute.
+
+    Both have the same parameters (the two 1x1 convs)."""
+
+    def __init__(self, channels: int, embed: int, heads: int = 1, landmarks: int = 4, iters: int = 6,
+                 tokens: str = "spatial"):
         super().__init__()
         if embed % heads:
             raise ValueError(f"embed {embed} is not divisible by heads {heads}")
-        self.e, self.heads, self.m, self.iters = embed, heads, landmarks, iters
+        if tokens not in ("spatial", "channel_runs"):
+            raise ValueError(f"tokens must be 'spatial' or 'channel_runs'; got {tokens!r}")
+        self.e, self.heads, self.m, self.iters, self.tokens = embed, heads, landmarks, iters, tokens
         self.qkv = GemmConv2d(channels, 3 * embed, 1)
         self.out = GemmConv2d(embed, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n_, _, h, w = x.shape
-        n, m, hd = h * w, self.m, self.heads
-        d = self.e // hd
+        n, m = h * w, self.m
         if n % m:
             raise ValueError(f"{h}x{w} = {n} positions are not divisible by {m} landmarks")
+        if self.tokens == "channel_runs":
+            return self._channel_runs(x)
+        hd = self.heads
+        d = self.e // hd
         # channels-last: [N, H, W, 3E] viewed as [N, n, 3, heads, d] without a copy; unbinding
         # dim 2 makes the backward one stack straight into that layout
         t = self.qkv(x).permute(0, 2, 3, 1).reshape(n_, n, 3, hd, d)
@@ -242,12 +257,28 @@ class NystromAttention(nn.Module):
         q = q * d ** -0.5
         q_l = q.reshape(n_, hd, m, n // m, d).mean(dim=-2)
         k_l = k.reshape(n_, hd, m, n // m, d).mean(dim=-2)
-        k1 = torch.softmax(q @ k_l.transpose(-1, -2), dim=-1)    # n x m
-        k2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-1)  # m x m
-        k3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-1)    # m x n
-        y = (k1 @ _pinv_newton_schulz(k2, self.iters)) @ (k3 @ v) + v  # N, heads, n, d
+        y = self._nystrom(q, k, v, q_l, k_l, -1)
         y = y.transpose(1, 2).reshape(n_, h, w, self.e).permute(0, 3, 1, 2)  # channel = head*d + i
         return self.out(y)
+
+    def _channel_runs(self, x: torch.Tensor) -> torch.Tensor:
+        n_, _, h, w = x.shape
+        n, m, hd = h * w, self.m, self.heads
+        d = self.e // hd
+        t = self.qkv(x).contiguous().reshape(n_, n, 3 * self.e)  # NCHW order read as tokens
+        q, k, v = (u.unflatten(-1, (hd, d)).transpose(1, 2) for u in t.chunk(3, dim=-1))  # N, heads, n, d
+        q_l = q.reshape(n_, hd, m, n // m, d).mean(dim=-2) / n ** 0.5
+        k_l = k.reshape(n_, hd, m, n // m, d).mean(dim=-2) / n ** 0.5
+        y = self._nystrom(q, k, v, q_l, k_l, -2)
+        y = y.transpose(1, 2).reshape(n_, n, self.e).reshape(n_, self.e, h, w)
+        return self.out(y)
+
+    def _nystrom(self, q, k, v, q_l, k_l, dim: int) -> torch.Tensor:
+        """softmax(q k~^T) pinv(softmax(q~ k~^T)) softmax(q~ k^T) v + v, softmaxes over ``dim``."""
+        k1 = torch.softmax(q @ k_l.transpose(-1, -2), dim=dim)    # n x m
+        k2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=dim)  # m x m
+        k3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=dim)    # m x n
+        return (k1 @ _pinv_newton_schulz(k2, self.iters)) @ (k3 @ v) + v
 
 
 class GatedAttention(nn.Module):
@@ -424,17 +455,19 @@ class ConvAttention(NetModule):
 class DenseAttention(NetModule):
     """DenseFlow intra-module coupling net (Grcic et al. 2021, Sec. 2.4, Fig. 3): 1x1 conv
     (c_in + context) -> P; Nystrom attention and a dense block side by side on it;
-    cat -> BatchNorm -> ReLU -> 1x1 2P -> P (no bias); zero-initialised 1x1 P -> c_out."""
+    cat -> BatchNorm -> ReLU -> 1x1 2P -> P (no bias); zero-initialised 1x1 P -> c_out.
+    ``tokens`` picks the attention's token layout (:class:`NystromAttention`)."""
 
 
     def __init__(self, c_in: int, c_out: int, project: int, depth: int = 7, growth: int = 64,
-                 heads: int = 1, landmarks: int = 4, embed: int | None = None, context: int = 0):
+                 heads: int = 1, landmarks: int = 4, embed: int | None = None, context: int = 0,
+                 tokens: str = "spatial"):
         super().__init__()
         p = project
         e = embed if embed is not None else p // 2
         self.context = context
         self.proj_in = GemmConv2d(c_in + context, p, 1)
-        self.attn = NystromAttention(p, e, heads, landmarks)
+        self.attn = NystromAttention(p, e, heads, landmarks, tokens=tokens)
         self.dense = DenseBlock(p, depth, growth, p)
         self.fuse = nn.Sequential(nn.BatchNorm2d(2 * p), nn.ReLU(), GemmConv2d(2 * p, p, 1, bias=False))
         self.proj_out = zero_init(GemmConv2d(p, c_out, 1))
@@ -443,7 +476,7 @@ class DenseAttention(NetModule):
     def from_op(cls, args, io):
         _check(cls, args, io)
         return cls(io.c_in, io.c_out, args.project, args.depth, args.growth, args.heads,
-                   args.landmarks, args.embed, io.context)
+                   args.landmarks, args.embed, io.context, args.tokens)
 
     def forward(self, x, context=None):
         h = self.proj_in(_with_context(x, context, self.context))

@@ -158,9 +158,11 @@ class DenseAttention(NetOp):
     dense block (``depth`` layers, growth ``growth``, gated 1x1 to P) and Nystrom self-attention
     (embed P/2, ``landmarks`` landmarks, qkv 1x1 P -> 3E, out 1x1 E -> P, + v) side by side,
     fused by cat -> BatchNorm -> ReLU -> 1x1 2P -> P (no bias); zero-initialised 1x1 P -> out.
-    Parameters 1,568,840 + 73C for P 48, depth 7, growth 64. Attention runs over spatial
-    positions as the paper describes (the reference's reshape without permute forms
-    "tokens" from runs of one channel; the parameter count is the same)."""
+    Parameters 1,568,840 + 73C for P 48, depth 7, growth 64. ``tokens: spatial`` (default)
+    attends over spatial positions as the paper describes; ``tokens: channel_runs`` is the
+    reference code's layout (blocks/attention.py:36-82: NCHW reshaped to (N, HW, 3E) without a
+    permute, so tokens are runs of one channel's pixels; landmark means / sqrt(HW); softmax over
+    dim -2), which importing the authors' weights needs. Same parameters either way."""
 
     summary = "DenseFlow coupling net: dense block and Nystrom attention, fused"
     equation = "DenseFlow (Grcic et al. 2021) Sec. 2.4; DenseFlow densenet.py:81-112"
@@ -177,6 +179,9 @@ class DenseAttention(NetOp):
         heads: int = Field(default=1, gt=0, description="attention heads (must divide embed)")
         landmarks: int = Field(default=4, gt=0, description="Nystrom landmarks (must divide H*W)")
         embed: int | None = Field(default=None, description="attention embedding width; none: project / 2")
+        tokens: Literal["spatial", "channel_runs"] = Field(
+            default="spatial", description="spatial: tokens are pixels (the paper); channel_runs: the DenseFlow "
+                                           "code's reshape without a permute (runs of one channel), for its weights")
 
     def _e(self, a):
         return a.embed if a.embed is not None else a.project // 2

@@ -1,0 +1,100 @@
+"""Import an authors' checkpoint into a compiled spec and write it as an augflow-dsl checkpoint.
+
+The result is read by ``af.load_model`` (and so by eval / sample) like any trained run: the
+spec text (for DenseFlow with the reference's attention token layout set), the imported weights
+as ``model``, the EMA weights as ``ema`` where the checkpoint has them, step 0, no optimizer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..compiler.model import FlowModel, compile_spec
+from ..spec.evaluate import parse_override
+from ..spec.load import load, loads
+from ..spec.models import Spec
+from . import denseflow, vflow
+from .plan import ImportMismatch, check, fill
+
+KINDS = ("denseflow", "vflow")
+
+
+@dataclass
+class Imported:
+    kind: str
+    source: str
+    spec: Spec
+    overrides: dict[str, Any]
+    model: FlowModel  # on the meta device
+    state: dict[str, torch.Tensor]
+    ema: dict[str, torch.Tensor] | None
+    tensors: int  # reference tensors read (per copy: model, and EMA when present)
+
+
+def _shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _overrides(sets: list[str] | dict | None) -> dict[str, Any]:
+    if not sets:
+        return {}
+    return dict(sets) if isinstance(sets, dict) else dict(parse_override(s) for s in sets)
+
+
+def import_checkpoint(kind: str, source: str | Path, spec_path: str | Path, sets=None, *,
+                      trust_pickle: bool = False) -> Imported:
+    """Read ``source`` (a DenseFlow .pt file or a VFlow TF checkpoint prefix / folder), check it
+    against the spec name by name and shape by shape, and return our state dict (and the EMA's)
+    with the spec's model on the meta device (its structure; ``af.load_model`` builds it). Raises
+    ImportMismatch (checkpoint side) or SpecError (spec side) with a message for the user."""
+    if kind not in KINDS:
+        raise ImportMismatch(f"unknown checkpoint kind {kind!r}; one of {', '.join(KINDS)}")
+    overrides = _overrides(sets)
+    spec = load(spec_path, overrides)
+    # the checkpoint first: an unreadable file is refused before anything is built
+    source_ckpt = (denseflow.read_checkpoint(source, trust_pickle) if kind == "denseflow"
+                   else vflow.TFCheckpoint(source))
+    if kind == "denseflow":
+        spec = loads(denseflow.reference_spec_text(spec.text), spec.file, overrides)
+    with torch.device("meta"):  # names, shapes and dtypes only: the values come from the checkpoint
+        model = compile_spec(spec)
+    ours = _shapes(model)
+    if kind == "denseflow":
+        sd = source_ckpt
+        plan = denseflow.plan_for(model)
+        check(plan, {k: tuple(v.shape) for k, v in sd.items()}, ours, "DenseFlow")
+        state, ema = fill(plan, sd.__getitem__, model), None
+        n = len(plan.reference_shapes())
+    else:
+        ckpt = source_ckpt
+        plan = vflow.plan_for(model)
+        check(plan, ckpt.shapes, ours, "VFlow")
+        shadows = vflow.ema_shapes(ckpt.shapes)
+        if shadows is not None:
+            check(plan, shadows, ours, "VFlow checkpoint's EMA (ExponentialMovingAverage): the")
+        state = fill(plan, ckpt.read, model)
+        ema = fill(plan, lambda k: ckpt.read(k + vflow.EMA), model) if shadows is not None else None
+        n = len(plan.reference_shapes()) * (2 if ema is not None else 1)
+    return Imported(kind, str(source), spec, overrides, model, state, ema, n)
+
+
+def save_imported(imp: Imported, out: str | Path) -> None:
+    """Write ``imp`` as an augflow-dsl checkpoint (runtime/checkpoint.py's format)."""
+    from ..runtime.checkpoint import save_checkpoint, spec_hash
+    from ..runtime.train import versions
+
+    ema = None
+    if imp.ema is not None:  # the layout of torch.optim.swa_utils.AveragedModel, as training writes it
+        ema = {f"module.{k}": v for k, v in imp.ema.items()}
+        ema["n_averaged"] = torch.tensor(1, dtype=torch.long)
+    train = imp.spec.train.model_dump() if getattr(imp.spec, "train", None) is not None else None
+    save_checkpoint(out, {
+        "spec_text": imp.spec.text, "spec_file": imp.spec.file, "spec_hash": spec_hash(imp.spec.text, imp.overrides),
+        "overrides": imp.overrides, "model": imp.state, "ema": ema, "optimizer": None, "step": 0, "epoch": 0,
+        "position": 0, "rng": None, "train": train, "best_bpd": None, "world_size": 1,
+        "versions": {k: str(v) for k, v in versions().items()},  # TorchVersion is not weights_only-loadable
+        "imported": {"kind": imp.kind, "from": imp.source, "tensors": imp.tensors},
+    })
