@@ -6,10 +6,10 @@ points, VFlow's likelihood by 100-sample importance sampling (eq. 5, ``FlowModel
 
 The seeds of one model train together as ONE batched model: each seed's FlowModel is compiled
 under its own torch seed and initialised (actnorm) on its own first batch; their parameters are
-then stacked into one flat [S, P] tensor, the forward is ``torch.func.vmap`` over
-``functional_call`` of one template model, and one fused Adam updates all of it (Adam is
-elementwise, so every seed's update only reads its own row). Every seed draws its training
-batches from its own generator.
+then stacked into one flat [S, P] tensor; a training step is ``vmap`` over seeds of
+``grad_and_value`` of one seed's loss (``functional_call`` of a template model), torch.compile'd,
+and one fused Adam updates all of it (Adam is elementwise, so every seed's update only reads its
+own row). Every seed draws its training batches from its own generator.
 
     python examples/vflow_toy_table.py                       # the full table (paper settings)
     python examples/vflow_toy_table.py --iterations 2000 --seeds 2 --json small.json
@@ -286,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         return render_saved(a.render)
     if a.seeds < 1 or (a.iterations is not None and a.iterations < 1) or a.test_points < 1 or a.threads < 1:
         ap.error("--seeds, --iterations, --test-points and --threads must be >= 1")
+    if a.json and not (a.json.parent.is_dir() and os.access(a.json.parent, os.W_OK)):
+        ap.error(f"--json {a.json}: folder {a.json.parent} does not exist or is not writable")
     torch.set_num_threads(a.threads)
     rows = []
     start = time.perf_counter()
