@@ -6,10 +6,10 @@ points, VFlow's likelihood by 100-sample importance sampling (eq. 5, ``FlowModel
 
 The seeds of one model train together as ONE batched model: each seed's FlowModel is compiled
 under its own torch seed and initialised (actnorm) on its own first batch; their parameters are
-then stacked into one flat [S, P] tensor, the forward is ``torch.func.vmap`` over
-``functional_call`` of one template model, and one fused Adam updates all of it (Adam is
-elementwise, so every seed's update only reads its own row). Every seed draws its training
-batches from its own generator.
+then stacked into one flat [S, P] tensor; a training step is ``vmap`` over seeds of
+``grad_and_value`` of one seed's loss (``functional_call`` of a template model), torch.compile'd,
+and one fused Adam updates all of it (Adam is elementwise, so every seed's update only reads its
+own row). Every seed draws its training batches from its own generator.
 
     python examples/vflow_toy_table.py                       # the full table (paper settings)
     python examples/vflow_toy_table.py --iterations 2000 --seeds 2 --json small.json
@@ -17,6 +17,7 @@ batches from its own generator.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -242,25 +243,28 @@ def run_model(name: str, seeds: list[int], iterations: int, test_points: int, sa
             "params_per_seed": sum(res.stack.numels)}
 
 
-def render(rows: list[dict], total_s: float) -> str:
+def render(rows: list[dict], total_s: float, loadavg: bool = True) -> str:
     from rich.console import Console
     from rich.table import Table
     t = Table(title=f"VFlow Sec. 5 checkerboard: test log-likelihood (nats), best possible -ln 32 = "
                     f"{CHECKERBOARD_LOG_DENSITY:.4f}")
-    for col in ("model", "seeds", "iters", "ours mean +- std", "paper", "ours - paper", "ms/it step+opt", "eager f/b/o", "wall"):
+    cols = ("model", "seeds", "iters", "ours mean +- std", "paper", "ours - paper", "ms/it step+opt", "eager f/b/o",
+            "wall")
+    for col in cols:
         t.add_column(col, justify="left" if col == "model" else "right")
     for r in rows:
         p = r["paper"]
         ms, ph = r["ms_per_iter"], r["eager_phases_ms"]
         t.add_row(r["model"], str(len(r["seeds"])), str(r["iterations"]), f"{r['mean']:.3f} +- {r['std']:.3f}",
                   f"{p[0]:.2f} +- {p[1]:.2f}" if p else "-", f"{r['mean'] - p[0]:+.3f}" if p else "-",
-                  f"{ms['step']:.1f}+{ms['optimizer']:.1f}",
+                  f"{ms['step']:.1f}+{ms['optimizer']:.1f}" + ("" if r.get("compiled") else " (eager)"),
                   f"{ph['forward']:.1f}/{ph['backward']:.1f}/{ph['optimizer']:.1f}" if ph else "-", f"{r['wall_s']:.0f} s")
-    console = Console(width=140, record=True)
-    with console.capture():
-        console.print(t)
-        console.print(f"total wall time {total_s:.0f} s; load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    return console.export_text()
+    console = Console(file=io.StringIO(), width=150)
+    console.print(t)
+    load = f"; load average now {' '.join(f'{v:.2f}' for v in os.getloadavg())}" if loadavg else ""
+    console.print(f"total wall time {total_s:.0f} s{load} (step = compiled forward+backward; eager f/b/o = the "
+                  "uncompiled vmapped autograd path, timed over 30 iterations before training)")
+    return console.file.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,9 +279,15 @@ def main(argv: list[str] | None = None) -> int:
                          "machine spin against each other and ran ~5x slower)")
     ap.add_argument("--no-compile", action="store_true", help="run the vmapped step eagerly (no torch.compile)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
+    ap.add_argument("--render", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="only print the table of results saved by --json (several files are merged)")
     a = ap.parse_args(argv)
+    if a.render:
+        return render_saved(a.render)
     if a.seeds < 1 or (a.iterations is not None and a.iterations < 1) or a.test_points < 1 or a.threads < 1:
         ap.error("--seeds, --iterations, --test-points and --threads must be >= 1")
+    if a.json and not (a.json.parent.is_dir() and os.access(a.json.parent, os.W_OK)):
+        ap.error(f"--json {a.json}: folder {a.json.parent} does not exist or is not writable")
     torch.set_num_threads(a.threads)
     rows = []
     start = time.perf_counter()
@@ -294,6 +304,22 @@ def main(argv: list[str] | None = None) -> int:
     print(render(rows, total))
     if a.json:
         _dump(a.json, rows, total, a)
+    return 0
+
+
+def render_saved(paths: list[Path]) -> int:
+    """Print the table of one or more ``--json`` result files (rows in MODELS order)."""
+    rows, total = [], 0.0
+    for p in paths:
+        try:
+            saved = json.loads(p.read_text())
+            rows += saved["rows"]
+            total += saved["info"]["total_s"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"error: cannot read results from {p}: {e}", file=sys.stderr)
+            return 1
+    rows.sort(key=lambda r: MODELS.index(r["model"]) if r["model"] in MODELS else len(MODELS))
+    print(render(rows, total, loadavg=False))
     return 0
 
 
