@@ -35,7 +35,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed (default: the spec's train.seed)")
     p.add_argument("--checkpoint-every", type=_positive, default=None, help="steps between checkpoints (1000)")
     p.add_argument("--log-every", type=_positive, default=None, help="steps between metrics rows (50)")
-    p.add_argument("--eval-every", type=_positive, default=None, help="steps between test evaluations (an epoch)")
+    p.add_argument("--eval-every", type=_positive, default=None, help="steps between test evaluations (default: an epoch, at most ~10 per run)")
     p.add_argument("--eval-images", type=_positive, default=None, help="test images per evaluation (1000)")
     p.add_argument("--max-bad-steps", type=_positive, default=None,
                    help="stop after this many non-finite steps in a row (20)")

@@ -68,7 +68,7 @@ class TrainOptions:
     seed: int | None = None
     checkpoint_every: int = 1000
     log_every: int = 50
-    eval_every: int | None = None      # steps; default: once per epoch (and at the end)
+    eval_every: int | None = None      # steps; default: each epoch, at most ~10 times a run (and at the end)
     eval_images: int = 1000            # test images of the in-training evaluation
     sample_n: int = 64                 # images in each samples/step-N.png
     max_bad_steps: int = 20
@@ -337,7 +337,7 @@ class Trainer:
         dims = self.spec.data.dims
         params = [p for p in model.parameters() if p.requires_grad]
         clip = train.clip
-        eval_every = opts.eval_every or spe
+        eval_every = opts.eval_every or max(spe, -(-total // 10))  # an epoch, and at most ~10 times a run
         old_handlers = self._install_signals()
         bad = 0
         last_good = str(self._last()) if self._last().exists() else None

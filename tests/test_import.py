@@ -171,7 +171,8 @@ def test_vflow_norm_and_pointwise_halves_are_put_back_in_place():
     plan = vflow.plan_for(model)
     fake = {k: torch.rand(s) + 0.5 for k, s in plan.reference_shapes().items()}
     model.load_state_dict(fill(plan, fake.__getitem__, model))
-    steps = model.steps
+    from augflow_dsl.interop.walk import parts
+    steps = parts(model).steps  # the chain between the augment point and the prior
     for i, split in ((0, "columns"), (8, "channels")):  # p's first column step, first channel step
         norm, conv = steps[i], steps[i + 1]
         n, pw = f"Norm_{8 + i // 4}", f"Pointwise_{8 + i // 4}"
@@ -229,7 +230,9 @@ def test_cli_imports_denseflow_and_load_model_reads_it(df_small_checkpoint, tmp_
     assert meta["imported"]["kind"] == "denseflow" and meta["weights"] == "model"
     assert {m.tokens for m in model.modules() if isinstance(m, NystromAttention)} == {"channel_runs"}
     # ActNorm: the reference's z = (x - shift) exp(-log_scale) (bijections/actnorm.py)
-    norm = model.steps[1]
+    from augflow_dsl.interop.walk import parts
+    chain = parts(model)
+    norm = chain.steps[1]
     pre = "transforms.3.blocks.0.transforms.0.transforms.0."
     x = torch.randn(2, 12, 16, 16)
     with torch.no_grad():
@@ -237,7 +240,7 @@ def test_cli_imports_denseflow_and_load_model_reads_it(df_small_checkpoint, tmp_
     want = (x - sd[pre + "shift"]) * torch.exp(-sd[pre + "log_scale"])
     assert torch.allclose(y, want, atol=1e-6) and bool(norm.initialized)
     assert torch.allclose(ld, -sd[pre + "log_scale"].sum() * 256 * torch.ones(2), atol=1e-4)
-    assert torch.equal(model.prior.loc, sd["base_dist.loc"].reshape(-1, 1, 1))
+    assert torch.equal(chain.prior.loc, sd["base_dist.loc"].reshape(-1, 1, 1))
     with torch.no_grad():
         assert torch.isfinite(model.log_prob(torch.randint(0, 256, (2, 3, 32, 32)))).all()
 
@@ -326,8 +329,9 @@ def test_cli_imports_vflow_with_its_ema(tmp_path, monkeypatch, capsys):
     raw_model, _, _ = af.load_model(out, ema=False)
     assert meta["weights"] == "ema"
     w = "Pointwise_8/W1"  # p's first step, its odd-column matrix: ours is the transpose
-    assert torch.equal(ema_model.steps[1].mats[1].weight, tensors[w + vflow.EMA].t())
-    assert torch.equal(raw_model.steps[1].mats[1].weight, tensors[w].t())
+    from augflow_dsl.interop.walk import parts
+    assert torch.equal(parts(ema_model).steps[1].mats[1].weight, tensors[w + vflow.EMA].t())
+    assert torch.equal(parts(raw_model).steps[1].mats[1].weight, tensors[w].t())
     assert all(bool(m.initialized) for m in ema_model.modules() if hasattr(m, "initialized"))
     del tensors["MixLogisticAttnCoupling_8/proj_in/W" + vflow.EMA]
     assert main(["import", "vflow", "ckpt/model-0", "--spec", VF_SPEC, "--out", str(out), *sets]) == 1

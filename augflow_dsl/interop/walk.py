@@ -27,11 +27,29 @@ class Parts:
 
 
 def parts(model: nn.Module) -> Parts:
-    """The parts of ``model`` in forward order."""
+    """The parts of ``model`` in forward order. The model's plan is one list of steps (the step
+    protocol): [dequantizer, its ``then`` bijections, input augment point, the chain..., prior];
+    the dequantizer and the augment point carry their q-networks as ``.q``."""
+    from ..layers.augment import InputAugment
+    from ..layers.dequantize import Uniform
+
     def q(net) -> QParts | None:
         return None if net is None else QParts(net.context, net.base, list(net.flow.layers))
 
-    return Parts(q(model.dequant_q), q(model.aug_q), list(model.then.layers), list(model.steps), model.prior)
+    layers = list(model.steps)
+    i, dequant, n_then = 0, None, 0
+    if layers and isinstance(layers[0], Uniform):
+        dequant = q(getattr(layers[0], "q", None))
+        spec_dq = getattr(model, "spec", None) and model.spec.dequantize
+        n_then = len(spec_dq.args.then) if spec_dq is not None else 0
+        i = 1
+    then = layers[i:i + n_then]
+    i += n_then
+    augment = None
+    if i < len(layers) and isinstance(layers[i], InputAugment):
+        augment = q(layers[i].q)
+        i += 1
+    return Parts(dequant, augment, then, layers[i:-1], layers[-1] if layers else None)
 
 
 def key_prefix(model: nn.Module):
