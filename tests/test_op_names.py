@@ -24,6 +24,7 @@ ALLOWED = {
     ("spec/evaluate.py", "input"): "the 'input' key of pydantic's validation-error dicts",
     ("graph/build.py", "block"): "the node attribute 'block' ((block, unit) of a step, read by the audit)",
     ("graph/audit.py", "block"): "the node attribute 'block' ((block, unit) of a step, set by the builder)",
+    ("interop/denseflow.py", "shift"): "the suffix of the DenseFlow code's ActNorm tensor names ('...shift')",
 }
 
 

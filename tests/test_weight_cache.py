@@ -47,14 +47,14 @@ def test_reused_while_weights_stand_still(param):
     layer = _layer(param, "channels")
     x = torch.randn(2, 4, 3, 3)
     with torch.no_grad():
-        y1, _ = layer.inverse(x)
+        y1, _ = layer.inverse_and_logdet(x)
         first = [m.cache.entries["inverse"][2][0] for m in layer.mats]
-        y2, _ = layer.inverse(x)
+        y2, _ = layer.inverse_and_logdet(x)
         assert all(m.cache.entries["inverse"][2][0] is t for m, t in zip(layer.mats, first))
     assert torch.equal(y1, y2)
     _assert_current(layer)
     with torch.no_grad():
-        x2, _ = layer.inverse(layer(x)[0])
+        x2, _ = layer.inverse_and_logdet(layer(x)[0])
     assert torch.allclose(x2, x, atol=1e-5)
 
 
@@ -67,7 +67,7 @@ def test_training_steps_recompute(param):
     x = torch.randn(3, 4, 3, 3)
     for _ in range(3):
         with torch.no_grad():
-            layer.inverse(x)  # fill the cache with the current weights
+            layer.inverse_and_logdet(x)  # fill the cache with the current weights
         y, ld = layer(x)
         loss = (y ** 2).sum() - ld.sum()
         opt.zero_grad()
@@ -84,9 +84,9 @@ def test_gradients_are_those_of_the_current_weights(param):
     layer, twin = _layer(param), _layer(param)
     x = torch.randn(2, 4, 3, 3)
     with torch.no_grad():
-        layer(x), layer.inverse(x)
+        layer(x), layer.inverse_and_logdet(x)
     for m in (layer, twin):
-        y, ld = m.inverse(x)
+        y, ld = m.inverse_and_logdet(x)
         ((y ** 2).sum() + ld.sum()).backward()
     for p, q in zip(layer.parameters(), twin.parameters()):
         assert torch.equal(p.grad, q.grad)
@@ -100,12 +100,12 @@ def test_load_state_dict_to_and_data_writes_recompute(param):
             p.mul_(1.5)
     x = torch.randn(2, 4, 3, 3)
     with torch.no_grad():
-        layer.inverse(x)
+        layer.inverse_and_logdet(x)
     layer.load_state_dict(other.state_dict())
     _assert_current(layer)
     layer.double()
     with torch.no_grad():
-        y, _ = layer.inverse(x.double())
+        y, _ = layer.inverse_and_logdet(x.double())
     assert y.dtype == torch.float64
     _assert_current(layer)
     for p in layer.parameters():
@@ -127,9 +127,9 @@ def test_frozen_weights_and_inference_mode():
     layer = _layer("full")
     layer.requires_grad_(False)
     with torch.inference_mode():
-        layer.inverse(torch.randn(2, 4, 3, 3))
+        layer.inverse_and_logdet(torch.randn(2, 4, 3, 3))
     x = torch.randn(2, 4, 3, 3, requires_grad=True)
-    y, _ = layer.inverse(x)
+    y, _ = layer.inverse_and_logdet(x)
     y.sum().backward()
     w_inv = torch.linalg.inv(layer.mats[0].weight)
     assert torch.allclose(x.grad, w_inv.sum(0).view(1, 4, 1, 1).expand_as(x), atol=1e-6)

@@ -106,7 +106,7 @@ def _scope(kind: str, i: int) -> str:
 def _ref_shape(kind: str, shape: Shape) -> Shape:
     if kind == "conv":  # ours [out, in, kh, kw], theirs [kh, kw, in, out]
         return (shape[2], shape[3], shape[1], shape[0])
-    if kind == "dense":  # ours [out, in, 1, 1], theirs [in, out]
+    if kind == "matrix":  # ours [out, in, 1, 1], theirs [in, out]
         return (shape[1], shape[0])
     if kind == "pos":  # ours [F, H, W'], theirs [H, W', F]
         return (shape[1], shape[2], shape[0])
@@ -117,7 +117,7 @@ def _ref_shape(kind: str, shape: Shape) -> Shape:
 
 CONVERT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "conv": lambda t: t.permute(3, 2, 0, 1),
-    "dense": lambda t: t.t()[:, :, None, None],
+    "matrix": lambda t: t.t()[:, :, None, None],
     "pos": lambda t: t.permute(2, 0, 1),
     "ln": lambda t: t.reshape(-1),
     "same": lambda t: t,
@@ -143,7 +143,7 @@ def _map(plan: Plan, module: nn.Module, prefix: str, rules: list[tuple[str, str,
 def _gated(ours: str, theirs: str, second: str) -> list[tuple[str, str, str]]:
     """A gated conv (flows.py gated_conv): c1 3x3, a_proj nin on the context, c2 nin or 3x3."""
     return [(rf"{ours}conv1\.weight", rf"{theirs}c1/W", "conv"), (rf"{ours}conv1\.bias", rf"{theirs}c1/b", "same"),
-            (rf"{ours}ctx\.weight", rf"{theirs}a_proj/W", "dense"), (rf"{ours}ctx\.bias", rf"{theirs}a_proj/b", "same"),
+            (rf"{ours}ctx\.weight", rf"{theirs}a_proj/W", "matrix"), (rf"{ours}ctx\.bias", rf"{theirs}a_proj/b", "same"),
             (rf"{ours}conv2\.weight", rf"{theirs}c2/W", second), (rf"{ours}conv2\.bias", rf"{theirs}c2/b", "same")]
 
 
@@ -154,11 +154,11 @@ COUPLING_NET = ([(r"net\.pos", "pos_emb", "pos"),
                  (r"net\.blocks\.(\d+)\.1\.norm\.bias", r"block\1/ln1/b", "ln"),
                  (r"net\.blocks\.(\d+)\.3\.norm\.weight", r"block\1/ln2/g", "ln"),
                  (r"net\.blocks\.(\d+)\.3\.norm\.bias", r"block\1/ln2/b", "ln"),
-                 (r"net\.blocks\.(\d+)\.2\.qkv\.weight", r"block\1/attn/proj1/W", "dense"),
+                 (r"net\.blocks\.(\d+)\.2\.qkv\.weight", r"block\1/attn/proj1/W", "matrix"),
                  (r"net\.blocks\.(\d+)\.2\.qkv\.bias", r"block\1/attn/proj1/b", "same"),
-                 (r"net\.blocks\.(\d+)\.2\.proj\.weight", r"block\1/attn/proj2/W", "dense"),
+                 (r"net\.blocks\.(\d+)\.2\.proj\.weight", r"block\1/attn/proj2/W", "matrix"),
                  (r"net\.blocks\.(\d+)\.2\.proj\.bias", r"block\1/attn/proj2/b", "same")]
-                + _gated(r"net\.blocks\.(\d+)\.0\.", r"block\1/conv/", "dense"))
+                + _gated(r"net\.blocks\.(\d+)\.0\.", r"block\1/conv/", "matrix"))
 
 
 def _context(proj: str, block: str) -> list[tuple[str, str, str]]:
