@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from .blocks import dense_block_macs, dense_block_params, gated_resnet_macs, gated_resnet_params
-from .registry import CONTEXT, Op, OpArgs, OpShapeError, conv_macs, conv_params, register
+from .netlayers import Conv, DenseBlock, GatedResNet, LayerList, Net, Sequential
+from .registry import CONTEXT, Op, OpArgs, OpShapeError, register
 from .shapes import need_image
 from .supports import REAL, Integers
 
@@ -48,13 +48,12 @@ class GatedContext(Op):
             raise OpShapeError(f"gated_context splits columns: width {w} is odd")
         return (a.filters, h, w // 2)
 
-    def params(self, a, shape, env):
-        return conv_params(3, 2 * shape[0], a.filters) + a.blocks * gated_resnet_params(a.filters, nin=False)
-
-    def macs(self, a, shape, env):
+    def describe(self, a, shape):
         c, h, w = shape
         n = h * (w // 2)
-        return conv_macs(3, 2 * c, a.filters, n) + a.blocks * gated_resnet_macs(a.filters, n, nin=False)
+        block = GatedResNet.of(a.filters, n, nin=False, dropout=a.dropout)
+        return Net((("proj", Conv(2 * c, a.filters, 3, n, init="data")),
+                    ("blocks", LayerList((block,) * a.blocks))))
 
 
 @register
@@ -92,16 +91,13 @@ class DenseContext(Op):
             raise OpShapeError(f"dense_context downsamples by 2: {h}x{w} has an odd side")
         return (a.filters, h // 2, w // 2)
 
-    def params(self, a, shape, env):
-        f = a.filters
-        return (dense_block_params(shape[0], a.depth, a.growth, f) + conv_params(2, f, f)
-                + dense_block_params(f, a.depth, a.growth, f))
-
-    def macs(self, a, shape, env):
+    def describe(self, a, shape):
         c, h, w = shape
         f, n = a.filters, h * w
-        return (dense_block_macs(c, a.depth, a.growth, f, n) + conv_macs(2, f, f, n // 4)
-                + dense_block_macs(f, a.depth, a.growth, f, n // 4))
+        return Net((("net", Sequential((
+            DenseBlock.of(c, a.depth, a.growth, f, n),
+            Conv(f, f, 2, n // 4, stride=2),
+            DenseBlock.of(f, a.depth, a.growth, f, n // 4)))),))
 
 
 @register

@@ -6,7 +6,8 @@ from typing import Literal
 from pydantic import Field
 
 from .priors import Normal
-from .registry import DROP, Op, OpArgs, OpShapeError, conv_macs, conv_params, register
+from .netlayers import Conv, Net
+from .registry import DROP, Op, OpArgs, OpShapeError, register
 from .reshape import Order, squeezed
 from .shapes import numel, spatial
 
@@ -84,15 +85,11 @@ class FactorOut(_Drop):
     def dropped_density(self, a):
         return Normal.name
 
-    def params(self, a, shape, env):
+    def describe(self, a, shape):
+        """``conditional``: the zero-initialised 3x3 conv kept half -> (mean, log-std) of the rest."""
         if a.prior == "normal":
-            return 0
+            return Net()
         if len(shape) != 3:
             raise OpShapeError("a conditional factor-out prior needs image data")
-        return conv_params(3, shape[0] // 2, shape[0])
-
-    def macs(self, a, shape, env):
-        if a.prior == "normal":
-            return 0
         h, w = spatial(shape)
-        return conv_macs(3, shape[0] // 2, shape[0], h * w)
+        return Net((("conv", Conv(shape[0] // 2, shape[0], 3, h * w, init="zero")),))

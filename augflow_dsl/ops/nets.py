@@ -2,7 +2,9 @@
 
 Each net maps ``io.c_in`` channels (plus ``io.context`` context channels where the net
 supports one) to ``io.c_out`` channels at ``io.h`` x ``io.w``; its last layer starts at
-zero so that the coupling it serves starts at the identity.
+zero so that the coupling it serves starts at the identity. Each is described once, by
+``describe(args, io)`` (a tree of :mod:`.netlayers`): its parameter and MAC counts and its
+torch module (:mod:`augflow_dsl.layers.nets`) all derive from that description.
 """
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from .blocks import dense_block_macs, dense_block_params, gated_resnet_macs, gated_resnet_params
-from .registry import NetOp, OpArgs, OpShapeError, conv_macs, conv_params, register
-
+from .netlayers import (Activation, BatchNorm, Conv, DenseBlock, GatedAttention, GatedResNet, LayerList,
+                        LayerNorm, Linear, Net, NystromAttention, Parameter, ResBlock, Sequential)
+from .registry import NetOp, OpArgs, OpShapeError, register
 
 
 def _image(io, name):
@@ -40,14 +42,12 @@ class MLP(NetOp):
         if io.h != 0:
             raise OpShapeError("mlp needs vector data; use a convolutional net for images")
 
-    def net_params(self, a, io):
-        c = io.c_in + io.context
-        return (c * a.hidden + a.hidden + (a.layers - 1) * (a.hidden * a.hidden + a.hidden)
-                + a.hidden * io.c_out + io.c_out)
-
-    def net_macs(self, a, io):
-        c = io.c_in + io.context
-        return c * a.hidden + (a.layers - 1) * a.hidden * a.hidden + a.hidden * io.c_out
+    def describe(self, a, io):
+        layers, c = [], io.c_in + io.context
+        for _ in range(a.layers):
+            layers += [Linear(c, a.hidden), Activation()]
+            c = a.hidden
+        return Net((("net", Sequential((*layers, Linear(c, io.c_out, init="zero")))),))
 
 
 @register
@@ -68,13 +68,12 @@ class GlowNet(NetOp):
     def check_io(self, a, io):
         _image(io, self.name)
 
-    def net_params(self, a, io):
-        f = a.filters
-        return conv_params(3, io.c_in + io.context, f) + conv_params(1, f, f) + conv_params(3, f, io.c_out)
-
-    def net_macs(self, a, io):
-        f, p = a.filters, io.positions
-        return conv_macs(3, io.c_in + io.context, f, p) + conv_macs(1, f, f, p) + conv_macs(3, f, io.c_out, p)
+    def describe(self, a, io):
+        f, n = a.filters, io.positions
+        return Net((("net", Sequential((
+            Conv(io.c_in + io.context, f, 3, n), Activation(),
+            Conv(f, f, 1, n), Activation(),
+            Conv(f, io.c_out, 3, n, init="zero")))),))
 
 
 @register
@@ -97,15 +96,12 @@ class ResNet(NetOp):
     def check_io(self, a, io):
         _image(io, self.name)
 
-    def net_params(self, a, io):
-        f = a.filters
-        block = 2 * (conv_params(3, f, f) + 2 * f)
-        return conv_params(3, io.c_in + io.context, f) + a.blocks * block + conv_params(3, f, io.c_out)
-
-    def net_macs(self, a, io):
-        f, p = a.filters, io.positions
-        return (conv_macs(3, io.c_in + io.context, f, p) + a.blocks * 2 * conv_macs(3, f, f, p)
-                + conv_macs(3, f, io.c_out, p))
+    def describe(self, a, io):
+        f, n = a.filters, io.positions
+        return Net((("net", Sequential((
+            Conv(io.c_in + io.context, f, 3, n), Activation(),
+            *(ResBlock.of(f, n) for _ in range(a.blocks)),
+            Conv(f, io.c_out, 3, n, init="zero")))),))
 
 
 @register
@@ -138,18 +134,15 @@ class ConvAttention(NetOp):
         if a.filters % a.heads:
             raise OpShapeError(f"filters {a.filters} are not divisible by heads {a.heads}")
 
-    def net_params(self, a, io):
-        f = a.filters
-        pos = f * io.h * io.w if a.position == "learned" else 0
-        attn = conv_params(1, f, 3 * f) + conv_params(1, f, 2 * f)
-        block = gated_resnet_params(f, io.context) + attn + 4 * f
-        return pos + conv_params(3, io.c_in, f) + a.blocks * block + conv_params(3, f, io.c_out)
-
-    def net_macs(self, a, io):
-        f, p = a.filters, io.positions
-        attn = conv_macs(1, f, 3 * f, p) + conv_macs(1, f, 2 * f, p) + 2 * p * p * f
-        block = gated_resnet_macs(f, p, io.context) + attn
-        return conv_macs(3, io.c_in, f, p) + a.blocks * block + conv_macs(3, f, io.c_out, p)
+    def describe(self, a, io):
+        f, n = a.filters, io.positions
+        block = LayerList((GatedResNet.of(f, n, io.context, nin=True, dropout=a.dropout), LayerNorm(f),
+                           GatedAttention.of(f, a.heads, n, a.dropout), LayerNorm(f)))
+        pos = (("pos", Parameter((f, io.h, io.w), std=0.01)),) if a.position == "learned" else ()
+        return Net((*pos,
+                    ("proj_in", Conv(io.c_in, f, 3, n, init="data")),
+                    ("blocks", LayerList((block,) * a.blocks)),
+                    ("proj_out", Conv(f, io.c_out, 3, n, init="zero"))))
 
 
 @register
@@ -195,20 +188,14 @@ class DenseAttention(NetOp):
             raise OpShapeError(f"{io.h}x{io.w} = {io.h * io.w} positions are not divisible by "
                                f"{a.landmarks} landmarks")
 
-    def net_params(self, a, io):
-        p, e = a.project, self._e(a)
-        return (conv_params(1, io.c_in + io.context, p) + dense_block_params(p, a.depth, a.growth, p)
-                + conv_params(1, p, 3 * e) + conv_params(1, e, p) + 2 * (2 * p)
-                + conv_params(1, 2 * p, p, bias=False) + conv_params(1, p, io.c_out))
-
-    def net_macs(self, a, io):
-        p, e, n, m = a.project, self._e(a), io.positions, a.landmarks
-        attn = (conv_macs(1, p, 3 * e, n) + conv_macs(1, e, p, n)
-                + n * m * e + m * m * e + m * n * e  # the three kernels
-                + 6 * 4 * m * m * m * a.heads  # Moore-Penrose iterations (Nystromformer eq. 16)
-                + m * n * e + a.heads * n * m * m + n * m * e)  # K1 pinv(K2) (K3 V), per head
-        return (conv_macs(1, io.c_in + io.context, p, n) + dense_block_macs(p, a.depth, a.growth, p, n)
-                + attn + conv_macs(1, 2 * p, p, n) + conv_macs(1, p, io.c_out, n))
+    def describe(self, a, io):
+        p, n = a.project, io.positions
+        return Net((
+            ("proj_in", Conv(io.c_in + io.context, p, 1, n, channels_last=True)),
+            ("attn", NystromAttention.of(p, self._e(a), a.heads, a.landmarks, n, tokens=a.tokens)),
+            ("dense", DenseBlock.of(p, a.depth, a.growth, p, n)),
+            ("fuse", Sequential((BatchNorm(2 * p), Activation(), Conv(2 * p, p, 1, n, bias=False, channels_last=True)))),
+            ("proj_out", Conv(p, io.c_out, 1, n, init="zero", channels_last=True))))
 
 
 @register
@@ -233,14 +220,12 @@ class Dense(NetOp):
     def check_io(self, a, io):
         _image(io, self.name)
 
-    def net_params(self, a, io):
-        return (conv_params(1, io.c_in + io.context, a.mid) + dense_block_params(a.mid, a.depth, a.growth, a.mid)
-                + conv_params(1, a.mid, io.c_out))
-
-    def net_macs(self, a, io):
+    def describe(self, a, io):
         n = io.positions
-        return (conv_macs(1, io.c_in + io.context, a.mid, n) + dense_block_macs(a.mid, a.depth, a.growth, a.mid, n)
-                + conv_macs(1, a.mid, io.c_out, n))
+        return Net((("net", Sequential((
+            Conv(io.c_in + io.context, a.mid, 1, n, channels_last=True),
+            DenseBlock.of(a.mid, a.depth, a.growth, a.mid, n, residual=a.residual),
+            Conv(a.mid, io.c_out, 1, n, init="zero", channels_last=True)))),))
 
 
 @register
@@ -265,10 +250,8 @@ class CrossUnitNet(NetOp):
                                f"context channels; use a net that reads one (glow_net, resnet, conv_attention, "
                                f"dense, dense_attention)")
 
-    def net_params(self, a, io):
-        hid = a.expansion * io.c_in
-        return conv_params(3, io.c_in, hid) + conv_params(1, hid, io.c_out)
-
-    def net_macs(self, a, io):
+    def describe(self, a, io):
         hid, n = a.expansion * io.c_in, io.positions
-        return conv_macs(3, io.c_in, hid, n) + conv_macs(1, hid, io.c_out, n)
+        return Net((("net", Sequential((
+            Conv(io.c_in, hid, 3, n), Activation(),
+            Conv(hid, io.c_out, 1, n, init="zero")))),))

@@ -7,7 +7,9 @@ An op definition declares, in one place:
 * ``Args``: its argument schema, a pydantic model (unknown or ill-typed arguments are
   refused with the argument's name);
 * its shape rule, parameter formula and multiply-accumulate formula, all pure Python,
-  so that ``check`` never imports torch;
+  so that ``check`` never imports torch; nets, context nets and a drop's prior conv give
+  instead a layer description (``describe``, :mod:`.netlayers`) that both formulas and the
+  torch module derive from;
 * ``layer``: the dotted path of the torch module that implements it, imported lazily by
   :mod:`augflow_dsl.compiler`;
 * its documentation: ``summary`` (one line), the class docstring (what it computes),
@@ -26,6 +28,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
+from .netlayers import Net
 from .regions import Region
 from .supports import REAL, Support
 
@@ -150,11 +153,16 @@ class Op:
         """The input shape that gives output ``shape`` (for q-flows, inferred backwards)."""
         return shape
 
+    def describe(self, a, shape: Shape) -> Net:
+        """The layers the op holds outside its conditioner nets (a context net, a drop's prior
+        conv; :mod:`.netlayers`); ``params`` and ``macs`` derive from it unless overridden."""
+        return Net()
+
     def params(self, a, shape: Shape, env: OpEnv) -> int:
-        return 0
+        return self.describe(a, shape).params()
 
     def macs(self, a, shape: Shape, env: OpEnv) -> int:
-        return 0
+        return self.describe(a, shape).macs()
 
     def nets(self, a, shape: Shape, env: OpEnv) -> dict[str, tuple[OpCall, NetIO]]:
         """Conditioner nets this op owns, by slot name, with what each must compute."""
@@ -215,15 +223,19 @@ class Op:
 
 
 class NetOp(Op):
-    """A conditioner net: its formulas read a :class:`NetIO` instead of a shape."""
+    """A conditioner net, described once by ``describe(a, io)`` (a :class:`NetIO` instead of a
+    shape): its parameters, its MACs and its torch module all derive from that description."""
 
     role: ClassVar[str] = NET
 
-    def net_params(self, a, io: NetIO) -> int:
+    def describe(self, a, io: NetIO) -> Net:  # type: ignore[override]
         raise NotImplementedError
 
+    def net_params(self, a, io: NetIO) -> int:
+        return self.describe(a, io).params()
+
     def net_macs(self, a, io: NetIO) -> int:
-        raise NotImplementedError
+        return self.describe(a, io).macs()
 
     def check_io(self, a, io: NetIO) -> None:
         """Raise OpShapeError when the net cannot compute ``io``."""
@@ -254,14 +266,6 @@ def op_of_layer(layer_cls: type) -> Op:
 
 def names(role: str | None = None) -> list[str]:
     return sorted(n for n, op in REGISTRY.items() if role is None or op.role == role)
-
-
-def conv_params(k: int, c_in: int, c_out: int, bias: bool = True) -> int:
-    return k * k * c_in * c_out + (c_out if bias else 0)
-
-
-def conv_macs(k: int, c_in: int, c_out: int, positions: int) -> int:
-    return k * k * c_in * c_out * positions
 
 
 @dataclass
