@@ -21,6 +21,7 @@ from augflow_dsl.compiler.model import compile_spec
 from augflow_dsl.interop import denseflow, vflow
 from augflow_dsl.interop.plan import ImportMismatch, check, fill
 from augflow_dsl.layers.nets import NystromAttention
+from augflow_dsl.ops import netlayers as nl
 from augflow_dsl.spec.load import load, loads
 from conftest import ROOT
 
@@ -75,10 +76,10 @@ def _reference_channel_runs(attn: NystromAttention, x: torch.Tensor) -> torch.Te
 
 def test_channel_runs_is_the_reference_reshape_without_permute():
     torch.manual_seed(0)
-    attn = NystromAttention(6, 4, landmarks=4, iters=40, tokens="channel_runs").double()
+    attn = NystromAttention(nl.NystromAttention.of(6, 4, 1, 4, 8, iters=40, tokens="channel_runs")).double()
     x = torch.randn(2, 6, 4, 2, dtype=torch.float64)
     assert torch.allclose(attn(x), _reference_channel_runs(attn, x), atol=1e-7)
-    spatial = NystromAttention(6, 4, landmarks=4, iters=40).double()
+    spatial = NystromAttention(nl.NystromAttention.of(6, 4, 1, 4, 8, iters=40)).double()
     spatial.load_state_dict(attn.state_dict())  # same parameters, a different function
     assert not torch.allclose(spatial(x), attn(x), atol=1e-3)
 

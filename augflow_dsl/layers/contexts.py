@@ -1,17 +1,18 @@
 """Context nets of q-networks (the ``context`` ops of :mod:`augflow_dsl.ops.contexts`).
 
-Built by ``from_op(args, in_shape, bits)``; ``forward(x)`` reads the conditioning data once
-and returns the context every coupling of the q-network reads. Parameter and MAC counts
-match the op's ``params`` / ``macs`` (see tests/test_nets.py).
+Built by ``from_op(args, in_shape, bits)`` from the op's description (``op.describe(args,
+in_shape)``, :mod:`augflow_dsl.ops.netlayers`); ``forward(x)`` reads the conditioning data once
+and returns the context every coupling of the q-network reads. Parameter and MAC counts are
+the description's (see tests/test_nets.py).
 """
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from ..ops import netlayers as nl
 from ..ops import registry
 from .base import ContextModule
-from .nets import DataInitConv2d, DenseBlock, GatedResNet
+from .build import build_children
 
 __all__ = ["GatedContext", "DenseContext", "DataContext"]
 
@@ -28,20 +29,18 @@ class GatedContext(ContextModule):
     channels (2C x H x W/2), 3x3 conv 2C -> F, ``blocks`` gated convs with a 3x3 second conv.
     Output [N, F, H, W/2]."""
 
-    def __init__(self, channels: int, filters: int = 32, blocks: int = 3, input: str = "centered",
-                 dropout: float = 0.0, bits: int | None = None):
+    def __init__(self, d: nl.Net, input: str = "centered", bits: int | None = None):
         super().__init__()
         self.input = input
         self.scale = 2.0 ** _need_bits(bits, "gated_context (input: centered)") if input == "centered" else None
-        self.proj = DataInitConv2d(2 * channels, filters, 3, padding=1)
-        self.blocks = nn.ModuleList(GatedResNet(filters, nin=False, dropout=dropout) for _ in range(blocks))
+        build_children(self, d)
 
     @classmethod
     def from_op(cls, args, in_shape, bits):
         c, h, w = in_shape
         if w % 2:
             raise ValueError(f"gated_context splits columns: width {w} is odd")
-        return cls(c, args.filters, args.blocks, args.input, args.dropout, bits)
+        return cls(registry.op_of_layer(cls).describe(args, in_shape), args.input, bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale is not None:
@@ -58,21 +57,18 @@ class DenseContext(ContextModule):
     46-61): 2x/(2^bits - 1) - 1, dense block C -> F at H x W, 2x2 stride-2 conv F -> F, dense
     block F -> F at H/2 x W/2 (both gated, no activation between). Output [N, F, H/2, W/2]."""
 
-    def __init__(self, channels: int, filters: int = 64, depth: int = 4, growth: int = 16, bits: int = 8):
+    def __init__(self, d: nl.Net, bits: int = 8):
         super().__init__()
         self.max = 2.0 ** bits - 1
-        f = filters
-        self.net = nn.Sequential(
-            DenseBlock(channels, depth, growth, f),
-            nn.Conv2d(f, f, 2, stride=2),
-            DenseBlock(f, depth, growth, f))
+        build_children(self, d)
 
     @classmethod
     def from_op(cls, args, in_shape, bits):
         c, h, w = in_shape
         if h % 2 or w % 2:
             raise ValueError(f"dense_context downsamples by 2: {h}x{w} has an odd side")
-        return cls(c, args.filters, args.depth, args.growth, _need_bits(bits, registry.op_of_layer(cls).name))
+        op = registry.op_of_layer(cls)
+        return cls(op.describe(args, in_shape), _need_bits(bits, op.name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(2 * x / self.max - 1)

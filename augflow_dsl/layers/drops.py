@@ -4,25 +4,27 @@ temperature (:class:`~augflow_dsl.layers.base.Draws`)."""
 from __future__ import annotations
 
 import torch
-from torch import nn
-
-from .base import Step, zero_init
+from ..ops import netlayers as nl
+from ..ops import registry
+from .base import Step
+from .build import build_children
 from .priors import normal_log_prob
 from .reshape import squeeze, unsqueeze
 
 
 class FactorOut(Step):
     """Keep the first C/2 channels; score the rest with N(0, I) or, with ``conditional``, with a
-    Gaussian whose (mean, log-std) come from a zero-initialised 3x3 conv of the kept half."""
+    Gaussian whose (mean, log-std) come from a zero-initialised 3x3 conv of the kept half (the
+    op's description: empty, or that ``conv``)."""
 
-    def __init__(self, shape, prior: str = "normal"):
+    def __init__(self, d: nl.Net):
         super().__init__()
-        c = shape[0]
-        self.conv = zero_init(nn.Conv2d(c // 2, c, 3, padding=1)) if prior == "conditional" else None
+        self.conv = None
+        build_children(self, d)
 
     @classmethod
     def from_op(cls, args, shape, env, nets):
-        return cls(shape, args.prior)
+        return cls(registry.op_of_layer(cls).describe(args, shape))
 
     def _stats(self, kept):
         if self.conv is None:
@@ -62,13 +64,13 @@ class SqueezeAndDrop(FactorOut):
     """DenseFlow transition (flow_modules.py:47-65): squeeze, keep the first half of the
     channels, score the second half with a fixed N(0, I)."""
 
-    def __init__(self, shape, order: str = "channel_major"):
-        super().__init__(shape, "normal")
+    def __init__(self, d: nl.Net, order: str = "channel_major"):
+        super().__init__(d)
         self.order = order
 
     @classmethod
     def from_op(cls, args, shape, env, nets):
-        return cls(shape, args.order)
+        return cls(registry.op_of_layer(cls).describe(args, shape), args.order)
 
     def score(self, x):
         return super().score(squeeze(x, 2, self.order))

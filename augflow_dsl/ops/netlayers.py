@@ -234,6 +234,8 @@ class DenseBlock(Layer):
     @classmethod
     def of(cls, c0: int, depth: int, growth: int, out: int, positions: int,
            residual: bool = False) -> "DenseBlock":
+        if residual and c0 != out:
+            raise ValueError(f"a residual dense block needs c0 == out; got {c0} and {out}")
         layers = tuple(DenseLayer.of(c0 + i * growth, growth, positions) for i in range(depth))
         return cls(Sequential(layers), GatedConv1x1.of(c0 + depth * growth, out, positions), residual)
 

@@ -1,0 +1,85 @@
+"""Leaf torch modules that layer descriptions build into (:mod:`augflow_dsl.layers.build`):
+the GEMM 1x1 conv, Flow++'s data-initialised conv, the CPU dropout, the channel layer norm."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import InitOnce
+
+__all__ = ["GemmConv2d", "DataInitConv2d", "Dropout", "ChannelLayerNorm", "concat_elu"]
+
+
+class GemmConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose 1x1 case runs as one GEMM over all N*H*W positions (``F.linear`` on
+    the channels-last view) and returns [N, O, H, W] in channels-last memory. When the input is
+    already channels-last the view costs no copy, so a chain of 1x1 convs never changes layout.
+    On a 2-core CPU, forward+backward at DenseFlow's sizes runs at 200-270 GFLOP/s this way
+    against 115-210 for mkldnn's NCHW 1x1 conv (``examples/bench_layout.py``). Other kernels
+    are plain ``nn.Conv2d``; parameters and state-dict keys are those of ``nn.Conv2d``. The
+    channels-last nets (DenseFlow's and Flow++'s) build their convs from this class."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size != (1, 1) or self.stride != (1, 1) or self.groups != 1 or any(self.padding):
+            return super().forward(x)
+        w = self.weight
+        y = F.linear(x.permute(0, 2, 3, 1), w.reshape(w.shape[0], w.shape[1]), self.bias)
+        return y.permute(0, 3, 1, 2)
+
+
+def concat_elu(x: torch.Tensor) -> torch.Tensor:
+    """elu(cat(x, -x)) on channels (Flow++ / PixelCNN++): doubles the channel count."""
+    return F.elu(torch.cat([x, -x], dim=1))
+
+
+class DataInitConv2d(InitOnce, GemmConv2d):
+    """A conv with the Flow++ code's data-dependent init (flows.py:26-66): on its first forward
+    in training mode it rescales weight and bias so that this batch's output has zero mean and
+    standard deviation ``init_scale`` per channel. A buffer records that it ran, so a reloaded
+    model is not re-initialised; no parameters are added."""
+
+    def __init__(self, *args, init_scale: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.init_scale = init_scale
+        self.register_buffer("initialized", torch.tensor(False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if self._needs_init():
+            with torch.no_grad():
+                mean = y.mean((0, 2, 3))
+                std = y.var((0, 2, 3), unbiased=False).add(1e-8).sqrt()
+                s = self.init_scale / std
+                self.weight.mul_(s.view(-1, 1, 1, 1))
+                self.bias.sub_(mean).mul_(s)
+                self._mark_initialized()
+            y = super().forward(x)
+        return y
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with the mask drawn as ``uniform >= p``: the same Bernoulli(1 - p) mask and
+    1/(1 - p) scaling, but the CPU draws it in about 40% of ``bernoulli_``'s time (1.6 ms
+    against 3.9 ms for Flow++'s 8x192x16x16 activations), which is 15% of a Flow++ training
+    step. Other devices use ``F.dropout``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return F.dropout(x, self.p, True)
+        keep = torch.rand_like(x) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
+class ChannelLayerNorm(nn.Module):
+    """Layer norm over the channel axis at each position (Flow++ code, biased variance,
+    eps 1e-5, affine gain and bias per channel: 2C parameters)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
