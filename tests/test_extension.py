@@ -7,6 +7,8 @@ grammar, the graph builder, the checker or the compiler.
   is the standard normal); inverse drops them.
 * ``test_drop_tail``: a drop that hands the last ``channels`` channels to N(0, s^2), s = exp of a
   learned log-scale per dropped channel (initialised to ``scale``: ``channels`` parameters).
+* ``test_two_conv_net``: a coupling net written as one layer description (3x3 conv -> ReLU ->
+  zero-initialised 1x1 conv) and one forward; its counts and its module come from the description.
 
 The ops are registered by a fixture and removed after, so no other test sees them.
 """
@@ -20,11 +22,14 @@ from pydantic import Field
 from torch import nn
 
 import augflow_dsl as af
-from augflow_dsl.layers.base import Step
+from augflow_dsl.layers.base import NetModule, Step
+from augflow_dsl.layers.build import build_children
+from augflow_dsl.ops import registry
+from augflow_dsl.ops.netlayers import Conv, Net
 from augflow_dsl.layers.priors import normal_log_prob
 from augflow_dsl.ops.supports import REAL, join
-from augflow_dsl.ops.registry import (AUGMENT, AUGMENT_AT_INPUT, DROP, REGISTRY, SCORED_BY_FIXED, Op, OpArgs,
-                                      OpShapeError, register)
+from augflow_dsl.ops.registry import (AUGMENT, AUGMENT_AT_INPUT, DROP, REGISTRY, SCORED_BY_FIXED, NetIO, NetOp, Op,
+                                      OpArgs, OpShapeError, register)
 
 
 # ---------------------------------------------------------------------------- layers
@@ -66,6 +71,19 @@ class DropTailLayer(Step):
             noise = torch.randn(kept.shape[0], self.channels, *kept.shape[2:], dtype=kept.dtype, device=kept.device)
             z = self.draws.temperature * torch.exp(self.log_scale) * noise
         return torch.cat([kept, z], 1)
+
+
+class TwoConvNetLayer(NetModule):
+    def __init__(self, d: Net):
+        super().__init__()
+        build_children(self, d)  # conv1, conv2
+
+    @classmethod
+    def from_op(cls, args, io):
+        return cls(registry.op_of_layer(cls).describe(args, io))
+
+    def forward(self, x, context=None):
+        return self.conv2(torch.relu(self.conv1(x)))
 
 
 # ---------------------------------------------------------------------------- ops
@@ -115,12 +133,34 @@ class DropTail(Op):
         return a.channels
 
 
+class TwoConvNet(NetOp):
+    """3x3 conv -> ReLU -> zero-initialised 1x1 conv, ``filters`` wide."""
+
+    name = "test_two_conv_net"
+    layer = f"{__name__}:TwoConvNetLayer"
+
+    class Args(OpArgs):
+        filters: int = Field(gt=0)
+
+    def check_io(self, a, io):
+        if io.h == 0 or io.context:
+            raise OpShapeError("test_two_conv_net reads images and no context")
+
+    def describe(self, a, io):
+        n = io.positions
+        return Net((("conv1", Conv(io.c_in, a.filters, 3, n)),
+                    ("conv2", Conv(a.filters, io.c_out, 1, n, init="zero"))))
+
+
+NEW_OPS = (NoisePad, DropTail, TwoConvNet)
+
+
 @pytest.fixture
 def new_ops():
-    for cls in (NoisePad, DropTail):
+    for cls in NEW_OPS:
         register(cls)
     yield
-    for cls in (NoisePad, DropTail):
+    for cls in NEW_OPS:
         REGISTRY.pop(cls.name)
 
 
@@ -172,5 +212,22 @@ def test_new_ops_compile_and_run(new_ops, seed):
     assert s.shape == (3, 2, 4, 4) and torch.isfinite(s).all() and s.min() >= 0 and s.max() <= 7
 
 
+def test_new_net_is_one_description_and_one_forward(new_ops):
+    """The report's count, numel() and the MACs come from the description; the coupling it serves
+    starts at the identity (zero-initialised last conv)."""
+    spec = af.loads(SPEC.replace("glow_net(filters: 6)", "test_two_conv_net(filters: 5)"))
+    report = af.check(spec)
+    assert report.valid, report.errors
+    nets = [r for r in report.nodes if r.op == "test_two_conv_net"]
+    io = NetIO(2, 4, 4, 4)  # the first coupling: 4 channels, half read, (shift, scale) for the other half
+    assert nets[0].params == (9 * 2 * 5 + 5) + (5 * 4 + 4) and nets[0].macs == (9 * 2 * 5 + 5 * 4) * 16
+    assert TwoConvNet().net_params(TwoConvNet.Args(filters=5), io) == nets[0].params
+    model = af.compile(spec)
+    assert sum(p.numel() for p in model.parameters()) == report.parameters.total
+    x = torch.randn(3, 4, 4, 4)
+    coupling = next(m for m in model.modules() if isinstance(m, TwoConvNetLayer))
+    assert torch.count_nonzero(coupling(x[:, :2])) == 0
+
+
 def test_new_ops_are_gone_after_the_fixture():
-    assert "test_noise_pad" not in REGISTRY and "test_drop_tail" not in REGISTRY
+    assert not {cls.name for cls in NEW_OPS} & set(REGISTRY)

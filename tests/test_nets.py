@@ -22,7 +22,6 @@ from augflow_dsl.ops import netlayers as nl  # noqa: E402
 from augflow_dsl.ops import registry  # noqa: E402
 from augflow_dsl.ops.registry import NetIO, OpEnv  # noqa: E402
 from augflow_dsl.layers import contexts as ctx_layers  # noqa: E402
-from augflow_dsl.layers import drops as drop_layers  # noqa: E402
 from augflow_dsl.layers.build import build  # noqa: E402
 from augflow_dsl.layers import nets as net_layers  # noqa: E402
 from augflow_dsl.layers.dense_kernel import DenseBlockFunction  # noqa: E402

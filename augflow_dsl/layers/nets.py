@@ -20,7 +20,7 @@ from torch import nn
 from ..ops import netlayers as nl
 from ..ops import registry
 from .base import NetModule
-from .build import build_children, builds
+from .build import build, build_children, builds
 from .dense_kernel import DenseBlockFunction
 from .modules import ChannelLayerNorm, DataInitConv2d, Dropout, GemmConv2d, concat_elu
 
@@ -77,7 +77,9 @@ class DenseLayer(nn.Module):
 
     def __init__(self, d: nl.DenseLayer):
         super().__init__()
-        build_children(self, d)
+        conv1, relu1, conv3, relu3 = d.net.layers
+        first = build(conv3)  # drawn before the 1x1, as always: a seed gives the initial weights it gave
+        self.net = nn.Sequential(build(conv1), build(relu1), first, build(relu3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, self.net(x)], dim=1)

@@ -194,7 +194,8 @@ class DenseAttention(NetOp):
             ("proj_in", Conv(io.c_in + io.context, p, 1, n, channels_last=True)),
             ("attn", NystromAttention.of(p, self._e(a), a.heads, a.landmarks, n, tokens=a.tokens)),
             ("dense", DenseBlock.of(p, a.depth, a.growth, p, n)),
-            ("fuse", Sequential((BatchNorm(2 * p), Activation(), Conv(2 * p, p, 1, n, bias=False, channels_last=True)))),
+            ("fuse", Sequential((BatchNorm(2 * p), Activation(),
+                                 Conv(2 * p, p, 1, n, bias=False, channels_last=True)))),
             ("proj_out", Conv(p, io.c_out, 1, n, init="zero", channels_last=True))))
 
 
