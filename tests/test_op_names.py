@@ -20,7 +20,6 @@ ALLOWED = {
     ("graph/build.py", "input"): "INPUT, the id and role of the graph's source node (graph namespace: "
                                  "check --json and the graph export show it)",
     ("layers/coupling.py", "sigmoid"): "a value of affine_coupling's 'scale' argument (Glow's log-sigmoid scale)",
-    ("layers/drops.py", "normal"): "a value of factor_out's 'prior' argument",
     ("spec/evaluate.py", "input"): "the 'input' key of pydantic's validation-error dicts",
     ("graph/build.py", "block"): "the node attribute 'block' ((block, unit) of a step, read by the audit)",
     ("graph/audit.py", "block"): "the node attribute 'block' ((block, unit) of a step, set by the builder)",
