@@ -141,3 +141,8 @@ class InitOnce:
         key = prefix + "initialized"
         if key in state_dict:
             self._done = bool(state_dict[key])
+
+
+def is_transformed(t: torch.Tensor) -> bool:
+    """A tensor under a torch.func transform (vmap / grad wrappers, which have no storage)."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)

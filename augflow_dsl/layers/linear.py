@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Bijection
+from .base import Bijection, is_transformed
 
 
 def _initial(c: int, init: str, noise: float) -> torch.Tensor:
@@ -70,11 +70,6 @@ class _Matrix(nn.Module):
         return self.perm @ lower @ upper, self.log_s.sum()
 
 
-def _is_transformed(t: torch.Tensor) -> bool:
-    """A tensor under a torch.func transform (vmap / grad wrappers, which have no storage)."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(t)
-
-
 class WeightCache:
     """Values derived from a module's weights (an inverse, a log-det), kept per weight version.
 
@@ -93,7 +88,7 @@ class WeightCache:
         sources = [*module.parameters(), *module.buffers()]
         if torch.is_grad_enabled() and any(p.requires_grad for p in sources):
             return compute()
-        if any(_is_transformed(t) for t in sources):  # torch.func (vmap, grad, functional_call): no storage
+        if any(is_transformed(t) for t in sources):  # torch.func (vmap, grad, functional_call): no storage
             return compute()
         key = (torch.is_inference_mode_enabled(),
                *((t._version, t.data_ptr(), t.dtype, t.device, t.shape) for t in sources))
