@@ -32,6 +32,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 import augflow_dsl as af
 from augflow_dsl.compiler.model import FlowModel
+from augflow_dsl.runtime.schedule import lr_at
 from augflow_dsl.runtime.toys import CHECKERBOARD_LOG_DENSITY, toy_points, toy_split
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
@@ -160,7 +161,10 @@ def train_stack(spec: str | Path, seeds: list[int], iterations: int, *, batch: i
                 echo=None) -> TrainResult:
     """Train the seeds of ``spec`` together for ``iterations`` Adam steps (lr and batch from the
     spec's train block unless given); the loss is -log p(x) per example (VFlow: the one-sample
-    ELBO, eq. 7). Returns the stack, the losses and the time per iteration of each phase."""
+    ELBO, eq. 7). The learning rate follows the spec's schedule (``runtime.lr_at``: warm-up,
+    per-step decay after ``decay_after``, ``lr_min``; the data is drawn fresh, so an "epoch" is
+    1,000 iterations) and ``train.clip`` clips each seed's gradient norm, as the runtime does.
+    Returns the stack, the losses and the time per iteration of each phase."""
     spec = af.load(spec) if not isinstance(spec, af.Spec) else spec
     batch = batch or spec.train.batch
     lr = lr or spec.train.lr
@@ -188,7 +192,10 @@ def train_stack(spec: str | Path, seeds: list[int], iterations: int, *, batch: i
         t1 = time.perf_counter()
         grads, loss = step(flat, stack.buffers, x)
         t2 = time.perf_counter()
+        if spec.train.clip is not None:  # per seed: each row is one model's gradient
+            grads = grads * (spec.train.clip / (grads.norm(dim=1, keepdim=True) + 1e-6)).clamp(max=1.0)
         flat.grad = grads
+        opt.param_groups[0]["lr"] = lr * lr_at(spec.train, it, 1000) / spec.train.lr
         opt.step()
         t3 = time.perf_counter()
         if it == 0:

@@ -23,8 +23,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="run folder (default: runs/<spec name>/<UTC time>/); an existing one resumes. Under "
                         "torchrun write --run-dir: torchrun's own parser takes --run as its --run-path")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=_positive, help="train this many updates (replaces the spec's epochs)")
-    g.add_argument("--epochs", type=_positive, help="train this many epochs")
+    g.add_argument("--steps", type=_positive, help="train this many updates in all (replaces the spec's epochs; its fine-tune epochs "
+                                                          "run only with --set train.finetune_epochs=K)")
+    g.add_argument("--epochs", type=_positive, help="train this many epochs in all (fine-tune epochs as for --steps)")
     p.add_argument("--batch", type=_positive, help="global batch (default: the spec's train.batch)")
     p.add_argument("--device", default=None, help="cpu (default) or cuda / cuda:N")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None,

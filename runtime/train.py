@@ -169,6 +169,10 @@ class Trainer:
                 merged["steps"], merged["epochs"] = opts.steps, 0
             elif opts.epochs is not None:
                 merged["epochs"], merged["steps"] = opts.epochs, None
+            if (opts.steps is not None or opts.epochs is not None) and "finetune_epochs" not in train_overrides:
+                # --steps / --epochs give the run's whole length: the spec's fine-tune phase (DenseFlow's
+                # 20 epochs at 2e-5) runs only when asked for with --set train.finetune_epochs=K
+                merged["finetune_epochs"] = 0
             if opts.seed is not None:
                 merged["seed"] = opts.seed
             self.train = TrainSpec.model_validate(merged)

@@ -232,3 +232,20 @@ def test_resume_continues_to_more_steps(tmp_path, here):
     r = here("--resume", str(run), "--steps", "5", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["step"] == 5 and sorted(losses(run)) == [1, 2, 3, 4, 5]
+
+
+def test_steps_flag_gives_the_whole_run_unless_finetune_is_asked_for(tmp_path, here):
+    """--steps N trains N updates in all, even for a spec with fine-tune epochs; --set
+    train.finetune_epochs=K brings the fine-tune phase back (K epochs at finetune_lr after N)."""
+    spec = tmp_path / "ft.flow"
+    spec.write_text(Path(TOY).read_text().replace(
+        "train: {", "train: {finetune_epochs: 3, finetune_lr: 1e-5, "))
+    r = here(str(spec), "--run", str(tmp_path / "a"), "--steps", "4", "--batch", "16", *FAST, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["step"] == 4
+    r = here(str(spec), "--run", str(tmp_path / "b"), "--steps", "4", "--batch", "16", "--set",
+             "train.finetune_epochs=1", *FAST, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    lrs = {x["step"]: x["lr"] for x in rows if "split" not in x}
+    assert json.loads(r.stdout)["step"] > 4 and lrs[max(lrs)] == pytest.approx(1e-5)
