@@ -227,7 +227,7 @@ def test_log_likelihood(models: list[FlowModel], x: torch.Tensor, samples: int) 
     out = []
     for m in models:
         m.eval()
-        s = samples if m.augment is not None else 1
+        s = samples if (m.spec.augment is not None or m.spec.dequantize is not None) else 1
         out.append(float(m.log_likelihood(x, samples=s).double().mean()))
     return out
 

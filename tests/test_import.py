@@ -84,6 +84,49 @@ def test_channel_runs_is_the_reference_reshape_without_permute():
     assert not torch.allclose(spatial(x), attn(x), atol=1e-3)
 
 
+def _reference_iterative_inv(k: torch.Tensor, n_iter: int = 6) -> torch.Tensor:
+    """blocks/attention.py:84-96 as the reference-facts describe it: V = K^T / (max column sum *
+    max row sum of |K|), both per matrix, then n_iter = 6 Newton-Schulz steps (not an exact pinv)."""
+    eye = torch.eye(k.shape[-1], dtype=k.dtype)
+    a = k.abs()
+    v0 = a.sum(dim=-2, keepdim=True).amax(dim=-1, keepdim=True)
+    vi = a.sum(dim=-1, keepdim=True).amax(dim=-2, keepdim=True)
+    v = k.transpose(-1, -2) / (v0 * vi)
+    for _ in range(n_iter):
+        kv = k @ v
+        v = (0.25 * v) @ (13 * eye - kv @ (15 * eye - kv @ (7 * eye - kv)))
+    return v
+
+
+def test_imported_attention_uses_the_reference_six_step_inverse(df_full):
+    """The imported DenseFlow's attention: channel_runs tokens AND the reference's 6-step
+    iterative inverse of K2 (checked against the authors' code on a small config: same function
+    to float64 round-off), not an exact pseudo-inverse; with 6 steps the two differ."""
+    model, _ = df_full
+    assert {a.iters for a in model.modules() if isinstance(a, NystromAttention)} == {6}
+    torch.manual_seed(1)
+    attn = NystromAttention(nl.NystromAttention.of(8, 4, 1, 4, 16, tokens="channel_runs")).double()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.mul_(3.0)  # sharp softmaxes: K2 far from well conditioned, so 6 steps are not converged
+    x = torch.randn(2, 8, 4, 4, dtype=torch.float64)
+    n_, _, h, w = x.shape
+    n, e, m = h * w, attn.e, attn.m
+    q, k, v = F.conv2d(x, attn.qkv.weight, attn.qkv.bias).reshape(n_, n, 3 * e).chunk(3, dim=-1)
+    q_l = q.reshape(n_, m, n // m, e).mean(-2) / math.sqrt(n)
+    k_l = k.reshape(n_, m, n // m, e).mean(-2) / math.sqrt(n)
+    k1 = torch.softmax(q @ k_l.transpose(-1, -2), dim=-2)
+    k2 = torch.softmax(q_l @ k_l.transpose(-1, -2), dim=-2)
+    k3 = torch.softmax(q_l @ k.transpose(-1, -2), dim=-2)
+    want = F.conv2d(((k1 @ _reference_iterative_inv(k2)) @ (k3 @ v) + v).reshape(n_, e, h, w),
+                    attn.out.weight, attn.out.bias)
+    with torch.no_grad():
+        assert torch.allclose(attn(x), want, atol=1e-10)
+        exact = F.conv2d(((k1 @ torch.linalg.pinv(k2)) @ (k3 @ v) + v).reshape(n_, e, h, w),
+                         attn.out.weight, attn.out.bias)
+        assert not torch.allclose(want, exact, atol=1e-6)
+
+
 def test_reference_spec_text_sets_channel_runs_and_keeps_the_parameters(df_full):
     model, _ = df_full
     attns = [m for m in model.modules() if isinstance(m, NystromAttention)]
