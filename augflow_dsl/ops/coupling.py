@@ -116,7 +116,7 @@ class MixtureCoupling(_CouplingBase):
     bisection bracket (layers/mixture.py).
     """
 
-    summary = "logistic-mixture CDF coupling (Flow++), inverted by bisection"
+    summary = "logistic-mixture CDF coupling (Flow++), inverted by safeguarded Newton"
     equation = ("Flow++ (Ho et al. 2019) eq. 17-20; flowpp flows.py:474-529; VFlow's smooth logit: vflow "
                 "flows.py:279-297")
     shape_rule = ("shape unchanged; the split must give equal halves (channels: C even; columns: W even); the net maps "
