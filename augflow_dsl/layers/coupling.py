@@ -118,6 +118,11 @@ class MixtureCoupling(_Coupling):
         a, b, logw, means, log_scales = _mixture(self._params(y1, cond), y2.shape[1], self.k)
         h = (y2 - b) * torch.exp(-a)
         if self.logit == "smooth":
+            # logit(0.05 + 0.9 F) only reaches sigmoid(h) in (0.05, 0.95): outside it no x2 exists.
+            # We clamp F into (0, 1) (x2 near the mixture's outermost quantile); the authors' code
+            # (flows.py:279-297 + logistic.py:134-166) clips F to 1 and its bisection runs to the edge
+            # of its bracket, max_k(mu_k + 200 sum_j s_j). Decoding differs only at such elements
+            # (docs/import-verification.md).
             c = torch.sigmoid(h)
             cdf = ((c - 0.05) / 0.9).clamp(torch.finfo(h.dtype).tiny, 1 - torch.finfo(h.dtype).eps)
             h = torch.log(cdf) - torch.log1p(-cdf)
