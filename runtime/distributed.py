@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -47,9 +48,23 @@ def setup(device: str = "cpu") -> World:
     return World(rank, local, size, dev)
 
 
-def teardown(world: World) -> None:
-    if world.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(world: World, synchronize: bool = False) -> None:
+    """Leave the process group. ``synchronize`` (a rank that finished cleanly) first waits for
+    the other ranks, so that no rank tears its connections down while a peer still uses them
+    (a gloo rank that exited early was seen to abort its peer, "terminate called without an
+    active exception"); gloo's monitored barrier gives up after 5 minutes instead of hanging
+    when a peer died."""
+    if not (world.distributed and dist.is_initialized()):
+        return
+    if synchronize:
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=timedelta(minutes=5))
+            else:
+                dist.barrier()
+        except RuntimeError:  # a peer is gone: nothing left to wait for
+            pass
+    dist.destroy_process_group()
 
 
 def broadcast_state(module: torch.nn.Module, world: World) -> None:

@@ -232,6 +232,7 @@ class Trainer:
 
         opts = self.opts
         world = D.setup(opts.device)
+        clean = False
         try:
             self._prepare_folder(world)
             source = open_dataset(self.spec.data, opts.data_root, opts.download, self.train.seed)
@@ -296,11 +297,13 @@ class Trainer:
             stream = BatchStream(source.train, batch=self.train.batch, seed=self.train.seed, rank=world.rank,
                                  world=world.size, augment=self.train.augment, workers=opts.workers,
                                  pin_memory=world.device.type == "cuda", device=world.device)
-            return self._loop(model, train_model, optimizer, ema, source, world, log, stream,
-                              step=step, epoch=epoch, position=position, spe=spe, total=total, best=best,
-                              elapsed0=elapsed0)
+            result = self._loop(model, train_model, optimizer, ema, source, world, log, stream,
+                                step=step, epoch=epoch, position=position, spe=spe, total=total, best=best,
+                                elapsed0=elapsed0)
+            clean = True
+            return result
         finally:
-            D.teardown(world)
+            D.teardown(world, synchronize=clean)
 
     def _last(self) -> Path:
         return self.run_dir / "checkpoints" / "last.pt"
