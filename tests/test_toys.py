@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import math
 import sys
 import zlib
@@ -127,14 +128,23 @@ def test_vmapped_step_equals_unbatched_step(table, request):
     assert not torch.allclose(flat.detach()[1], after)
 
 
-def test_table_script_runs_end_to_end_and_scores_vflow_by_importance_sampling(table, tmp_path, capsys):
+def test_table_script_runs_end_to_end_and_scores_vflow_by_importance_sampling(table, tmp_path, capsys, monkeypatch):
     """The whole script at tiny settings (both kinds of model, eager): it trains, evaluates (the
-    augmented model by importance sampling, the Glow exactly), writes its JSON and prints the table."""
+    augmented model by importance sampling with --samples, the Glow exactly: one sample), writes
+    its JSON and prints the table."""
+    used: dict[str, set[int]] = {}
+    real = table.FlowModel.log_likelihood
+
+    def spy(self, x, samples=1, chunk=None):
+        used.setdefault(self.name, set()).add(samples)
+        return real(self, x, samples, chunk)
+
+    monkeypatch.setattr(table.FlowModel, "log_likelihood", spy)
     out = tmp_path / "t.json"
     assert table.main(["--iterations", "3", "--seeds", "2", "--test-points", "20", "--samples", "4", "--no-compile",
                        "--models", "toy-glow3", "toy-vflow3-10d", "--json", str(out)]) == 0
-    import json
+    assert used == {"toy-glow3": {1}, "toy-vflow3-10d": {4}}
     rows = {r["model"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"toy-glow3", "toy-vflow3-10d"}
-    assert all(math.isfinite(v) for r in rows.values() for v in r["test_ll"])
+    assert all(len(r["test_ll"]) == 2 and all(math.isfinite(v) for v in r["test_ll"]) for r in rows.values())
     assert "VFlow Sec. 5 checkerboard" in capsys.readouterr().out
