@@ -202,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     ops_cli.add_commands(sub, _common)
     from .interop import commands as import_cli
     import_cli.add_commands(sub, _common)
+    from .tools import cli as tools_cli
+    tools_cli.add_commands(sub, _common)
     return ap
 
 
