@@ -11,6 +11,7 @@ import math
 import sys
 from pathlib import Path
 
+from .compiler.cli import _positive
 from .errors import SpecError
 
 
@@ -99,6 +100,10 @@ def cmd_check(args) -> int:
     from rich.markup import escape
 
     out, err = _console(), _console(stderr=True)
+    stray = [flag for flag in ("batch", "precision", "fit") if getattr(args, flag) is not None]
+    if args.memory or stray:  # the static memory plan (graph/memory.py); it refuses stray flags
+        from .graph.memory import cmd_memory
+        return cmd_memory(args)
     missing = [path for path in args.spec if not Path(path).is_file()]
     if missing:  # a usage error: refuse before printing any report
         for path in missing:
@@ -182,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print one JSON array holding one report object per spec (also for one spec)")
     p.add_argument("--summary", action="store_true", help="one row per unit instead of per node")
+    p.add_argument("--memory", action="store_true", help="estimate peak training memory, unit by unit (no torch)")
+    p.add_argument("--batch", type=_positive, help="with --memory: the batch size (default: the spec's train.batch)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), help="with --memory: the nets' precision (default fp32)")
+    p.add_argument("--fit", metavar="SIZE", help="with --memory: the largest batch whose peak fits SIZE (80GiB, 16GB)")
     _common(p)
     p.set_defaults(func=cmd_check)
 
@@ -207,8 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+# Commands whose subparser stands alone: `augflow-dsl solve ...` builds only its own parser, so it
+# imports no other command's module (its start-up time is part of its contract, issue 13).
+_LEAN = {"solve": "tools.solve"}
+
+
+def _lean_parser(command: str) -> argparse.ArgumentParser:
+    """The parser holding only ``command``'s subparser, the one build_parser() adds for it."""
+    import importlib
+
+    ap = argparse.ArgumentParser(prog="augflow-dsl", description="A declarative compiler for augmented normalizing "
+                                 "flows.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    importlib.import_module(f".{_LEAN[command]}", __package__).add_command(sub, _common)
+    return ap
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    ap = _lean_parser(argv[0]) if argv and argv[0] in _LEAN else build_parser()
     args = ap.parse_args(argv)
     try:
         return args.func(args)

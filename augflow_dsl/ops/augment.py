@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .registry import AUGMENT, AUGMENT_AT_BLOCK, AUGMENT_AT_INPUT, SCORED_BY_NET, NetIO, Op, OpArgs, OpCall, QFlow, get, register
-from .shapes import need_image
+from .netlayers import Act, Kept
+from .registry import (AUGMENT, AUGMENT_AT_BLOCK, AUGMENT_AT_INPUT, SCORED_BY_NET, MemoryIn, NetIO, Op, OpArgs, OpCall,
+                       QFlow, get, register)
+from .shapes import need_image, numel
 from .supports import REAL, join
 
 
@@ -51,6 +53,14 @@ class CrossUnit(Op):
 
     def dims_added(self, a, shape, env):
         return a.growth * shape[1] * shape[2]
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """tanh and exp of the log-scale and the noise e (exp(log sigma) * e keeps it), growth
+        channels each; g keeps its input, the context the plan hands the step (``context``)."""
+        b = m.precision.flow
+        g = m.nets.get("g")
+        return Kept(Act(numel(self.out_shape(a, shape, env)), b), own=3 * a.growth * shape[1] * shape[2] * b,
+                    context=g is not None and g.input)
 
     def params(self, a, shape, env):
         return get(a.net.op).net_params(a.net.args, self._io(a, shape, env))
@@ -103,6 +113,10 @@ class InputAugment(Op):
         for s in shape[1:]:
             n *= s
         return n
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """cat(x, z) keeps nothing (its q-network's tensors are counted from the graph)."""
+        return Kept(Act(numel(self.out_shape(a, shape, env)), m.precision.flow))
 
     def joined(self, a, s, added):
         """cat(x, z): x's set and q's sample's set together."""

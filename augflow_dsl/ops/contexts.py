@@ -5,8 +5,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from .netlayers import Conv, DenseBlock, GatedResNet, LayerList, Net, Sequential
-from .registry import CONTEXT, Op, OpArgs, OpShapeError, register
+from .netlayers import Act, Conv, DenseBlock, GatedResNet, Kept, LayerList, Net, Sequential
+from .registry import CONTEXT, MemoryIn, Op, OpArgs, OpShapeError, register
 from .shapes import need_image
 from .supports import REAL, Integers
 
@@ -55,6 +55,11 @@ class GatedContext(Op):
         return Net((("proj", Conv(2 * c, a.filters, 3, n, init="data")),
                     ("blocks", LayerList((block,) * a.blocks))))
 
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """The column halves concatenated (a new tensor, of x scaled when centered), kept by proj;
+        then the gated convs."""
+        return _fresh_input(self.describe(a, shape), shape[0] * shape[1] * shape[2], m)
+
 
 @register
 class DenseContext(Op):
@@ -99,6 +104,10 @@ class DenseContext(Op):
             Conv(f, f, 2, n // 4, stride=2),
             DenseBlock.of(f, a.depth, a.growth, f, n // 4)))),))
 
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """2x / (2^bits - 1) - 1 (a new tensor), then the dense blocks and the stride-2 conv."""
+        return _fresh_input(self.describe(a, shape), shape[0] * shape[1] * shape[2], m)
+
 
 @register
 class DataContext(Op):
@@ -112,3 +121,18 @@ class DataContext(Op):
     name = "data_context"
     role = CONTEXT
     layer = "augflow_dsl.layers.contexts:DataContext"
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """Returns its input."""
+        n = 1
+        for s in shape:
+            n *= s
+        return Kept(Act(n, m.precision.flow), alias="input")
+
+
+def _fresh_input(net: Net, n: int, m: MemoryIn) -> Kept:
+    """A context net whose layers read a new tensor of ``n`` elements made from its input: that
+    tensor is its own, the input is not kept."""
+    x = Act(n, m.precision.flow)
+    k = net.kept(x, m.precision)
+    return Kept(k.out, own=k.own + (x.bytes if k.input else 0), fixed=k.fixed)

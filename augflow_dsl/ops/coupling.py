@@ -5,9 +5,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from .registry import BIJECTION, NetIO, Op, OpArgs, OpCall, OpShapeError, get, register
+from .netlayers import Act, Kept
+from .registry import BIJECTION, MemoryIn, NetIO, Op, OpArgs, OpCall, OpShapeError, get, register
 from .regions import split_parts
-from .shapes import Split, halves, spatial
+from .shapes import Split, halves, numel, spatial
 
 
 def _context_fix(op, a, shape, context) -> str:
@@ -105,6 +106,21 @@ class AffineCoupling(_CouplingBase):
     def out_per_channel(self, a):
         return 2
 
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """x2 * exp(log s) keeps x (x2 is a view of it; a checkerboard keeps x itself) and exp(log s);
+        log s keeps tanh's output (tanh2), log_sigmoid's input and buffer (sigmoid) or nothing
+        (exp). A checkerboard's net reads x * mask, a new tensor; its products keep the H x W mask
+        and 1 - mask (per batch)."""
+        b, n = m.precision.flow, numel(shape)
+        net = m.nets.get("net")
+        fixed = 0
+        if a.split == "checkerboard":
+            e2, own, fixed = n, (n * b if net is not None and net.input else 0), 3 * shape[1] * shape[2] * 4
+        else:
+            e2, own = numel(halves(a.split, shape)[1]), 0
+        own += {"tanh2": 2, "sigmoid": 3, "exp": 1}[a.scale] * e2 * b
+        return Kept(Act(n, b), own=own, input=True, fixed=fixed)
+
 
 @register
 class MixtureCoupling(_CouplingBase):
@@ -137,6 +153,17 @@ class MixtureCoupling(_CouplingBase):
 
     def out_per_channel(self, a):
         return 2 + 3 * a.components
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """Per transformed element: the net's output (clamping the log-scales keeps it, they are a
+        view of it); K-sized log_softmax, exp(-log s), x - mu, z, log_sigmoid's buffer and the
+        three logsumexps' inputs; tanh(a), the logsumexps' outputs, logit F and exp(a); smooth adds
+        exp(log F), c and -c. x itself is kept only when the net keeps its view x1."""
+        b = m.precision.flow
+        e2, k = numel(halves(a.split, shape, equal=True)[1]), a.components
+        per = (2 + 3 * k) + 8 * k + 6 + (3 if a.logit == "smooth" else 0)
+        net = m.nets.get("net")
+        return Kept(Act(numel(shape), b), own=per * e2 * b, input=net is not None and net.input)
 
     def _io(self, a, shape, env):
         if a.split == "checkerboard":  # layers/coupling.py splits tensors; a mask has no halves to mix

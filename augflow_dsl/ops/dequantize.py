@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .registry import DEQUANTIZER, SCORED_BY_FIXED, Op, OpArgs, OpCall, OpList, QFlow, register
+from .netlayers import Act, Kept
+from .registry import DEQUANTIZER, SCORED_BY_FIXED, MemoryIn, Op, OpArgs, OpCall, OpList, QFlow, register
 from .supports import REAL, UNIT_HALF_OPEN, Integers, Support
 
 
@@ -23,6 +24,13 @@ class _Dequantizer(Op):
     def noise(self) -> Support:
         """The set of u when no q hands it (variational: its q's sample; unknown here)."""
         return REAL
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """(x + u) / 2^bits keeps nothing (a variational q-network's tensors are counted from the graph)."""
+        n = 1
+        for s in shape:
+            n *= s
+        return Kept(Act(n, m.precision.flow))
 
 
 @register

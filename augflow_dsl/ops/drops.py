@@ -6,8 +6,8 @@ from typing import Literal
 from pydantic import Field
 
 from .priors import Normal
-from .netlayers import Conv, Net
-from .registry import DROP, Op, OpArgs, OpShapeError, register
+from .netlayers import Act, Conv, Kept, Net
+from .registry import DROP, MemoryIn, Op, OpArgs, OpShapeError, register
 from .reshape import Order, squeezed
 from .shapes import numel, spatial
 
@@ -56,6 +56,12 @@ class SqueezeAndDrop(_Drop):
     def dropped(self, a, shape, env) -> int:
         return numel(shape) - numel(self.out_shape(a, shape, env))
 
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """The squeezed tensor (a new one; -0.5 z * z keeps z, a view of it) and -0.5 z; the kept
+        half is a view of the squeezed tensor."""
+        b, n = m.precision.flow, numel(shape)
+        return Kept(Act(n // 2, b), own=n * b + n // 2 * b, alias="own")
+
 
 @register
 class FactorOut(_Drop):
@@ -84,6 +90,14 @@ class FactorOut(_Drop):
 
     def dropped_density(self, a):
         return Normal.name
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """The dropped half is a view of x, kept by -0.5 z * z with -0.5 z (normal); conditional:
+        the conv keeps the kept half (a view of x too) and the Gaussian keeps z - mu, exp(-log s),
+        e and -0.5 e. The kept half is a view of x."""
+        b, n = m.precision.flow, numel(shape)
+        own = (n // 2 if a.prior == "normal" else 4 * (n // 2)) * b
+        return Kept(Act(n // 2, b), own=own, input=True, alias="input")
 
     def describe(self, a, shape):
         """``conditional``: the zero-initialised 3x3 conv kept half -> (mean, log-std) of the rest."""

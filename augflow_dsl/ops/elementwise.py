@@ -5,7 +5,9 @@ import math
 
 from pydantic import Field
 
-from .registry import BIJECTION, Op, OpArgs, register
+from .netlayers import Act, Kept
+from .registry import BIJECTION, MemoryIn, Op, OpArgs, register
+from .shapes import numel
 from .supports import REAL, UNIT, Interval, as_interval, monotone_image, shifted, sigmoid
 
 
@@ -29,6 +31,11 @@ class Sigmoid(Op):
     def image(self, a, s):
         s = as_interval(s)
         return Interval(sigmoid(s.lo), sigmoid(s.hi), s.lo_closed, s.hi_closed)  # R -> (0, 1)
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """sigmoid keeps its output; the log-det's softplus(-x) and softplus(x) keep -x and x."""
+        b, n = m.precision.flow, numel(shape)
+        return Kept(Act(n, b), own=n * b, input=True, output=True)
 
     def inverse_domain(self, a):
         return UNIT
@@ -76,6 +83,11 @@ class Logit(Op):
     def inverse_image(self, a, s):
         return _logit_domain(a.alpha)
 
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """p = alpha + (1 - 2 alpha) x, kept by log(p), and -p twice (log1p(-p) in y and in the log-det)."""
+        b, n = m.precision.flow, numel(shape)
+        return Kept(Act(n, b), own=3 * n * b)
+
     def domain_fix(self, a):
         fix = ("logit reads values in (0, 1): put it right after dequantization (`dequantize: ..., "
                "then: logit(...)`) or after a sigmoid, not after a layer whose output is unbounded")
@@ -103,6 +115,10 @@ class Shift(Op):
 
     def inverse_image(self, a, s):
         return REAL if as_interval(s) == REAL else shifted(s, -a.by)
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """x + by keeps nothing."""
+        return Kept(Act(numel(shape), m.precision.flow))
 
     class Args(OpArgs):
         by: float = Field(default=-0.5, description="the constant added to every element")

@@ -5,8 +5,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from .registry import BIJECTION, Op, OpArgs, register
-from .shapes import halves, spatial
+from .netlayers import Act, Kept
+from .registry import BIJECTION, MemoryIn, Op, OpArgs, register
+from .shapes import halves, numel, spatial
 
 
 @register
@@ -56,3 +57,10 @@ class Conv1x1(Op):
     def macs(self, a, shape, env):
         h, w = spatial(shape)
         return shape[0] * shape[0] * max(h * w, 1) // (2 if a.split == "channels" else 1)
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """The product keeps x (its halves are views of it); per batch, each matrix's pieces: its LU
+        factors and pivots (full, slogdet), or L, U and their products (lu)."""
+        c, mats = self._mat(a, shape)
+        per = c * c * 4 + c * 8 if a.param == "full" else 4 * c * c * 4 + c * (c - 1) // 2 * 8 + 2 * c * 4
+        return Kept(Act(numel(shape), m.precision.flow), input=True, fixed=mats * per)

@@ -9,15 +9,113 @@ numel() and torch's flop counter meet the counts by construction (tests/test_net
 
 Children are the fields whose values are layers, in field order (which is the modules'
 registration order, hence the state-dict order); a ``None`` field is an absent child.
+
+Memory: ``kept(x, p)`` says what a layer keeps alive for the backward pass when it reads the
+activation ``x`` (:class:`Act`: elements per example, bytes each, layout), one rule per description
+type, written from what its torch module saves (measured with ``saved_tensors_hooks``,
+tests/test_memory.py); ``augflow-dsl check --memory`` adds them up (:mod:`augflow_dsl.graph.memory`).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from math import prod
-from typing import Literal
+from typing import Literal, Protocol
 
 Init = Literal["default", "zero", "data"]
+
+
+# ---------------------------------------------------------------------------------------
+# memory: what a layer keeps for the backward pass
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Precision:
+    """Element sizes of the memory rules, in bytes: ``flow`` for the flow's own arithmetic (float32),
+    ``net`` for the nets' convolutions and matrix products (float32; 2 under autocast to bfloat16,
+    ``FlowModel.set_precision``), ``wide`` for what autocast runs in float32 (CUDA's op lists: exp,
+    layer norm, softmax; CPU's autocast runs them in bfloat16: 2). Under autocast a conv keeps a
+    bfloat16 copy of a float32 input and of its weight."""
+
+    flow: int = 4
+    net: int = 4
+    wide: int = 4  # what autocast runs in float32 on CUDA (exp, layer norm, softmax); CPU's autocast: 2
+
+    @property
+    def autocast(self) -> bool:
+        return self.net < self.flow
+
+
+@dataclass(frozen=True)
+class Act:
+    """An activation as the memory rules see it: ``n`` elements per example of ``b`` bytes,
+    channels-last in memory (``cl``) or not."""
+
+    n: int
+    b: int = 4
+    cl: bool = False
+
+    @property
+    def bytes(self) -> int:
+        return self.n * self.b
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a layer (or an op) keeps alive for the backward pass, per example.
+
+    ``own``: bytes of the tensors it creates and keeps, its output excepted; ``input``: it keeps
+    the tensor it was given (or a view of it, hence all of it), which that tensor's creator counts
+    once; ``output``: it keeps the tensor it returns, ``out``; ``alias``: ``"input"`` when its output
+    is its input (or a view of it: a drop's kept half, a zero dropout), ``"own"`` when its output is
+    a view of a tensor ``own`` already counts; ``context``: an op keeps the context the plan hands it;
+    ``fixed``: bytes per batch rather than per example (weight-sized tensors)."""
+
+    out: Act
+    own: int = 0
+    input: bool = False
+    output: bool = False
+    alias: Literal["", "input", "own"] = ""
+    context: bool = False
+    fixed: int = 0
+
+    @property
+    def passes_input(self) -> bool:
+        """Its output is its input (or a view of it): the same tensor goes on."""
+        return self.alias == "input"
+
+    @property
+    def views_own(self) -> bool:
+        """Its output is a view of a tensor ``own`` already counts."""
+        return self.alias == "own"
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+class KeepsRule(Protocol):
+    def kept(self, x: Act, p: Precision) -> Kept: ...
+
+
+def chain(x: Act, layers: Iterable[KeepsRule], p: Precision) -> Kept:
+    """``layers`` applied one after the other to ``x``: the tensor between two of them is kept
+    (once) when the one before keeps its output or the one after keeps its input; a layer whose
+    output is its input passes the tensor on."""
+    own = fixed = 0
+    cur, first, last = x, None, False
+    for layer in layers:
+        k = layer.kept(cur, p)
+        own, fixed = own + k.own, fixed + k.fixed
+        if k.alias == "input":
+            continue
+        if first is None:
+            first = k.input
+        elif k.input or last:
+            own += cur.bytes
+        last, cur = k.output, k.out
+    if first is None:
+        return Kept(x, own=own, fixed=fixed, alias="input")
+    return Kept(cur, own=own, input=first, output=last, fixed=fixed)
 
 
 @dataclass(frozen=True)
@@ -32,13 +130,30 @@ class Layer:
         return 0
 
     def children(self) -> tuple[tuple[str, "Layer"], ...]:
-        return tuple((f.name, v) for f in fields(self) if isinstance(v := getattr(self, f.name), Layer))
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:  # dataclasses.fields is slow; solve counts thousands of layers per second
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))
+        return tuple((n, v) for n in names if isinstance(v := getattr(self, n), Layer))
 
     def params(self) -> int:
-        return self.own_params() + sum(c.params() for _, c in self.children())
+        return self._totals()[0]
 
     def macs(self) -> int:
-        return self.own_macs() + sum(c.macs() for _, c in self.children())
+        return self._totals()[1]
+
+    def _totals(self) -> tuple[int, int]:
+        """(parameters, MACs) of the layer and everything below, computed once per (frozen) layer."""
+        got = self.__dict__.get("_totals_memo")
+        if got is None:
+            below = [c._totals() for _, c in self.children()]
+            got = (self.own_params() + sum(b[0] for b in below), self.own_macs() + sum(b[1] for b in below))
+            object.__setattr__(self, "_totals_memo", got)
+        return got
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """What the layer keeps for the backward pass reading ``x`` (default: its children one
+        after the other, as a Sequential runs them)."""
+        return chain(x, (c for _, c in self.children()), p)
 
     def leaves(self, prefix: str = "") -> Iterator[tuple[str, "Leaf"]]:
         """(dotted path, leaf) for every leaf below; the path is the built module's name."""
@@ -87,6 +202,26 @@ class Conv(Leaf):
     def own_macs(self) -> int:
         return self.kernel * self.kernel * self.c_in * self.c_out * self.positions
 
+    @property
+    def gemm(self) -> bool:
+        """Built as a GEMM over the channels-last view (layers/modules.py GemmConv2d's 1x1 path)."""
+        return self.kernel == 1 and self.stride == 1 and (self.init == "data" or self.channels_last)
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """Keeps its input (autograd's convolution saves it). Under autocast it keeps the bfloat16
+        copy of a float32 input instead, and of its weight (per batch). A GEMM 1x1 on an input that
+        is not channels-last folds the [N, H, W, C] view with a copy, which it keeps (for a batch
+        of 2 or more; one example folds without a copy). Output channels-last when the input or
+        the weight is, or for a GEMM."""
+        out = Act(self.c_out * self.positions, p.net if p.autocast else x.b,
+                  x.cl or self.gemm or self.channels_last)
+        fixed = self.own_params() * p.net if p.autocast else 0
+        if p.autocast and x.b > p.net:
+            return Kept(out, own=x.n * p.net, fixed=fixed)
+        if self.gemm and not x.cl:
+            return Kept(out, own=x.bytes, fixed=fixed)
+        return Kept(out, input=True, fixed=fixed)
+
 
 @dataclass(frozen=True)
 class Linear(Leaf):
@@ -103,6 +238,14 @@ class Linear(Leaf):
     def own_macs(self) -> int:
         return self.c_in * self.c_out
 
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """Keeps its input (under autocast a bfloat16 copy, and one of its weight)."""
+        out = Act(self.c_out, p.net if p.autocast else x.b)
+        if p.autocast:
+            return Kept(out, own=x.n * p.net if x.b > p.net else 0, input=x.b <= p.net,
+                        fixed=self.own_params() * p.net)
+        return Kept(out, input=True)
+
 
 @dataclass(frozen=True)
 class BatchNorm(Leaf):
@@ -112,6 +255,10 @@ class BatchNorm(Leaf):
 
     def own_params(self) -> int:
         return 2 * self.channels
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """Keeps its input (and, per batch, the batch's and the running mean and variance per channel)."""
+        return Kept(Act(x.n, x.b, x.cl), input=True, fixed=4 * self.channels * 4)
 
 
 @dataclass(frozen=True)
@@ -124,6 +271,14 @@ class LayerNorm(Leaf):
     def own_params(self) -> int:
         return 2 * self.channels
 
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """Keeps its input (a permuted view) and a float32 mean and inverse std per position; under
+        autocast it runs in float32: it keeps a float32 copy of a bfloat16 input and returns float32."""
+        stats = 2 * (x.n // self.channels) * 4
+        if x.b < p.wide:
+            return Kept(Act(x.n, p.wide, x.cl), own=stats + x.n * p.wide)
+        return Kept(Act(x.n, x.b, x.cl), own=stats, input=True)
+
 
 @dataclass(frozen=True)
 class Activation(Leaf):
@@ -131,10 +286,20 @@ class Activation(Leaf):
 
     kind: Literal["relu"] = "relu"
 
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """ReLU keeps its output."""
+        return Kept(Act(x.n, x.b, x.cl), output=True)
+
 
 @dataclass(frozen=True)
 class Dropout(Leaf):
     p: float = 0.0
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """Keeps its mask (one byte per element); rate 0 returns its input."""
+        if self.p == 0.0:
+            return Kept(x, alias="input")
+        return Kept(Act(x.n, x.b, x.cl), own=x.n)
 
 
 @dataclass(frozen=True)
@@ -146,6 +311,10 @@ class Parameter(Leaf):
 
     def own_params(self) -> int:
         return prod(self.shape)
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """Not on the data path (the net that holds it adds it where it is used)."""
+        return Kept(x, alias="input")
 
 
 # ---------------------------------------------------------------------------------------
@@ -197,6 +366,12 @@ class ResBlock(Layer):
         conv = Conv(f, f, 3, positions)
         return cls(Sequential((conv, BatchNorm(f), Activation(), conv, BatchNorm(f))))
 
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """The body's tensors, then relu(x + body(x)), which keeps its output."""
+        k = self.body.kept(x, p)
+        out = Act(x.n, k.out.b, x.cl)
+        return Kept(out, own=k.own + (k.out.bytes if k.output else 0), input=k.input, output=True, fixed=k.fixed)
+
 
 @dataclass(frozen=True)
 class DenseLayer(Layer):
@@ -210,6 +385,13 @@ class DenseLayer(Layer):
         return cls(Sequential((Conv(c, c, 1, positions, channels_last=True), Activation(),
                                Conv(c, growth, 3, positions, channels_last=True), Activation())))
 
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """Autograd's path (a dense block under autocast): the net's tensors; cat(x, g) is new."""
+        k = self.net.kept(x, p)
+        g = k.out
+        return Kept(Act(x.n + g.n, g.b, x.cl and g.cl), own=k.own + (g.bytes if k.output else 0),
+                    input=k.input, fixed=k.fixed)
+
 
 @dataclass(frozen=True)
 class GatedConv1x1(Layer):
@@ -220,6 +402,12 @@ class GatedConv1x1(Layer):
     @classmethod
     def of(cls, c_in: int, out: int, positions: int) -> "GatedConv1x1":
         return cls(Conv(c_in, 3 * out, 1, positions, channels_last=True))
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """The conv's output (b * sigmoid(c) keeps b, a view of it) and sigmoid(c)."""
+        k = self.conv.kept(x, p)
+        z = k.out
+        return Kept(Act(z.n // 3, z.b, z.cl), own=k.own + z.bytes + z.n // 3 * z.b, input=k.input, fixed=k.fixed)
 
 
 @dataclass(frozen=True)
@@ -238,6 +426,19 @@ class DenseBlock(Layer):
             raise ValueError(f"a residual dense block needs c0 == out; got {c0} and {out}")
         layers = tuple(DenseLayer.of(c0 + i * growth, growth, positions) for i in range(depth))
         return cls(Sequential(layers), GatedConv1x1.of(c0 + depth * growth, out, positions), residual)
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """Eager float32 training runs the hand-written backward (layers/dense_kernel.py), which
+        keeps the [N*H*W, c0 + depth g] buffer (the input is copied into it), each layer's 1x1
+        activations (c0 + k g channels), the gate's conv output and sigmoid; under autocast,
+        autograd's path: the dense layers one after the other, then the gate."""
+        if p.autocast:
+            k = chain(x, (self.layers, self.gate), p)
+            return Kept(k.out, own=k.own + (k.out.bytes if k.output else 0), input=k.input, fixed=k.fixed)
+        conv = self.gate.conv
+        out, hw = conv.c_out // 3, conv.positions
+        acts = sum(layer.net.layers[0].c_in for layer in self.layers.layers)
+        return Kept(Act(out * hw, x.b, True), own=hw * (conv.c_in + 4 * out + acts) * x.b)
 
 
 @dataclass(frozen=True)
@@ -260,6 +461,29 @@ class GatedResNet(Layer):
                    Dropout(dropout),
                    Conv(2 * f, 2 * f, k, positions, init="data", init_scale=0.1))
 
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """concat_elu(x) keeps its two exponentials (float32 under autocast) and its output, which
+        conv1 reads; the same for concat_elu(h); then the dropout's mask and output (conv2 keeps
+        its input), conv2's output (the GLU keeps a view of it) and the sigmoid of its gate. The
+        context's concat_elu, computed once for every block, is the net's (ConvAttention)."""
+        own, fixed = 0, 0
+        h = x
+        for conv in (self.conv1, self.conv2):
+            own += 2 * h.n * max(h.b, p.wide)             # exp(min(h, 0)), exp(-max(h, 0))
+            e = Act(2 * h.n, h.b, h.cl)                   # concat_elu(h)
+            if conv is self.conv2:
+                d = self.drop.kept(e, p)
+                own += d.own
+                e = d.out
+            k = conv.kept(e, p)
+            own, fixed = own + k.own + (e.bytes if k.input else 0), fixed + k.fixed
+            h = k.out
+            if conv is self.conv1 and self.ctx is not None:
+                c = self.ctx.kept(Act(self.ctx.c_in * self.ctx.positions, p.flow, True), p)
+                own, fixed = own + c.own, fixed + c.fixed
+        own += h.bytes + h.n // 2 * h.b                   # conv2's output, sigmoid(gate)
+        return Kept(Act(x.n, x.b, x.cl), own=own, fixed=fixed)
+
 
 @dataclass(frozen=True)
 class GatedAttention(Layer):
@@ -280,6 +504,29 @@ class GatedAttention(Layer):
 
     def own_macs(self) -> int:
         return 2 * self.positions * self.positions * self.qkv.c_in
+
+    def kept(self, x: Act, p: Precision, pos: bool = False) -> Kept:
+        """qkv keeps its input (x + pos, a new tensor, when the net adds a position embedding);
+        the fused attention kernel keeps q, k, v (views of qkv's output), its output and a
+        float32 log-sum-exp per head and position; the merged heads (a copy; with one head a view of
+        the output) go through the dropout (its mask) to proj, which keeps its input; then the GLU
+        keeps proj's output and the sigmoid of its gate."""
+        xin = Act(x.n, max(x.b, p.flow), x.cl) if pos else x  # x + pos promotes to the embedding's float32
+        q = self.qkv.kept(xin, p)
+        own, fixed = q.own + (xin.bytes if q.input and pos else 0), q.fixed
+        keeps_input = q.input and not pos
+        t = q.out
+        own += t.bytes + x.n * t.b + self.heads * self.positions * 4
+        a = Act(x.n, t.b, True)  # one head: a view of the attention's output; several: a copy
+        d = self.drop.kept(a, p)
+        own += d.own
+        k = self.proj.kept(d.out, p)
+        own, fixed = own + k.own, fixed + k.fixed
+        if k.input and (self.heads > 1 or d.alias != "input"):
+            own += d.out.bytes
+        h = k.out
+        own += h.bytes + h.n // 2 * h.b
+        return Kept(Act(x.n, x.b, x.cl), own=own, input=keeps_input, fixed=fixed)
 
 
 @dataclass(frozen=True)
@@ -314,3 +561,26 @@ class NystromAttention(Layer):
         pinv = self.iters * 4 * m ** 3 * hd  # 4 m x m products per iteration, per head (eq. 16)
         product = hd * n * m * m + m * n * e + n * m * e  # K1 pinv(K2) per head, K3 V, their product
         return kernels + pinv + product
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """qkv keeps its input. With one head the products keep qkv's output (q, k and v are views
+        of it) and the scaled q (spatial tokens); with several they fold the heads into a batch,
+        copying q, k^T and v, and keep the copies instead. Then the softmax kernels n x m and m x n
+        (float32 under CUDA's autocast), K1 pinv(K2), the landmarks and K3 V; K2 and the
+        pseudo-inverse's iterates (6 m x m per iteration, eq. 16); the merged heads (a copy), which
+        the output conv keeps."""
+        q = self.qkv.kept(x, p)
+        own, fixed = q.own, q.fixed
+        t = q.out
+        n, m, e, hd, b = self.positions, self.landmarks, self.embed, self.heads, t.b
+        sb = max(b, p.wide)
+        if hd == 1:
+            own += t.bytes + (e * n * b if self.tokens == "spatial" else 0)
+        else:
+            own += 3 * e * n * b
+        own += hd * m * (2 * n * sb + n * b) + 3 * m * e * b
+        own += hd * m * m * ((6 * self.iters + 1) * b + sb) + hd * (2 * m + 3) * b
+        y = Act(e * n, b, True)
+        k = self.out.kept(y, p)
+        own, fixed = own + k.own + (y.bytes if k.input else 0), fixed + k.fixed
+        return Kept(k.out, own=own, input=q.input, fixed=fixed)

@@ -8,12 +8,13 @@ torch module (:mod:`augflow_dsl.layers.nets`) all derive from that description.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import Field
 
-from .netlayers import (Activation, BatchNorm, Conv, DenseBlock, GatedAttention, GatedResNet, LayerList,
-                        LayerNorm, Linear, Net, NystromAttention, Parameter, ResBlock, Sequential)
+from .netlayers import (Act, Activation, BatchNorm, Conv, DenseBlock, GatedAttention, GatedResNet, Kept, LayerList,
+                        LayerNorm, Linear, Net, NystromAttention, Parameter, Precision, ResBlock, Sequential, chain)
 from .registry import NetOp, OpArgs, OpShapeError, register
 
 
@@ -144,6 +145,23 @@ class ConvAttention(NetOp):
                     ("blocks", LayerList((block,) * a.blocks)),
                     ("proj_out", Conv(f, io.c_out, 3, n, init="zero"))))
 
+    def net_memory(self, a, io, p: Precision) -> Kept:
+        """x.contiguous(channels_last) is a copy, which proj_in keeps; concat_elu(context), computed
+        once, keeps its two exponentials and its output, which every block's context conv keeps;
+        then the blocks (the attention reads x + pos with a learned embedding) and proj_out."""
+        d = self.describe(a, io)
+        parts = dict(d.parts)
+        n = io.positions
+        x = Act(io.c_in * n, p.flow, True)
+        own = 0
+        if io.context:
+            own += 4 * io.context * n * p.flow  # the context is float32: so are its exponentials
+        layers = []
+        for conv, norm1, attn, norm2 in (blk.layers for blk in parts["blocks"].layers):
+            layers += [conv, norm1, _WithPosition(attn, a.position == "learned"), norm2]
+        k = chain(x, [parts["proj_in"], *layers, parts["proj_out"]], p)
+        return Kept(k.out, own=own + k.own + (x.bytes if k.input else 0), fixed=k.fixed)
+
 
 @register
 class DenseAttention(NetOp):
@@ -197,6 +215,23 @@ class DenseAttention(NetOp):
             ("fuse", Sequential((BatchNorm(2 * p), Activation(),
                                  Conv(2 * p, p, 1, n, bias=False, channels_last=True)))),
             ("proj_out", Conv(p, io.c_out, 1, n, init="zero", channels_last=True))))
+
+    def net_memory(self, a, io, p: Precision) -> Kept:
+        """proj_in on x (or cat(x, context)); attention and dense block side by side on its output
+        (kept once if either keeps it); cat of their outputs (new), then fuse and proj_out."""
+        parts = dict(self.describe(a, io).parts)
+        x = Act((io.c_in + io.context) * io.positions, p.flow)
+        k_in = parts["proj_in"].kept(x, p)
+        own, fixed = k_in.own + (x.bytes if k_in.input and io.context else 0), k_in.fixed
+        h = k_in.out
+        att, dense = parts["attn"].kept(h, p), parts["dense"].kept(h, p)
+        own, fixed = own + att.own + dense.own, fixed + att.fixed + dense.fixed
+        if att.input or dense.input or k_in.output:
+            own += h.bytes
+        cat = Act(att.out.n + dense.out.n, att.out.b, att.out.cl and dense.out.cl)
+        k = chain(cat, (parts["fuse"], parts["proj_out"]), p)
+        own, fixed = own + k.own + (cat.bytes if k.input else 0), fixed + k.fixed
+        return Kept(k.out, own=own, input=k_in.input and not io.context, fixed=fixed)
 
 
 @register
@@ -256,3 +291,15 @@ class CrossUnitNet(NetOp):
         return Net((("net", Sequential((
             Conv(io.c_in, hid, 3, n), Activation(),
             Conv(hid, io.c_out, 1, n, init="zero")))),))
+
+
+@dataclass(frozen=True)
+class _WithPosition:
+    """A gated attention in ConvAttention's chain: it reads x + pos when the net learns a position
+    embedding."""
+
+    attn: GatedAttention
+    pos: bool
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        return self.attn.kept(x, p, pos=self.pos)

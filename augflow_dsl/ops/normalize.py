@@ -5,7 +5,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from .registry import BIJECTION, Op, OpArgs, register
+from .netlayers import Act, Kept
+from .registry import BIJECTION, MemoryIn, Op, OpArgs, register
 from .shapes import halves, is_image, numel
 
 
@@ -44,3 +45,9 @@ class ActNorm(Op):
             return 2 * numel(shape)
         c = shape[0]
         return 4 * c if (a.split == "columns" and is_image(shape)) else 2 * c
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """x * exp(log s) keeps x and, per batch, exp(log s) (expanded across the columns of a
+        column split)."""
+        scale = numel(shape) if a.per == "element" or (a.split == "columns" and is_image(shape)) else shape[0]
+        return Kept(Act(numel(shape), m.precision.flow), input=True, fixed=scale * 4)

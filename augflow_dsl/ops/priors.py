@@ -1,7 +1,8 @@
 """Priors: the densities that score the final latents (and the dims dropped on the way)."""
 from __future__ import annotations
 
-from .registry import PRIOR, Op, OpCall, register
+from .netlayers import Act, Kept
+from .registry import PRIOR, MemoryIn, Op, OpCall, register
 
 
 @register
@@ -15,6 +16,14 @@ class Normal(Op):
     name = "normal"
     role = PRIOR
     layer = "augflow_dsl.layers.priors:Normal"
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """Scoring z: -0.5 z * z keeps z and -0.5 z. As a q-network's base it draws z (no gradient):
+        nothing."""
+        b, n = m.precision.flow, _numel(shape)
+        if m.base:
+            return Kept(Act(n, b))
+        return Kept(Act(0, b), own=n * b, input=True)
 
 
 @register
@@ -33,6 +42,19 @@ class LearnedNormal(Op):
 
     def params(self, a, shape, env):
         return 2 * shape[0]
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """Scoring z: (z - mu) * exp(-log s) keeps z - mu, then -0.5 e * e keeps e and -0.5 e. As a
+        q-network's base, mu + exp(log s) * eps keeps eps, then its sample is scored."""
+        b, n = m.precision.flow, _numel(shape)
+        return Kept(Act(n if m.base else 0, b), own=(4 if m.base else 3) * n * b)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 def default_prior(loc=None) -> OpCall:

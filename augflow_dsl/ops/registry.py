@@ -12,6 +12,9 @@ An op definition declares, in one place:
   torch module derive from;
 * ``layer``: the dotted path of the torch module that implements it, imported lazily by
   :mod:`augflow_dsl.compiler`;
+* ``memory``: what it keeps for the backward pass per example (:class:`~.netlayers.Kept`), which
+  ``augflow-dsl check --memory`` adds up (:mod:`augflow_dsl.graph.memory`); a net's derives from
+  its layer description;
 * its documentation: ``summary`` (one line), the class docstring (what it computes),
   ``shape_rule`` (in words), ``equation`` (the paper / reference code it implements) and a
   ``description`` on each argument's Field; :mod:`.reference` renders them
@@ -23,12 +26,12 @@ op touches neither the grammar nor any if-chain.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
-from .netlayers import Net
+from .netlayers import Act, Kept, Net, Precision
 from .regions import Region
 from .supports import REAL, Support
 
@@ -63,7 +66,7 @@ class OpArgs(BaseModel):
     ``none`` (None) is read as the choice "none" where a Literal argument offers it
     (``actnorm(split: none)``, ``conv_attention(position: none)``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +125,18 @@ class NetIO:
     @property
     def positions(self) -> int:
         return max(self.h, 1) * max(self.w, 1)
+
+
+@dataclass(frozen=True)
+class MemoryIn:
+    """What an op's memory rule is told besides its arguments and shapes: the element sizes, what
+    each of its conditioner nets keeps (by slot; a net that keeps its input keeps a view of the
+    op's input, or of the context the plan hands it), and, for a prior, whether it is a
+    q-network's base (it samples with rsample) rather than the density of the model's latents."""
+
+    precision: Precision = Precision()
+    nets: dict[str, Kept] = field(default_factory=dict)
+    base: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,6 +220,16 @@ class Op:
     def dims_added(self, a, shape: Shape, env: OpEnv) -> int:
         return 0
 
+    # --- memory (graph/memory.py) --------------------------------------------------------
+    def memory(self, a, shape: Shape, env: OpEnv, m: MemoryIn) -> Kept:
+        """What the op keeps for the backward pass per example (:class:`~.netlayers.Kept`), its
+        conditioner nets' and q-networks' own tensors excepted. Default: its input (as an
+        elementwise product with a parameter keeps it), or what its nets keep of it."""
+        n = 1
+        for s in self.out_shape(a, shape, env):
+            n *= s
+        return Kept(Act(n, m.precision.flow), input=True)
+
     def qnets(self, a, shape: Shape, env: OpEnv) -> dict[str, tuple["QFlow", Shape, str]]:
         """q-networks this op samples from, by slot: (q, shape of its sample, parameter group),
         each conditioned on the op's input; its layer receives them built, by slot."""
@@ -236,6 +261,16 @@ class NetOp(Op):
 
     def net_macs(self, a, io: NetIO) -> int:
         return self.describe(a, io).macs()
+
+    def net_memory(self, a, io: NetIO, p: Precision) -> Kept:
+        """What the net keeps for the backward pass per example: its description's layers one after
+        the other (:meth:`~.netlayers.Layer.kept`) on its input, a view of the op's input, or
+        cat(x, context), a new tensor it counts itself, when it reads a context."""
+        x = Act((io.c_in + io.context) * io.positions, p.flow)
+        k = self.describe(a, io).kept(x, p)
+        if io.context and k.input:
+            return replace(k, own=k.own + x.bytes, input=False)
+        return k
 
     def check_io(self, a, io: NetIO) -> None:
         """Raise OpShapeError when the net cannot compute ``io``."""

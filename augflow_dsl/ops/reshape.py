@@ -5,8 +5,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from .registry import BIJECTION, Op, OpArgs, OpShapeError, register
-from .shapes import halves, need_image
+from .netlayers import Act, Kept
+from .registry import BIJECTION, MemoryIn, Op, OpArgs, OpShapeError, register
+from .shapes import halves, need_image, numel
 
 Order = Literal["channel_major", "space_major"]
 
@@ -41,6 +42,10 @@ class Rearrangement(Op):
 
     def inverse_image(self, a, s):
         return s
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """Moving elements keeps nothing (its output is new)."""
+        return Kept(Act(numel(shape), m.precision.flow))
 
 
 class _SqueezeArgs(OpArgs):

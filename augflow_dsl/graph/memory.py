@@ -1,0 +1,470 @@
+"""A static plan of peak training memory: ``augflow-dsl check SPEC --memory --batch N``. Pure
+Python, no torch: everything comes from the graph and the ops' memory rules.
+
+The model is one steady-state step of the training runtime (runtime/train.py), in its order:
+forward, ``zero_grad(set_to_none=True)``, backward, gradient norm and clip, optimizer step, EMA
+update. Alive, in bytes:
+
+* static: the parameters (float32), their gradients (the previous step's live through the forward:
+  ``zero_grad`` runs after it), the optimizer's state (Adam, Adamax, AdamW: two tensors per
+  parameter), the EMA copy when ``train: {ema: ...}``, and the batch;
+* activations: what each step of the model chain and of its q-networks keeps for the backward pass
+  (:meth:`~augflow_dsl.ops.registry.Op.memory`; nets and context nets through their layer
+  descriptions, :meth:`~augflow_dsl.ops.netlayers.Layer.kept`), per example times N, plus the
+  weight-sized tensors some keep per batch. A tensor several consumers keep is counted once, in the
+  unit that made it: a step's output is kept when it keeps it or the next step keeps its input; a
+  step whose output is (a view of) its input passes the same tensor on; a step that reads nothing
+  needing a gradient and has no parameters keeps nothing;
+* transients: in the backward, a unit holds the gradients of its largest tensor in and out (twice
+  its largest tensor); the optimizer's foreach update (CUDA) one parameter-sized temporary.
+
+Peak = the largest of: the end of the forward (static + every activation); the backward at each
+unit, last first (static less the previous gradients + the activations not yet freed + the
+gradients made for the units behind it + the unit's transient); the optimizer step (static + the
+parameters' size). ``peak_at`` says which, ``peak_unit`` where; for the shipped specs at any batch
+worth training it is the end of the forward. bf16 (``--precision bf16``, ``FlowModel.set_precision``):
+the nets run under autocast (:class:`~augflow_dsl.ops.netlayers.Precision`); the flow's own
+arithmetic stays float32.
+
+Validated against what autograd saves (tests/test_memory.py) and against measured training-step
+peaks on CPU (examples/bench_memory_plan.py, docs/memory.md).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import networkx as nx
+from pydantic import BaseModel, Field
+
+from ..errors import SpecError
+from ..ops.netlayers import Kept, Precision
+from ..ops.registry import MemoryIn, OpEnv
+from ..ops.shapes import numel
+from ..spec.load import load
+from ..spec.models import Spec, TrainSpec
+from .build import INPUT, build, step_path
+from .check import CheckReport, check_graph
+
+PRECISIONS: dict[str, Precision] = {"fp32": Precision(4, 4, 4), "bf16": Precision(4, 2, 4),
+                                    "bf16-cpu": Precision(4, 2, 2)}  # CPU autocast: exp, norms, softmax in bf16
+OPTIMIZER_STATES: dict[str, int] = {"adam": 2, "adamax": 2, "adamw": 2}  # exp_avg and exp_avg_sq / exp_inf
+PARAM_BYTES = 4  # parameters, gradients and optimizer state stay float32 (autocast keeps master weights)
+
+
+# ----------------------------------------------------------------------------------------------
+# the plan
+# ----------------------------------------------------------------------------------------------
+
+class UnitMemory(BaseModel):
+    """One unit (or q-network) of the plan, in forward order; bytes at the plan's batch."""
+
+    unit: str
+    activations: int = 0     # kept for the backward by the unit's steps
+    cumulative: int = 0      # kept by this unit and every unit before it
+    transient: int = 0       # the backward's extra tensors at this unit
+    per_example: int = 0     # activations per example (without the per-batch part)
+
+
+class FitAnswer(BaseModel):
+    memory: int              # the budget, bytes
+    batch: int               # the largest batch whose estimated peak fits (0: not even one example)
+    peak: int                # the estimated peak at that batch (at batch 1 when none fits)
+
+
+class MemoryPlan(BaseModel):
+    """What ``check --memory`` reports; ``--json`` prints this model (bytes throughout)."""
+
+    name: str
+    file: str
+    batch: int
+    precision: Literal["fp32", "bf16", "bf16-cpu"]
+    optimizer: str
+    ema: bool
+    parameters: int          # count
+    params: int              # bytes of the parameters
+    grads: int
+    optimizer_state: int
+    ema_copy: int
+    data: int
+    static: int              # params + grads + optimizer state + EMA copy + data
+    activations: int
+    transient: int           # at the peak
+    peak: int
+    peak_at: Literal["end of forward", "backward", "optimizer step"]
+    peak_unit: str           # the unit the forward ends with, or the backward is at
+    units: list[UnitMemory] = Field(default_factory=list)
+    fit: FitAnswer | None = None
+
+
+@dataclass
+class _Tensor:
+    """A tensor of the chain: its bytes per example, the unit that made it, whether it is kept."""
+
+    bytes: int
+    unit: str
+    kept: bool = False
+    grad: bool = True  # requires grad: the batch and what is computed from it without parameters do not
+
+
+@dataclass
+class _Unit:
+    """What a unit keeps: bytes per example and per batch, and its largest tensor per example."""
+
+    per_example: int = 0
+    fixed: int = 0
+    largest: int = 0
+
+
+@dataclass
+class _Walk:
+    """Activations of a graph, accumulated unit by unit in forward order: per example (what the
+    rules say) and per batch (weight-sized tensors), so that any batch is one multiply-add."""
+
+    g: nx.DiGraph
+    p: Precision
+    units: dict[str, _Unit] = field(default_factory=dict)
+    tensors: list[_Tensor] = field(default_factory=list)
+
+    def add(self, unit: str, k: Kept) -> None:
+        u = self.units.setdefault(unit, _Unit())
+        u.per_example += k.own
+        u.fixed += k.fixed
+        u.largest = max(u.largest, k.out.bytes)
+
+    def tensor(self, nbytes: int, unit: str, kept: bool = False, grad: bool = True) -> _Tensor:
+        t = _Tensor(nbytes, unit, kept, grad)
+        self.tensors.append(t)
+        return t
+
+    def nets(self, node: str) -> dict[str, Kept]:
+        """What each conditioner net of ``node`` keeps; their own tensors join the node's unit."""
+        out = {}
+        for u, _, e in self.g.in_edges(node, data=True):
+            if e["kind"] != "params":
+                continue
+            d = self.g.nodes[u]
+            k = d["call"].definition.net_memory(d["call"].args, d["io"], self.p)
+            self.add(self.g.nodes[node]["unit"], Kept(k.out, own=k.own, fixed=k.fixed))
+            out[d["slot"]] = k
+        return out
+
+    def step(self, node: str, x: _Tensor, outputs: dict[str, _Tensor], base: bool = False) -> _Tensor:
+        """One step of a chain reading ``x``; returns its output tensor."""
+        d = self.g.nodes[node]
+        unit = d["unit"]
+        qnets = [e for _, _, e in self.g.in_edges(node, data=True) if e["kind"] == "sample"]
+        for e in qnets:  # q-networks run inside the step, first
+            self.qnet(e, x)
+        call = d["call"]
+        if not (x.grad or qnets or d.get("params_total", d.get("params", 0))):
+            # nothing before it needs a gradient and it has no parameters: autograd keeps nothing
+            k = call.definition.memory(call.args, tuple(d["shape_in"]), d.get("env") or OpEnv(),
+                                       MemoryIn(self.p, {}, base))
+            self.add(unit, Kept(k.out))
+            return x if k.passes_input else self.tensor(k.out.bytes, unit, grad=False)
+        nets = self.nets(node)
+        k = call.definition.memory(call.args, tuple(d["shape_in"]), d.get("env") or OpEnv(),
+                                   MemoryIn(self.p, nets, base))
+        self.add(unit, k)
+        if k.input:
+            x.kept = True
+        reads = d.get("reads", ())
+        if k.context and reads:
+            if len(reads) == 1:  # the plan hands the one tensor itself (compiler/model.py)
+                outputs[reads[0]].kept = True
+            else:  # cat of the tensors it reads: a new tensor
+                ctx = sum(numel(self.g.nodes[r]["shape_out"]) for r in reads) * self.p.flow
+                self.add(unit, Kept(k.out, own=ctx))
+        if k.passes_input:
+            return x
+        if k.views_own:
+            return self.tensor(0, unit)
+        return self.tensor(k.out.bytes, unit, k.output)
+
+    def qnet(self, edge: dict, given: _Tensor) -> None:
+        """A q-network sampling inside a step: its context net reads the step's input, its base
+        draws, its flow runs from the base's sample."""
+        g = self.g
+        if edge["context"] is not None:
+            d = g.nodes[edge["context"]]
+            call = d["call"]
+            k = call.definition.memory(call.args, tuple(d["shape_in"]), OpEnv(), MemoryIn(self.p))
+            self.add(d["unit"], k)
+            if k.input:
+                given.kept = True
+        cur = self.step(edge["base"], self.tensor(0, g.nodes[edge["base"]]["unit"], grad=False), {}, base=True)
+        for n in edge["flow"]:
+            cur = self.step(n, cur, {})
+
+    def run(self) -> list[tuple[str, _Unit]]:
+        """The units in forward order, each with the kept tensors it made added."""
+        outputs: dict[str, _Tensor] = {INPUT: self.tensor(0, INPUT, grad=False)}  # the batch: counted as data
+        cur = outputs[INPUT]
+        for n in step_path(self.g, INPUT):
+            cur = self.step(n, cur, outputs)
+            outputs[n] = cur
+        for t in self.tensors:
+            if t.kept and t.unit != INPUT:
+                self.units.setdefault(t.unit, _Unit()).per_example += t.bytes
+        return list(self.units.items())
+
+
+# ----------------------------------------------------------------------------------------------
+# entry points
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Model:
+    """What the plan needs of a checked spec."""
+
+    spec: Spec
+    g: nx.DiGraph
+    report: CheckReport
+    train: TrainSpec
+    profiles: dict = field(default_factory=dict)  # precision -> the walk's units (batch-free)
+
+    def profile(self, precision: str) -> list[tuple[str, _Unit]]:
+        if precision not in self.profiles:
+            self.profiles[precision] = _Walk(self.g, PRECISIONS[precision]).run()
+        return self.profiles[precision]
+
+
+def _load(spec: Spec | str, overrides=None) -> _Model:
+    """Load (a path) with ``overrides`` (``NAME=VALUE`` strings or a mapping; ``train.KEY=VALUE``
+    changes the ``train:`` block) and build; raises SpecError for a spec that does not load or check."""
+    variables, train_over = split_overrides(overrides)
+    if not isinstance(spec, Spec):
+        spec = load(spec, variables)
+    g, diag = build(spec)
+    report = check_graph(spec, g, diag)
+    if not report.valid:
+        raise SpecError(f"{spec.file}: the spec is not valid, so there is no memory plan: {report.errors[0]['text']}")
+    try:
+        train = TrainSpec.model_validate({**spec.train.model_dump(), **train_over})
+    except Exception as e:  # pydantic's ValidationError: an unknown or ill-typed train.* key
+        raise SpecError(f"{spec.file}: --set train.*: {_first_error(e)}") from None
+    return _Model(spec, g, report, train)
+
+
+def plan(spec: Spec | str, batch: int | None = None, precision: str = "fp32", overrides=None,
+         fit: int | None = None) -> MemoryPlan:
+    """The memory plan of ``spec`` (a Spec or a path) at ``batch`` (default: its ``train.batch``);
+    ``fit``: a budget in bytes, answered with the largest batch whose estimated peak fits."""
+    m = _load(spec, overrides)
+    if precision not in PRECISIONS:  # bf16-cpu: CPU's autocast op lists (tests, benchmarks)
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    batch = m.train.batch if batch is None else batch
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1; got {batch}")
+    out = _plan(m, batch, precision)
+    if fit is not None:
+        out.fit = _fit(m, precision, fit)
+    return out
+
+
+def _plan(m: _Model, batch: int, precision: str) -> MemoryPlan:
+    units, total = [], 0
+    for name, u in m.profile(precision):
+        acts = u.per_example * batch + u.fixed
+        total += acts
+        units.append(UnitMemory(unit=name, activations=acts, cumulative=total, per_example=u.per_example,
+                                transient=2 * u.largest * batch))
+    n_params = m.report.parameters.total
+    params = n_params * PARAM_BYTES
+    states = OPTIMIZER_STATES.get(m.train.optimizer, 2)
+    ema = m.train.ema is not None
+    data = batch * numel(m.spec.data.shape) * PARAM_BYTES
+    static = params * (2 + states + ema) + data
+    # end of forward: everything at once (the previous gradients are freed after the forward)
+    last = units[-1].unit if units else INPUT
+    peak, where, unit, transient = static + total, "end of forward", last, 0
+    # backward, last unit first: its kept tensors still alive, gradients made for the units behind it
+    grads_behind = 0
+    unit_params = _unit_params(m.report)
+    for u in reversed(units):
+        at = static - params + u.cumulative + grads_behind + u.transient
+        if at > peak:
+            peak, where, unit, transient = at, "backward", u.unit, u.transient
+        grads_behind += unit_params.get(u.unit, 0) * PARAM_BYTES
+    step = static + params  # CUDA's foreach update: one parameter-sized temporary list
+    if step > peak:
+        peak, where, unit, transient = step, "optimizer step", last, step - static
+    return MemoryPlan(name=m.spec.name, file=m.spec.file, batch=batch, precision=precision,
+                      optimizer=m.train.optimizer, ema=ema, parameters=n_params, params=params, grads=params,
+                      optimizer_state=states * params, ema_copy=params if ema else 0, data=data, static=static,
+                      activations=total, transient=transient, peak=peak, peak_at=where, peak_unit=unit,
+                      units=units)
+
+
+def _unit_params(report: CheckReport) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in report.nodes:
+        out[r.unit] = out.get(r.unit, 0) + r.params
+    return out
+
+
+def _fit(m: _Model, precision: str, budget: int) -> FitAnswer:
+    """The largest batch whose estimated peak is at most ``budget`` (the peak grows with the batch)."""
+    def peak(n: int) -> int:
+        return _plan(m, n, precision).peak
+
+    if peak(1) > budget:
+        return FitAnswer(memory=budget, batch=0, peak=peak(1))
+    lo, hi = 1, 2
+    while peak(hi) <= budget:
+        lo, hi = hi, hi * 2
+        if hi > 1 << 40:
+            break
+    while hi - lo > 1:  # peak(lo) fits, peak(hi) does not
+        mid = (lo + hi) // 2
+        if peak(mid) <= budget:
+            lo = mid
+        else:
+            hi = mid
+    return FitAnswer(memory=budget, batch=lo, peak=peak(lo))
+
+
+# ----------------------------------------------------------------------------------------------
+# parsing
+# ----------------------------------------------------------------------------------------------
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """``80GiB``, ``80 GB``, ``512MiB``, ``1.5TiB``, ``1000000`` (bytes) -> bytes. KiB/MiB/GiB/TiB
+    (and K/M/G/T) are powers of 1024, KB/MB/GB/TB powers of 1000."""
+    mt = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
+    if not mt or mt.group(2).lower() not in _UNITS:
+        raise ValueError(f"'{text}' is not a memory size; write e.g. 80GiB, 80GB or 512MiB")
+    value = float(mt.group(1)) * _UNITS[mt.group(2).lower()]
+    if value < 1:
+        raise ValueError(f"'{text}' is less than one byte")
+    return int(value)
+
+
+def split_overrides(overrides) -> tuple[dict[str, Any] | list[str], dict[str, Any]]:
+    """(spec overrides, train.* keys) from ``--set`` items (``train.KEY=VALUE``) or a mapping."""
+    if overrides is None:
+        return [], {}
+    if isinstance(overrides, dict):
+        train = {k[len("train."):]: v for k, v in overrides.items() if k.startswith("train.")}
+        return {k: v for k, v in overrides.items() if not k.startswith("train.")}, train
+    from ..spec.evaluate import parse_override
+    variables, train = [], {}
+    for item in overrides:
+        if item.startswith("train."):
+            key, value = parse_override(item[len("train."):])
+            train[key] = value
+        else:
+            variables.append(item)
+    return variables, train
+
+
+def _first_error(e: Exception) -> str:
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        err = errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        return f"train.{loc}: {'unknown key' if err.get('type') == 'extra_forbidden' else err.get('msg', '')}"
+    return str(e)
+
+
+# ----------------------------------------------------------------------------------------------
+# the command
+# ----------------------------------------------------------------------------------------------
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def size(n: int) -> str:
+    """Bytes in the largest binary unit that keeps the number at least 1."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,} B"
+
+
+def print_plan(pl: MemoryPlan, console) -> None:
+    """The plan as a table (one row per unit) and its totals."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape(f"{pl.name}  ({pl.file}): training memory at batch {pl.batch}, {pl.precision}"),
+                  header_style="bold")
+    for col in ("unit", "kept per example", "activations", "cumulative", "transient"):
+        table.add_column(col, justify="left" if col == "unit" else "right")
+    for u in pl.units:
+        mark = "  <- peak" if u.unit == pl.peak_unit and pl.peak_at != "optimizer step" else ""
+        table.add_row(escape(u.unit) + mark, size(u.per_example), mib(u.activations), mib(u.cumulative),
+                      mib(u.transient))
+    console.print(table)
+    ema = f"EMA copy {mib(pl.ema_copy)}" if pl.ema else "no EMA"
+    console.print(f"parameters {pl.parameters:,}: weights {mib(pl.params)}, gradients {mib(pl.grads)}, "
+                  f"{pl.optimizer} state {mib(pl.optimizer_state)}, {ema}, batch {mib(pl.data)}  = static "
+                  f"{mib(pl.static)}", soft_wrap=True)
+    transient = f"; transient at the peak: {mib(pl.transient)}" if pl.transient else ""
+    console.print(f"activations kept for the backward: {mib(pl.activations)}{transient}", soft_wrap=True)
+    where = pl.peak_at if pl.peak_at == "optimizer step" else f"{pl.peak_at}, {pl.peak_unit}"
+    console.print(f"estimated peak: [bold]{size(pl.peak)}[/bold] ({pl.peak:,} bytes), at {escape(where)}",
+                  soft_wrap=True)
+    if pl.fit is not None:
+        f = pl.fit
+        if f.batch:
+            console.print(f"fits {size(f.memory)}: batch up to [bold]{f.batch:,}[/bold] (estimated peak "
+                          f"{size(f.peak)})", soft_wrap=True)
+        else:
+            console.print(f"fits {size(f.memory)}: not even batch 1 (its estimated peak is {size(f.peak)})",
+                          soft_wrap=True)
+
+
+def cmd_memory(args) -> int:
+    """``check --memory``: one plan per spec (``--json``: one JSON array of plans). Exit 0, 1 for a
+    spec that does not load or check, 2 for a usage error."""
+    from .. import cli
+
+    out, err = cli._console(), cli._console(stderr=True)
+    if not args.memory:
+        flags = ", ".join(f"--{f}" for f in ("batch", "precision", "fit") if getattr(args, f) is not None)
+        err.print(f"error: {flags} belongs to the memory plan: add --memory "
+                  f"(augflow-dsl check SPEC --memory --batch N [--precision fp32|bf16] [--fit 80GiB])", markup=False)
+        return 2
+    if args.summary:
+        err.print("error: --summary and --memory are two different reports; give one", markup=False)
+        return 2
+    try:
+        budget = parse_size(args.fit) if args.fit is not None else None
+    except ValueError as e:
+        err.print(f"[red]error: --fit: {e}[/red]", markup=True)
+        return 2
+    missing = [path for path in args.spec if not Path(path).is_file()]
+    if missing:
+        for path in missing:
+            err.print(f"error: no such spec file: {path}", markup=False)
+        return 2
+    plans, worst = [], 0
+    for path in args.spec:
+        try:
+            pl = plan(path, args.batch, args.precision or "fp32", args.set, budget)
+        except SpecError as e:
+            err.print(str(e), markup=False, soft_wrap=True)
+            worst = 1
+            continue
+        plans.append(pl)
+        if not args.json:
+            print_plan(pl, out)
+    if args.json:
+        print(json.dumps([pl.model_dump() for pl in plans], separators=(",", ":")))
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a convenience
+    from ..cli import main as cli_main
+    return cli_main(["check", "--memory", *(argv if argv is not None else sys.argv[1:])])
