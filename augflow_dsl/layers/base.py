@@ -21,6 +21,7 @@
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +41,10 @@ class Draws:
       order out), so ``decode`` of encoded latents replays them exactly; an empty tape means
       sample.
 
+    Every random draw of a step (a dequantizer's u, an augment point's or a q-network base's
+    epsilon, a drop's or the prior's epsilon when sampling) goes through :func:`draw`, so a
+    :class:`NoiseFeed` can record the draws or replace them with given tensors (ONNX export).
+
     A step built on its own (tests, tools) shares :data:`DEFAULT_DRAWS`: sample at
     temperature 1, record nothing."""
 
@@ -57,6 +62,51 @@ class Draws:
 
 
 DEFAULT_DRAWS = Draws()
+
+
+class NoiseFeed:
+    """The noise of one pass, installed by :func:`feeding`: with ``given`` tensors, each draw
+    takes the next one in draw order instead of calling torch (an exported graph's noise inputs);
+    without, each draw is made as usual and logged as (owner module, torch function name,
+    tensor) -- how a tool learns which noise a pass draws (and can replay it)."""
+
+    def __init__(self, given: list[torch.Tensor] | tuple[torch.Tensor, ...] | None = None):
+        self.given = None if given is None else list(given)
+        self.used = 0
+        self.log: list[tuple[nn.Module, str, torch.Tensor]] = []
+
+    def take(self, owner: nn.Module, kind: str, make) -> torch.Tensor:
+        if self.given is None:
+            t = make()
+            self.log.append((owner, kind, t))
+            return t
+        if self.used >= len(self.given):
+            raise RuntimeError(f"noise feed exhausted: {type(owner).__name__} draws noise #{self.used + 1} "
+                               f"but only {len(self.given)} were given")
+        t = self.given[self.used]
+        self.used += 1
+        return t
+
+
+_FEED: NoiseFeed | None = None
+
+
+@contextmanager
+def feeding(feed: NoiseFeed):
+    """Route every :func:`draw` through ``feed`` for the duration (not thread-safe: one pass)."""
+    global _FEED
+    before, _FEED = _FEED, feed
+    try:
+        yield feed
+    finally:
+        _FEED = before
+
+
+def draw(owner: nn.Module, kind: str, make) -> torch.Tensor:
+    """A step's random draw: ``make()`` (e.g. ``torch.randn_like(x)``; ``kind`` names the torch
+    function) -- or, under :func:`feeding`, what the feed gives. Without a feed this is exactly
+    ``make()``: same numbers, same generator state."""
+    return make() if _FEED is None else _FEED.take(owner, kind, make)
 
 
 class Step(nn.Module):

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from .base import Step
+from .base import Step, draw
 
 
 class Uniform(Step):
@@ -30,7 +30,7 @@ class Uniform(Step):
 
     def noise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(u, log r(u | x))."""
-        return torch.rand_like(x), x.new_zeros(x.shape[0])
+        return draw(self, "rand", lambda: torch.rand_like(x)), x.new_zeros(x.shape[0])
 
     def forward(self, x, context=None):
         if self.draws.centre:
@@ -40,7 +40,8 @@ class Uniform(Step):
         return (x + u) / self.levels, self.volume - log_r
 
     def inverse(self, v, context=None):
-        return torch.floor(v * self.levels).clamp(0, self.levels - 1)
+        # 0.0, not 0: torch 2.14's ONNX exporter cannot decompose clamp(int, float) (same result)
+        return torch.floor(v * self.levels).clamp(0.0, self.levels - 1)
 
 
 class Variational(Uniform):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from ..ops import netlayers as nl
 from ..ops import registry
-from .base import Step
+from .base import Step, draw
 from .build import build_children
 from .priors import normal_log_prob
 from .reshape import squeeze, unsqueeze
@@ -47,7 +47,7 @@ class FactorOut(Step):
         """cat(kept, z), z sampled at ``temperature`` when not given."""
         loc, log_scale = self._stats(kept)
         if z is None:
-            eps = temperature * torch.randn_like(kept)
+            eps = temperature * draw(self, "randn", lambda: torch.randn_like(kept))
             z = eps if log_scale is None else loc + torch.exp(log_scale) * eps
         return torch.cat([kept, z], 1)
 

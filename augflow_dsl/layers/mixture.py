@@ -18,10 +18,20 @@ provably contains the root: at its right end every component's logit is >= h, at
   or 76 (float64); mixtures with very narrow components (log-scales near the -7 clamp) take up
   to ~25. Bounded: after ``bisection_steps`` iterations any element still running finishes by
   plain bisection on its current bracket, so the result is never less precise than bisection's.
+
+For export (ONNX, torch.export) the working set that shrinks with the data cannot be traced:
+:func:`newton_logit_fixed` runs the same iteration on every element for at most
+:data:`EXPORT_ITERATIONS` (32; the hardest mixtures of tests/test_mixture_inverse.py need 22)
+iterations, freezing each element once it has converged, so it returns bit for bit the x of
+:func:`newton_logit` wherever that converges within the count. While torch.export traces, the
+iterations are one ``torch.while_loop`` (an ONNX Loop: one copy of the step in the graph) that
+also stops once every element has converged. :func:`newton_logit` switches to it under
+:func:`fixed_iterations` or while torch.export traces; the normal path is unchanged.
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +98,11 @@ def newton_logit(h: torch.Tensor, logw: torch.Tensor, means: torch.Tensor, log_s
     Checks for convergence once per iteration (one host sync: cheap on CPU). ``stats``, when
     given, receives the iteration count, the number of Newton (vs bisection) steps and
     ``done_at`` (the iteration at which each element converged). ``max_iter`` (default
-    ``bisection_steps``) Newton iterations, then bisection for any element still running."""
+    ``bisection_steps``) Newton iterations, then bisection for any element still running.
+    Under :func:`fixed_iterations` or torch.export: :func:`newton_logit_fixed` instead."""
+    fixed = _FIXED if _FIXED is not None else (EXPORT_ITERATIONS if torch.compiler.is_exporting() else None)
+    if fixed is not None:
+        return newton_logit_fixed(h, logw, means, log_scales, fixed)
     shape = h.shape
     k = logw.shape[2]
     if h.numel() == 0:
@@ -154,3 +168,81 @@ def newton_logit(h: torch.Tensor, logw: torch.Tensor, means: torch.Tensor, log_s
     if stats is not None:
         stats.update(iterations=it, newton_steps=newton_steps, done_at=done_at.view(shape))
     return out.view(shape)
+
+
+EXPORT_ITERATIONS = 32
+_FIXED: int | None = None
+
+
+@contextmanager
+def fixed_iterations(n: int = EXPORT_ITERATIONS):
+    """Within, :func:`newton_logit` runs :func:`newton_logit_fixed` with ``n`` iterations."""
+    global _FIXED
+    before, _FIXED = _FIXED, n
+    try:
+        yield
+    finally:
+        _FIXED = before
+
+
+@torch.no_grad()
+def newton_logit_fixed(h: torch.Tensor, logw: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor,
+                       iterations: int = EXPORT_ITERATIONS, loop: bool | None = None) -> torch.Tensor:
+    """:func:`newton_logit`'s safeguarded Newton for at most ``iterations`` iterations on every
+    element, with no data-dependent shapes (exportable): an element's x, bracket and step sizes
+    stop changing once it has converged (the same test as :func:`newton_logit`), so it keeps the
+    value the adaptive solver returns for it. No bisection fallback: an element not converged
+    after ``iterations`` keeps its last iterate (inside its bracket).
+
+    ``loop`` (default: while torch.export traces) runs the iterations as one ``torch.while_loop``
+    (an ONNX Loop: one copy of the step in the graph, not ``iterations``), which also stops once
+    every element has converged -- the frozen elements would not change, so the result is the
+    same; otherwise a Python loop of exactly ``iterations`` steps."""
+    shape = h.shape
+    k = logw.shape[2]
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        return t.movedim(2, -1).reshape(-1, k)
+
+    lw, mu, lsc, hf = rows(logw), rows(means), rows(log_scales), h.reshape(-1)
+    ends = torch.addcmul(mu, torch.exp(lsc), hf.unsqueeze(1))
+    lo, hi = ends.amin(1), ends.amax(1)
+    eps = torch.finfo(h.dtype).eps
+    w = torch.exp(lw)
+    floor = torch.maximum((hi - lo) * 2.0 ** -(bisection_steps(h.dtype) + 1), eps * torch.sum(w * mu.abs(), 1))
+    x = torch.minimum(torch.maximum(torch.sum(w * ends, 1), lo), hi)
+    inv = torch.exp(-lsc)
+    nmi = -mu * inv
+    active = ~((hi - lo) <= torch.maximum(floor, eps * x.abs()))
+
+    def step(x, lo, hi, dx_1, dx_2, active):
+        z = torch.addcmul(nmi, x.unsqueeze(1), inv)
+        ls = F.logsigmoid(z)
+        a = ls + lw
+        b = a - z
+        log_cdf, log_sf = torch.logsumexp(a, 1), torch.logsumexp(b, 1)
+        log_pdf = torch.logsumexp(b + ls - lsc, 1)
+        r = log_cdf - log_sf - hf
+        above = r > 0
+        hi_n = torch.where(above, x, hi)
+        lo_n = torch.where(above, lo, x)
+        step = r * torch.exp(log_cdf + log_sf - log_pdf)
+        xn = x - step
+        newton = (xn >= lo_n) & (xn <= hi_n) & (2 * step.abs() <= dx_2)
+        x_n = torch.where(newton, xn, (lo_n + hi_n) / 2)
+        dx = torch.where(newton, step.abs(), (hi_n - lo_n) / 2)
+        at_floor = r.abs() <= 2 * eps * torch.maximum(log_cdf.abs(), log_sf.abs())
+        conv = (dx <= torch.maximum(floor, eps * x_n.abs())) | (newton & at_floor)
+        return (torch.where(active, x_n, x), torch.where(active, lo_n, lo), torch.where(active, hi_n, hi),
+                torch.where(active, dx, dx_1), torch.where(active, dx_1, dx_2), active & ~conv)
+
+    state = (x, lo, hi, hi - lo, hi - lo, active)  # dx_1, dx_2: the sizes of the last two steps
+    if loop if loop is not None else torch.compiler.is_exporting():
+        it = torch.zeros((), dtype=torch.int64, device=h.device)
+        _, x, *_ = torch.while_loop(lambda i, *s: (i < iterations) & s[-1].any(),
+                                    lambda i, *s: (i + 1, *step(*s)), (it, *state))
+    else:
+        for _ in range(iterations):
+            state = step(*state)
+        x = state[0]
+    return x.view(shape)

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from .base import Step, sum_except_batch
+from .base import Step, draw, sum_except_batch
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -45,7 +45,7 @@ class Normal(Step):
 
     def sample(self, n: int, temperature: float = 1.0, like: torch.Tensor | None = None) -> torch.Tensor:
         kw = {"device": like.device, "dtype": like.dtype} if like is not None else {}
-        return temperature * torch.randn(n, *self.shape, **kw)
+        return temperature * draw(self, "randn", lambda: torch.randn(n, *self.shape, **kw))
 
     def rsample(self, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.sample(n, 1.0, like)
