@@ -243,7 +243,8 @@ def test_steps_flag_gives_the_whole_run_unless_finetune_is_asked_for(tmp_path, h
     r = here(str(spec), "--run", str(tmp_path / "a"), "--steps", "4", "--batch", "16", *FAST, "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["step"] == 4
-    r = here(str(spec), "--run", str(tmp_path / "b"), "--steps", "4", "--batch", "16", "--set",
+    # a fine-tune epoch is the whole toy train split (1,000,000 points): a large batch keeps it to 20 steps
+    r = here(str(spec), "--run", str(tmp_path / "b"), "--steps", "4", "--batch", "50000", "--set",
              "train.finetune_epochs=1", *FAST, "--json")
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
