@@ -139,6 +139,24 @@ class MemoryIn:
     base: bool = False
 
 
+_TOTALS: dict[tuple, tuple[int, int]] = {}
+
+
+def _described_totals(op: "Op", a, where) -> tuple[int, int]:
+    """(parameters, MACs) of ``op.describe(a, where)``, remembered per (op, arguments, shape or
+    NetIO): a model repeats the same module many times, and ``solve`` counts many graphs."""
+    key = (type(op), a, where)
+    try:
+        got = _TOTALS.get(key)
+    except TypeError:  # arguments holding an unhashable value: no memo
+        return op.describe(a, where)._totals()
+    if got is None:
+        if len(_TOTALS) >= 20_000:
+            _TOTALS.clear()
+        got = _TOTALS[key] = op.describe(a, where)._totals()
+    return got
+
+
 @dataclass(frozen=True)
 class OpEnv:
     """What the graph builder tells an op beyond its input shape."""
@@ -174,10 +192,10 @@ class Op:
         return Net()
 
     def params(self, a, shape: Shape, env: OpEnv) -> int:
-        return self.describe(a, shape).params()
+        return _described_totals(self, a, shape)[0]
 
     def macs(self, a, shape: Shape, env: OpEnv) -> int:
-        return self.describe(a, shape).macs()
+        return _described_totals(self, a, shape)[1]
 
     def nets(self, a, shape: Shape, env: OpEnv) -> dict[str, tuple[OpCall, NetIO]]:
         """Conditioner nets this op owns, by slot name, with what each must compute."""
@@ -257,10 +275,10 @@ class NetOp(Op):
         raise NotImplementedError
 
     def net_params(self, a, io: NetIO) -> int:
-        return self.describe(a, io).params()
+        return _described_totals(self, a, io)[0]
 
     def net_macs(self, a, io: NetIO) -> int:
-        return self.describe(a, io).macs()
+        return _described_totals(self, a, io)[1]
 
     def net_memory(self, a, io: NetIO, p: Precision) -> Kept:
         """What the net keeps for the backward pass per example: its description's layers one after
