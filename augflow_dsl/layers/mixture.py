@@ -31,6 +31,7 @@ also stops once every element has converged. :func:`newton_logit` switches to it
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from contextlib import contextmanager
 
 import torch
@@ -88,6 +89,69 @@ def _bisect_rows(lo, hi, h, lw, inv, nmi):
     return (lo + hi) / 2
 
 
+@dataclass
+class _Rows:
+    """A mixture's components as [E, K] rows (components contiguous), one row per element solved."""
+
+    lw: torch.Tensor     # log weights
+    lsc: torch.Tensor    # log scales
+    inv: torch.Tensor    # 1 / scale
+    nmi: torch.Tensor    # -mean / scale
+    hf: torch.Tensor     # the target logit, [E]
+
+    def take(self, keep: torch.Tensor) -> "_Rows":
+        return _Rows(*(t[keep] for t in (self.lw, self.lsc, self.inv, self.nmi, self.hf)))
+
+
+def _newton_start(h, logw, means, log_scales):
+    """(rows, x, lo, hi, floor, active) of the safeguarded Newton iteration: the bracket of the
+    components' own solutions, the start at their mixture-weighted mean (exact for K = 1), and the
+    resolution below which no solver can move x."""
+    k = logw.shape[2]
+
+    def rows(t: torch.Tensor) -> torch.Tensor:  # [N, C, K, ...] -> [E, K], components contiguous
+        return t.movedim(2, -1).reshape(-1, k)
+
+    lw, mu, lsc, hf = rows(logw), rows(means), rows(log_scales), h.reshape(-1)
+    ends = torch.addcmul(mu, torch.exp(lsc), hf.unsqueeze(1))
+    lo, hi = ends.amin(1), ends.amax(1)
+    eps = torch.finfo(h.dtype).eps
+    w = torch.exp(lw)
+    # float resolution of z = (x - mu) / s is eps (|x| + |mu|) in x: no solver resolves x finer
+    floor = torch.maximum((hi - lo) * 2.0 ** -(bisection_steps(h.dtype) + 1), eps * torch.sum(w * mu.abs(), 1))
+    x = torch.minimum(torch.maximum(torch.sum(w * ends, 1), lo), hi)
+    inv = torch.exp(-lsc)
+    active = ~((hi - lo) <= torch.maximum(floor, eps * x.abs()))
+    return _Rows(lw, lsc, inv, -mu * inv, hf), x, lo, hi, floor, active
+
+
+def _newton_step(r: _Rows, x, lo, hi, dx_2, floor):
+    """One safeguarded Newton step on logit F(x) = h: (x, lo, hi, |step|, converged, took Newton).
+    The bracket shrinks to the side the residual's sign says; the Newton step is taken when it
+    stays inside the bracket and is at most half the step before last, else bisection."""
+    eps = torch.finfo(x.dtype).eps
+    z = torch.addcmul(r.nmi, x.unsqueeze(1), r.inv)
+    ls = F.logsigmoid(z)
+    a = ls + r.lw  # log(w sigmoid(z))
+    b = a - z  # log(w sigmoid(-z))
+    log_cdf, log_sf = torch.logsumexp(a, 1), torch.logsumexp(b, 1)
+    log_pdf = torch.logsumexp(b + ls - r.lsc, 1)  # log(w s(z) s(-z) / s)
+    res = log_cdf - log_sf - r.hf
+    above = res > 0
+    hi = torch.where(above, x, hi)
+    lo = torch.where(above, lo, x)
+    step = res * torch.exp(log_cdf + log_sf - log_pdf)  # r / (d logit F / dx)
+    xn = x - step
+    newton = (xn >= lo) & (xn <= hi) & (2 * step.abs() <= dx_2)
+    x = torch.where(newton, xn, (lo + hi) / 2)
+    dx = torch.where(newton, step.abs(), (hi - lo) / 2)
+    # converged: the step is within bisection's resolution, or the residual is at the float
+    # resolution of the computed logit (there the sign that bisection reads is noise too)
+    at_floor = res.abs() <= 2 * eps * torch.maximum(log_cdf.abs(), log_sf.abs())
+    conv = (dx <= torch.maximum(floor, eps * x.abs())) | (newton & at_floor)
+    return x, lo, hi, dx, conv, newton
+
+
 @torch.no_grad()
 def newton_logit(h: torch.Tensor, logw: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor,
                  stats: dict | None = None, max_iter: int | None = None) -> torch.Tensor:
@@ -104,58 +168,23 @@ def newton_logit(h: torch.Tensor, logw: torch.Tensor, means: torch.Tensor, log_s
     if fixed is not None:
         return newton_logit_fixed(h, logw, means, log_scales, fixed)
     shape = h.shape
-    k = logw.shape[2]
     if h.numel() == 0:
         return h.clone()
-
-    def rows(t: torch.Tensor) -> torch.Tensor:  # [N, C, K, ...] -> [E, K], components contiguous
-        return t.movedim(2, -1).reshape(-1, k)
-
-    lw, mu, lsc, hf = rows(logw), rows(means), rows(log_scales), h.reshape(-1)
-    scale = torch.exp(lsc)
-    ends = torch.addcmul(mu, scale, hf.unsqueeze(1))
-    lo, hi = ends.amin(1), ends.amax(1)
-    eps = torch.finfo(h.dtype).eps
-    w = torch.exp(lw)
-    # float resolution of z = (x - mu) / s is eps (|x| + |mu|) in x: no solver resolves x finer
-    floor = torch.maximum((hi - lo) * 2.0 ** -(bisection_steps(h.dtype) + 1), eps * torch.sum(w * mu.abs(), 1))
-    # start at the mixture-weighted mean of the components' own solutions (exact for K = 1)
-    x = torch.sum(w * ends, 1).clamp_(min=lo, max=hi)
+    r, x, lo, hi, floor, active = _newton_start(h, logw, means, log_scales)
     out = x.clone()
-    inv = torch.exp(-lsc)
-    nmi = -mu * inv
     dx_2 = dx_1 = hi - lo  # the sizes of the last two steps
-    idx = torch.arange(hf.numel(), device=h.device)
-    active = ~((hi - lo) <= torch.maximum(floor, eps * x.abs()))
+    idx = torch.arange(r.hf.numel(), device=h.device)
     max_iter = bisection_steps(h.dtype) if max_iter is None else max_iter
     newton_steps, it = 0, 0
-    done_at = torch.zeros(hf.numel(), dtype=torch.long, device=h.device) if stats is not None else None
+    done_at = torch.zeros(r.hf.numel(), dtype=torch.long, device=h.device) if stats is not None else None
     for it in range(1, max_iter + 1):
         if not bool(active.all()):  # keep only the elements still running
             keep = active.nonzero().squeeze(1)
-            idx, x, lo, hi, hf, floor, dx_1, dx_2 = (t[keep] for t in (idx, x, lo, hi, hf, floor, dx_1, dx_2))
-            lw, lsc, inv, nmi = (t[keep] for t in (lw, lsc, inv, nmi))
+            idx, x, lo, hi, floor, dx_1, dx_2 = (t[keep] for t in (idx, x, lo, hi, floor, dx_1, dx_2))
+            r = r.take(keep)
             if idx.numel() == 0:
                 break
-        z = torch.addcmul(nmi, x.unsqueeze(1), inv)
-        ls = F.logsigmoid(z)
-        a = ls + lw  # log(w sigmoid(z))
-        b = a - z  # log(w sigmoid(-z))
-        log_cdf, log_sf = torch.logsumexp(a, 1), torch.logsumexp(b, 1)
-        log_pdf = torch.logsumexp(b.add_(ls).sub_(lsc), 1)  # log(w s(z) s(-z) / s)
-        r = log_cdf - log_sf - hf
-        above = r > 0
-        hi = torch.where(above, x, hi)
-        lo = torch.where(above, lo, x)
-        step = r * torch.exp(log_cdf + log_sf - log_pdf)  # r / (d logit F / dx)
-        xn = x - step
-        newton = (xn >= lo) & (xn <= hi) & (2 * step.abs() <= dx_2)
-        x = torch.where(newton, xn, (lo + hi) / 2)
-        dx = torch.where(newton, step.abs(), (hi - lo) / 2)
-        # converged: the step is within bisection's resolution, or the residual is at the float
-        # resolution of the computed logit (there the sign that bisection reads is noise too)
-        at_floor = r.abs() <= 2 * eps * torch.maximum(log_cdf.abs(), log_sf.abs())
-        conv = (dx <= torch.maximum(floor, eps * x.abs())) | (newton & at_floor)
+        x, lo, hi, dx, conv, newton = _newton_step(r, x, lo, hi, dx_2, floor)
         out[idx] = x
         if stats is not None:
             newton_steps += int(newton.sum())
@@ -164,7 +193,7 @@ def newton_logit(h: torch.Tensor, logw: torch.Tensor, means: torch.Tensor, log_s
         dx_2, dx_1 = dx_1, dx
     if idx.numel() and bool(active.any()):  # never seen in tests; bisection's guarantee as a fallback
         keep = active.nonzero().squeeze(1)
-        out[idx[keep]] = _bisect_rows(lo[keep], hi[keep], hf[keep], lw[keep], inv[keep], nmi[keep])
+        out[idx[keep]] = _bisect_rows(lo[keep], hi[keep], r.hf[keep], r.lw[keep], r.inv[keep], r.nmi[keep])
     if stats is not None:
         stats.update(iterations=it, newton_steps=newton_steps, done_at=done_at.view(shape))
     return out.view(shape)
@@ -199,40 +228,10 @@ def newton_logit_fixed(h: torch.Tensor, logw: torch.Tensor, means: torch.Tensor,
     every element has converged -- the frozen elements would not change, so the result is the
     same; otherwise a Python loop of exactly ``iterations`` steps."""
     shape = h.shape
-    k = logw.shape[2]
-
-    def rows(t: torch.Tensor) -> torch.Tensor:
-        return t.movedim(2, -1).reshape(-1, k)
-
-    lw, mu, lsc, hf = rows(logw), rows(means), rows(log_scales), h.reshape(-1)
-    ends = torch.addcmul(mu, torch.exp(lsc), hf.unsqueeze(1))
-    lo, hi = ends.amin(1), ends.amax(1)
-    eps = torch.finfo(h.dtype).eps
-    w = torch.exp(lw)
-    floor = torch.maximum((hi - lo) * 2.0 ** -(bisection_steps(h.dtype) + 1), eps * torch.sum(w * mu.abs(), 1))
-    x = torch.minimum(torch.maximum(torch.sum(w * ends, 1), lo), hi)
-    inv = torch.exp(-lsc)
-    nmi = -mu * inv
-    active = ~((hi - lo) <= torch.maximum(floor, eps * x.abs()))
+    r, x, lo, hi, floor, active = _newton_start(h, logw, means, log_scales)
 
     def step(x, lo, hi, dx_1, dx_2, active):
-        z = torch.addcmul(nmi, x.unsqueeze(1), inv)
-        ls = F.logsigmoid(z)
-        a = ls + lw
-        b = a - z
-        log_cdf, log_sf = torch.logsumexp(a, 1), torch.logsumexp(b, 1)
-        log_pdf = torch.logsumexp(b + ls - lsc, 1)
-        r = log_cdf - log_sf - hf
-        above = r > 0
-        hi_n = torch.where(above, x, hi)
-        lo_n = torch.where(above, lo, x)
-        step = r * torch.exp(log_cdf + log_sf - log_pdf)
-        xn = x - step
-        newton = (xn >= lo_n) & (xn <= hi_n) & (2 * step.abs() <= dx_2)
-        x_n = torch.where(newton, xn, (lo_n + hi_n) / 2)
-        dx = torch.where(newton, step.abs(), (hi_n - lo_n) / 2)
-        at_floor = r.abs() <= 2 * eps * torch.maximum(log_cdf.abs(), log_sf.abs())
-        conv = (dx <= torch.maximum(floor, eps * x_n.abs())) | (newton & at_floor)
+        x_n, lo_n, hi_n, dx, conv, _ = _newton_step(r, x, lo, hi, dx_2, floor)
         return (torch.where(active, x_n, x), torch.where(active, lo_n, lo), torch.where(active, hi_n, hi),
                 torch.where(active, dx, dx_1), torch.where(active, dx_1, dx_2), active & ~conv)
 

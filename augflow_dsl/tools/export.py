@@ -625,6 +625,8 @@ def _quiet():
 
 # ---------------------------------------------------------------------------------- command
 def add_command(sub, common) -> None:
+    from ..compiler.cli import _positive
+
     p = sub.add_parser("export", help="ONNX export of log_prob or sampling, checked with onnxruntime",
                        description="Export a model's log-likelihood or its sampler to ONNX, its noise as named "
                                    "inputs (docs/export.md), and check the file with onnxruntime against torch.")
@@ -648,16 +650,6 @@ def add_command(sub, common) -> None:
                    help="print one JSON object: inputs, outputs, the check's figures (or error)")
     common(p)
     p.set_defaults(func=cmd_export)
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1; got {v}")
-    return v
 
 
 def _tolerance(text: str) -> float:

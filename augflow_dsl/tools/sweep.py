@@ -300,8 +300,8 @@ def add_command(sub, common) -> None:
 
 
 def _console(stderr: bool = True):
-    from rich.console import Console
-    return Console(stderr=stderr, highlight=False, width=None if sys.stdout.isatty() else 160)
+    from ..cli import _console as console
+    return console(stderr=stderr)
 
 
 def cmd_sweep(args) -> int:
