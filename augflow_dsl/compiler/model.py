@@ -184,12 +184,24 @@ class FlowModel(nn.Module):
         """torch.compile every conditioner and context net in place (regional compilation: the
         nets hold nearly all the compute; the flat plan around them stays eager, so a 74-module
         DenseFlow compiles in minutes instead of one huge graph). ``options`` go to
-        ``nn.Module.compile`` (default: static shapes)."""
+        ``nn.Module.compile`` (default: static shapes).
+
+        torch keeps the compiled graphs of one forward function (one net class) in one cache of
+        ``torch.compiler.config.recompile_limit`` entries (8 by default) and runs every further
+        shape eagerly, silently: Flow++ has 9 conv-attention nets at two shapes plus its
+        dequantizer's, each in training, evaluation and no-grad modes. The limits are raised to
+        3 entries per net instance (an upper bound: nets of equal shapes share a graph)."""
+        from collections import Counter
+
         from ..layers.base import ContextModule, NetModule
         options.setdefault("dynamic", False)
-        for m in self.modules():
-            if isinstance(m, (NetModule, ContextModule)):
-                m.compile(**options)
+        nets = [m for m in self.modules() if isinstance(m, (NetModule, ContextModule))]
+        per_class = Counter(type(m) for m in nets)
+        cfg = torch.compiler.config
+        cfg.recompile_limit = max(cfg.recompile_limit, 3 * max(per_class.values(), default=0))
+        cfg.accumulated_recompile_limit = max(cfg.accumulated_recompile_limit, 3 * len(nets))
+        for m in nets:
+            m.compile(**options)
         return self
 
     def set_precision(self, dtype: torch.dtype | None) -> "FlowModel":
