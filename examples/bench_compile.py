@@ -32,9 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    overrides = dict(kv.split("=", 1) for kv in a.set)
     torch.manual_seed(0)
-    eager = af.compile(af.load(a.spec, overrides or None))
+    eager = af.compile(af.load(a.spec, a.set or None))  # "name=value" strings, parsed as --set does
     x = _batch(eager, a.batch, "cpu")
     eager.initialize(x)
     compiled = copy.deepcopy(eager).compile_nets()

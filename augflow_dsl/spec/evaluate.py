@@ -542,7 +542,8 @@ class Evaluator:
             return _BAD
         op = node.op
         if op == "*" and (_repeatable(left) or _repeatable(right)):
-            count, item = (left, right) if _is_num(left) else (right, left)
+            # the count is the side that is not ops ("2" * step names the "2", not the ops)
+            count, item = (left, right) if _is_num(left) or not _repeatable(left) else (right, left)
             if not isinstance(count, int) or isinstance(count, bool):
                 raise SpecError(f"repetition needs a whole number; got {_kind(count)} {count!r}", node.loc)
             if count < 1:
