@@ -11,7 +11,6 @@ import math
 import sys
 from pathlib import Path
 
-from .compiler.cli import _positive
 from .errors import SpecError
 
 
@@ -170,17 +169,33 @@ def _override(text: str) -> str:
     return text
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts (--batch, --steps, ...): a whole number >= 1, else a usage error."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}")
+    return n
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=_override,
                    help="override a 'let' variable of the spec, or train.KEY of its train: block (repeatable)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _root() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The top-level parser and its (empty) subcommand set."""
+    from . import __version__
     ap = argparse.ArgumentParser(prog="augflow-dsl", description="A declarative compiler for augmented normalizing "
                                  "flows.")
-    from . import __version__
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = ap.add_subparsers(dest="command", required=True)
+    return ap, ap.add_subparsers(dest="command", required=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap, sub = _root()
 
     p = sub.add_parser("check", help="dimension audit, invertibility, cost (no torch)")
     p.add_argument("spec", nargs="+")
@@ -188,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print one JSON array holding one report object per spec (also for one spec)")
     p.add_argument("--summary", action="store_true", help="one row per unit instead of per node")
     p.add_argument("--memory", action="store_true", help="estimate peak training memory, unit by unit (no torch)")
-    p.add_argument("--batch", type=_positive, help="with --memory: the batch size (default: the spec's train.batch)")
+    p.add_argument("--batch", type=positive_int, help="with --memory: the batch size (default: the spec's train.batch)")
     p.add_argument("--precision", choices=("fp32", "bf16"), help="with --memory: the nets' precision (default fp32)")
     p.add_argument("--fit", metavar="SIZE", help="with --memory: the largest batch whose peak fits SIZE (80GiB, 16GB)")
     _common(p)
@@ -225,9 +240,7 @@ def _lean_parser(command: str) -> argparse.ArgumentParser:
     """The parser holding only ``command``'s subparser, the one build_parser() adds for it."""
     import importlib
 
-    ap = argparse.ArgumentParser(prog="augflow-dsl", description="A declarative compiler for augmented normalizing "
-                                 "flows.")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap, sub = _root()
     importlib.import_module(f".{_LEAN[command]}", __package__).add_command(sub, _common)
     return ap
 

@@ -56,15 +56,9 @@ def _status() -> dict[str, int]:
 
 
 def _step(model, optimizer, ema, params, x, clip) -> None:
-    """One training step in the order of ``runtime.train.Trainer._loop``."""
-    import torch
-    loss = -model(x).mean()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grads = [p.grad for p in params if p.grad is not None]
-    gnorm = torch.nn.utils.get_total_norm(grads)
-    if clip is not None:
-        torch.nn.utils.clip_grads_with_norm_(params, clip, gnorm)
+    """One training step as ``runtime.train.Trainer._loop`` makes it (its backward_and_clip)."""
+    from augflow_dsl.runtime.train import backward_and_clip
+    backward_and_clip(-model(x).mean(), optimizer, params, clip)
     optimizer.step()
     if ema is not None:
         ema.update(model)

@@ -7,26 +7,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 # train: keys a --set may reach as train.KEY=VALUE are TrainSpec's fields (checked by pydantic)
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """The flags of a training run, shared by ``train`` and ``compile --train``."""
-    from ..compiler.cli import _positive
+    from ..cli import positive_int
 
     p.add_argument("--run", "--run-dir", dest="run",
                    help="run folder (default: runs/<spec name>/<UTC time>/); an existing one resumes. Under "
                         "torchrun write --run-dir: torchrun's own parser takes --run as its --run-path")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=_positive, help="train this many updates in all (replaces the spec's epochs; its fine-tune epochs "
+    g.add_argument("--steps", type=positive_int, help="train this many updates in all (replaces the spec's epochs; its fine-tune epochs "
                                                           "run only with --set train.finetune_epochs=K)")
-    g.add_argument("--epochs", type=_positive, help="train this many epochs in all (fine-tune epochs as for --steps)")
-    p.add_argument("--batch", type=_positive, help="global batch (default: the spec's train.batch)")
+    g.add_argument("--epochs", type=positive_int, help="train this many epochs in all (fine-tune epochs as for --steps)")
+    p.add_argument("--batch", type=positive_int, help="global batch (default: the spec's train.batch)")
     p.add_argument("--device", default=None, help="cpu (default) or cuda / cuda:N")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
                    help="bf16: the coupling and context nets under autocast (flow arithmetic stays float32)")
@@ -34,11 +32,11 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None, help="where data sets are read from (and downloaded to)")
     p.add_argument("--download", action="store_true", default=None, help="download a missing torchvision data set")
     p.add_argument("--seed", type=int, default=None, help="seed (default: the spec's train.seed)")
-    p.add_argument("--checkpoint-every", type=_positive, default=None, help="steps between checkpoints (1000)")
-    p.add_argument("--log-every", type=_positive, default=None, help="steps between metrics rows (50)")
-    p.add_argument("--eval-every", type=_positive, default=None, help="steps between test evaluations (default: an epoch, at most ~10 per run)")
-    p.add_argument("--eval-images", type=_positive, default=None, help="test images per evaluation (1000)")
-    p.add_argument("--max-bad-steps", type=_positive, default=None,
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps between checkpoints (1000)")
+    p.add_argument("--log-every", type=positive_int, default=None, help="steps between metrics rows (50)")
+    p.add_argument("--eval-every", type=positive_int, default=None, help="steps between test evaluations (default: an epoch, at most ~10 per run)")
+    p.add_argument("--eval-images", type=positive_int, default=None, help="test images per evaluation (1000)")
+    p.add_argument("--max-bad-steps", type=positive_int, default=None,
                    help="stop after this many non-finite steps in a row (20)")
     p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (0)")
     p.add_argument("--force", action="store_true", default=None,
@@ -61,27 +59,6 @@ def add_commands(sub, common) -> None:
     p.set_defaults(func=cmd_train)
 
 
-def split_overrides(items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``--set`` items -> (spec variables, train.* keys); ``train.augment=flip,translate`` is a list."""
-    from ..spec.evaluate import parse_override
-
-    variables: dict[str, Any] = {}
-    train: dict[str, Any] = {}
-    for item in items:
-        if item.startswith("train."):
-            key, _, raw = item[len("train."):].partition("=")
-            if "=" not in item or not key.isidentifier():
-                raise _Usage(f"--set {item}: expected train.KEY=VALUE")
-            if key == "augment":
-                train[key] = [v.strip() for v in raw.strip("[]").split(",") if v.strip()]
-            else:
-                train[key] = parse_override(f"{key}={raw}")[1]
-        else:
-            k, v = parse_override(item)
-            variables[k] = v
-    return variables, train
-
-
 class _Usage(Exception):
     pass
 
@@ -93,6 +70,7 @@ def _console():
 
 def cmd_train(args) -> int:
     from ..errors import SpecError
+    from ..spec.evaluate import split_overrides
     from ..spec.load import load, loads
     from .checkpoint import CheckpointError
     from .data import DataError
@@ -125,7 +103,10 @@ def cmd_train(args) -> int:
                 raise _Usage("train needs a SPEC (or --resume RUN)")
             if not Path(args.spec).is_file():
                 raise _Usage(f"no such spec file: {args.spec}")
-            variables, train_over = split_overrides(args.set)
+            try:
+                variables, train_over = split_overrides(args.set)
+            except SpecError as e:
+                raise _Usage(str(e)) from None
             spec = load(args.spec, variables)
             from ..graph.check import check_graph
             from ..graph.build import build
@@ -223,4 +204,4 @@ def main_compile_train(args) -> int:
     return cmd_train(args)
 
 
-__all__ = ["add_commands", "add_train_flags", "cmd_train", "split_overrides"]
+__all__ = ["add_commands", "add_train_flags", "cmd_train"]

@@ -13,17 +13,17 @@ from typing import Any
 
 
 def add_commands(sub, common) -> None:  # noqa: ARG001 - eval/sample take the spec from the checkpoint
-    from ..compiler.cli import _positive
+    from ..cli import positive_int
 
     p = sub.add_parser("eval", help="bits/dim (ELBO and importance-weighted) and FID of a run or checkpoint")
     p.add_argument("run", metavar="RUN_OR_CKPT", help="a run folder (its checkpoints/last.pt) or a checkpoint file")
     p.add_argument("--split", choices=("test", "train"), default="test", help="data split to score (test)")
-    p.add_argument("--samples", type=_positive, default=1, metavar="S",
+    p.add_argument("--samples", type=positive_int, default=1, metavar="S",
                    help="importance samples per example (1: the one-sample ELBO only; e.g. 1000)")
-    p.add_argument("--batch", type=_positive, default=64,
+    p.add_argument("--batch", type=positive_int, default=64,
                    help="examples per forward pass; bounds memory whatever S is (64)")
-    p.add_argument("--limit", type=_positive, default=None, metavar="N", help="score only the first N examples")
-    p.add_argument("--fid", type=_positive, default=None, metavar="N",
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="score only the first N examples")
+    p.add_argument("--fid", type=positive_int, default=None, metavar="N",
                    help="FID between N samples and the first N images of the split (torch-fidelity)")
     p.add_argument("--inception-weights", metavar="PATH", default=None,
                    help="local InceptionV3 weights in torch-fidelity's format (without it torch-fidelity "
@@ -37,12 +37,12 @@ def add_commands(sub, common) -> None:  # noqa: ARG001 - eval/sample take the sp
     p = sub.add_parser("sample", help="draw samples from a run or checkpoint: a PNG grid (scatter plot for "
                                       "vector data), optionally an .npz")
     p.add_argument("run", metavar="RUN_OR_CKPT", help="a run folder (its checkpoints/last.pt) or a checkpoint file")
-    p.add_argument("--n", type=_positive, default=64, help="number of samples (64)")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples (64)")
     p.add_argument("--temperature", type=_temperature, default=1.0, help="prior temperature (1.0; e.g. 0.8)")
     p.add_argument("--out", required=True, metavar="PNG", help="the image to write")
     p.add_argument("--npz", metavar="FILE", default=None, help="also write the samples (uint8 levels) to FILE")
-    p.add_argument("--nrow", type=_positive, default=None, help="images per grid row (default: near-square)")
-    p.add_argument("--batch", type=_positive, default=64, help="samples per inverse pass (64)")
+    p.add_argument("--nrow", type=positive_int, default=None, help="images per grid row (default: near-square)")
+    p.add_argument("--batch", type=positive_int, default=64, help="samples per inverse pass (64)")
     _shared(p)
     p.set_defaults(func=lambda a: _guarded(cmd_sample, a))
 

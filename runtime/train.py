@@ -138,6 +138,19 @@ def mark_initialized(model: torch.nn.Module) -> None:
             m._done = bool(m.initialized)
 
 
+def backward_and_clip(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
+                      clip: float | None) -> torch.Tensor:
+    """A training step up to the optimizer's update: zero the gradients, backpropagate ``loss``,
+    clip the gradients' total norm to ``clip`` (None: no clipping). Returns the norm before
+    clipping. (examples/bench_memory_plan.py measures a step made of the same calls.)"""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if clip is not None:
+        torch.nn.utils.clip_grads_with_norm_(params, clip, gnorm)
+    return gnorm
+
+
 def _fault(step: int) -> str | None:
     """Fault injection for the runtime's own tests (``AUGFLOW_FAULT=kill@7`` or ``nan@5``): what to do
     at update ``step``. Unset in normal use."""
@@ -367,12 +380,7 @@ class Trainer:
                     loss = -train_model(x).mean()
                     if _fault(step) == "nan":
                         loss = loss * float("nan")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    grads = [p.grad for p in params if p.grad is not None]
-                    gnorm = torch.nn.utils.get_total_norm(grads)
-                    if clip is not None:
-                        torch.nn.utils.clip_grads_with_norm_(params, clip, gnorm)
+                    gnorm = backward_and_clip(loss, optimizer, params, clip)
                     stats = D.all_mean(torch.stack([loss.detach().float(), gnorm.detach().float()]), world)
                     loss_v, gnorm_v = (float(v) for v in stats.tolist())
                     finite = math.isfinite(loss_v) and math.isfinite(gnorm_v)

@@ -61,6 +61,30 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 60):
                           text=True, timeout=timeout)
 
 
+_TORCH_BLOCKED = """\
+import atexit, sys
+class _BlockTorch:
+    tried = []
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            _BlockTorch.tried.append(name)
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _BlockTorch())
+atexit.register(lambda: _BlockTorch.tried and print("TORCH IMPORTED:", _BlockTorch.tried, file=sys.stderr))
+"""
+
+
+def assert_torch_free(code: str, timeout: float = 120):
+    """Run ``code`` in a fresh interpreter in which importing torch fails, and assert that it exits 0
+    and never tried (not even inside a try/except); returns the CompletedProcess."""
+    import subprocess
+    proc = subprocess.run([sys.executable, "-c", _TORCH_BLOCKED + code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TORCH IMPORTED" not in proc.stderr, proc.stderr[-3000:]
+    return proc
+
+
 def seed_of(nodeid: str) -> int:
     """The seed of the test with pytest id ``nodeid``."""
     return zlib.crc32(nodeid.encode())

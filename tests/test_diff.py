@@ -5,15 +5,13 @@ call ``augflow_dsl.cli.main`` in this process (a subprocess costs seconds of imp
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from augflow_dsl.cli import main
 from augflow_dsl.tools.diff import DiffTrouble, diff_specs
 
-from conftest import BASE, ROOT, mutate, run_cli
+from conftest import BASE, ROOT, assert_torch_free, mutate, run_cli
 
 VFLOW = "specs/vflow6ch.flow"
 DH64 = "specs/vflow6ch-dh64.flow"
@@ -158,8 +156,5 @@ def test_shape_error_is_trouble(tmp_path, capsys):
 
 
 def test_no_torch():
-    code = ("import sys; from augflow_dsl.tools.diff import diff_specs; "
-            f"r = diff_specs({str(ROOT / DIGITS)!r}, overrides_b=['growth=4']); "
-            "assert not r.same; assert 'torch' not in sys.modules, 'diff imported torch'")
-    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
+    assert_torch_free("from augflow_dsl.tools.diff import diff_specs; "
+                      f"r = diff_specs({str(ROOT / DIGITS)!r}, overrides_b=['growth=4']); assert not r.same")

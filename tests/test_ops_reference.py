@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from augflow_dsl.ops import REGISTRY
 from augflow_dsl.ops.reference import REGENERATE, ROLES, all_ops, describe, markdown
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_torch_free, run_cli
 
 
 def test_docs_ops_md_is_current():
@@ -50,10 +48,7 @@ def test_list_is_grouped_by_role_in_spec_order():
 
 
 def test_ops_lists_every_op_without_torch():
-    code = ("import sys; from augflow_dsl.cli import main; rc = main(['ops']); "
-            "assert 'torch' not in sys.modules, 'ops imported torch'; sys.exit(rc)")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    proc = assert_torch_free("from augflow_dsl.cli import main; sys.exit(main(['ops']))")
     for name in REGISTRY:
         assert name in proc.stdout
     assert "bijection" in proc.stdout and "composite" in proc.stdout

@@ -451,3 +451,14 @@ def test_a_limit_stops_at_once():
         af.loads(mutate("2 * glow", "1000000000 * glow").replace("modules: [glow]", "modules: 1000000000 * glow"),
                  FILE)
     assert type(info.value) is SpecError and "expands to more than" in info.value.message
+
+
+def test_split_overrides_reads_set_items_as_train_does():
+    from augflow_dsl.spec.evaluate import split_overrides
+    assert split_overrides(["growth=6", "train.lr=3e-4", "train.augment=flip, translate", "train.ema=none"]) == (
+        {"growth": 6}, {"lr": 3e-4, "augment": ["flip", "translate"], "ema": None})
+    assert split_overrides({"growth": 6, "train.lr": 0.1}) == ({"growth": 6}, {"lr": 0.1})
+    assert split_overrides(None) == ({}, {})
+    for bad in ("train.lr", "train.=3", "growth"):
+        with pytest.raises(SpecError, match="train.KEY=VALUE|name=value|not a name"):
+            split_overrides([bad])

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 
 def add_commands(sub, common) -> None:
+    from ..cli import positive_int
+
     p = sub.add_parser("compile", help="build the PyTorch module and report it")
     p.add_argument("spec")
     p.add_argument("--out", help="save the module (state and spec text) to this file")
@@ -15,9 +17,9 @@ def add_commands(sub, common) -> None:
 
     p = sub.add_parser("bench", help="time forward+backward and sampling")
     p.add_argument("spec")
-    p.add_argument("--batch", type=_positive, default=8)
+    p.add_argument("--batch", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=_positive, default=3)
+    p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--compile", action="store_true", help="torch.compile every coupling/context net (regional compilation)")
     p.add_argument("--channels-last", action="store_true",
                    help="channels_last memory format for the whole model and the data "
@@ -28,17 +30,6 @@ def add_commands(sub, common) -> None:
     p.add_argument("--json", action="store_true")
     common(p)
     p.set_defaults(func=lambda a: _run("augflow_dsl.compiler.commands", "cmd_bench", a))
-
-
-def _positive(text: str) -> int:
-    import argparse
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}")
-    return n
 
 
 def _run(module: str, name: str, args) -> int:

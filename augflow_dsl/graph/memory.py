@@ -36,7 +36,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import networkx as nx
 from pydantic import BaseModel, Field
@@ -45,6 +45,7 @@ from ..errors import SpecError
 from ..ops.netlayers import Kept, Precision
 from ..ops.registry import MemoryIn, OpEnv
 from ..ops.shapes import numel
+from ..spec.evaluate import split_overrides
 from ..spec.load import load
 from ..spec.models import Spec, TrainSpec
 from .build import INPUT, build, step_path
@@ -347,24 +348,6 @@ def parse_size(text: str) -> int:
     if value < 1:
         raise ValueError(f"'{text}' is less than one byte")
     return int(value)
-
-
-def split_overrides(overrides) -> tuple[dict[str, Any] | list[str], dict[str, Any]]:
-    """(spec overrides, train.* keys) from ``--set`` items (``train.KEY=VALUE``) or a mapping."""
-    if overrides is None:
-        return [], {}
-    if isinstance(overrides, dict):
-        train = {k[len("train."):]: v for k, v in overrides.items() if k.startswith("train.")}
-        return {k: v for k, v in overrides.items() if not k.startswith("train.")}, train
-    from ..spec.evaluate import parse_override
-    variables, train = [], {}
-    for item in overrides:
-        if item.startswith("train."):
-            key, value = parse_override(item[len("train."):])
-            train[key] = value
-        else:
-            variables.append(item)
-    return variables, train
 
 
 def _first_error(e: Exception) -> str:

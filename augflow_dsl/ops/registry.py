@@ -26,6 +26,7 @@ op touches neither the grammar nor any if-chain.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
@@ -243,10 +244,7 @@ class Op:
         """What the op keeps for the backward pass per example (:class:`~.netlayers.Kept`), its
         conditioner nets' and q-networks' own tensors excepted. Default: its input (as an
         elementwise product with a parameter keeps it), or what its nets keep of it."""
-        n = 1
-        for s in self.out_shape(a, shape, env):
-            n *= s
-        return Kept(Act(n, m.precision.flow), input=True)
+        return Kept(Act(math.prod(self.out_shape(a, shape, env)), m.precision.flow), input=True)
 
     def qnets(self, a, shape: Shape, env: OpEnv) -> dict[str, tuple["QFlow", Shape, str]]:
         """q-networks this op samples from, by slot: (q, shape of its sample, parameter group),

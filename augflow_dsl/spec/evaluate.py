@@ -105,6 +105,35 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, raw
 
 
+TRAIN_PREFIX = "train."
+
+
+def split_overrides(items) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``--set`` items (``NAME=VALUE`` strings) or a mapping -> (spec variables, ``train:`` keys):
+    ``train.KEY=VALUE`` reaches the spec's train: block, and ``train.augment=flip,translate`` is
+    a list, as the spec writes it. One parser for ``train``, ``check --memory`` and the API."""
+    if items is None:
+        return {}, {}
+    if isinstance(items, dict):
+        train = {k[len(TRAIN_PREFIX):]: v for k, v in items.items() if k.startswith(TRAIN_PREFIX)}
+        return {k: v for k, v in items.items() if not k.startswith(TRAIN_PREFIX)}, train
+    variables: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    for item in items:
+        if not item.startswith(TRAIN_PREFIX):
+            key, value = parse_override(item)
+            variables[key] = value
+            continue
+        key, eq, raw = item[len(TRAIN_PREFIX):].partition("=")
+        if not eq or not key.isidentifier():
+            raise SpecError(f"--set {item}: expected train.KEY=VALUE")
+        if key == "augment":
+            train[key] = [v.strip() for v in raw.strip("[]").split(",") if v.strip()]
+        else:
+            train[key] = parse_override(f"{key}={raw}")[1]
+    return variables, train
+
+
 class Evaluator:
     def __init__(self, doc: ast.Document, source: Source, overrides: dict[str, Any] | None = None):
         self.doc = doc

@@ -625,7 +625,7 @@ def _quiet():
 
 # ---------------------------------------------------------------------------------- command
 def add_command(sub, common) -> None:
-    from ..compiler.cli import _positive
+    from ..cli import positive_int
 
     p = sub.add_parser("export", help="ONNX export of log_prob or sampling, checked with onnxruntime",
                        description="Export a model's log-likelihood or its sampler to ONNX, its noise as named "
@@ -635,12 +635,12 @@ def add_command(sub, common) -> None:
                         "or a run folder / checkpoint")
     p.add_argument("--onnx", required=True, metavar="FILE", help="the ONNX file to write")
     p.add_argument("--what", choices=WHAT, default="log_prob", help="the function to export (default log_prob)")
-    p.add_argument("--batch", type=_positive, default=2, metavar="N",
+    p.add_argument("--batch", type=positive_int, default=2, metavar="N",
                    help="batch size traced (default 2); the file's batch dimension is dynamic unless --static")
     p.add_argument("--static", action="store_true",
                    help="export for exactly --batch examples (about twice as fast to export)")
     p.add_argument("--seed", type=int, default=0, help="seed of a spec's fresh weights and of the example inputs")
-    p.add_argument("--newton-iterations", type=_positive, default=None, metavar="N",
+    p.add_argument("--newton-iterations", type=positive_int, default=None, metavar="N",
                    help="fixed Newton iterations of the mixture coupling's inverse in the file (default 32)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the onnxruntime check against torch")

@@ -58,8 +58,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..spec.evaluate import TRAIN_PREFIX, split_overrides
+
 FORMAT = "augflow-dsl-sweep"
-TRAIN_PREFIX = "train."
 EVAL_BATCH = 64   # eval's default --batch: the noise each example draws depends on it
 EVAL_SEED = 0     # eval's default --seed
 
@@ -199,13 +200,6 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _split(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Settings -> (spec variables, train: keys)."""
-    variables = {k: v for k, v in settings.items() if not k.startswith(TRAIN_PREFIX)}
-    train = {k[len(TRAIN_PREFIX):]: v for k, v in settings.items() if k.startswith(TRAIN_PREFIX)}
-    return variables, train
-
-
 def points_of(grid: Grid, folder: Path) -> list[Point]:
     """The grid's points in order, each with its run folder (named from its axis settings)."""
     names = list(grid.axes)
@@ -214,7 +208,7 @@ def points_of(grid: Grid, folder: Path) -> list[Point]:
         settings = dict(zip(names, combo))
         name = ",".join(f"{k}={_fmt(v)}" for k, v in settings.items()) or "default"
         name = name.replace(os.sep, "_")
-        variables, train = _split({**grid.fixed, **settings})
+        variables, train = split_overrides({**grid.fixed, **settings})
         out.append(Point(name, settings, variables, train, folder / name))
     return out
 
@@ -261,7 +255,7 @@ OPTION_FLAGS = ("device", "data_root", "download", "compile", "checkpoint_every"
 
 
 def add_command(sub, common) -> None:
-    from ..compiler.cli import _positive
+    from ..cli import positive_int
 
     p = sub.add_parser("sweep", help="train and evaluate every point of a grid of --set values; a table and "
                                      "a plot of bits/dim against the settings and the parameter count",
@@ -276,23 +270,23 @@ def add_command(sub, common) -> None:
     p.add_argument("--out", metavar="DIR", help="sweep folder (default: sweeps/<spec name>/<UTC time>/); "
                                                "an existing one of the same sweep continues")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--steps", type=_positive, default=None, help="updates per point (replaces the spec's epochs)")
-    g.add_argument("--epochs", type=_positive, default=None, help="epochs per point")
-    p.add_argument("--batch", type=_positive, default=None, help="global batch (default: the spec's train.batch)")
+    g.add_argument("--steps", type=positive_int, default=None, help="updates per point (replaces the spec's epochs)")
+    g.add_argument("--epochs", type=positive_int, default=None, help="epochs per point")
+    p.add_argument("--batch", type=positive_int, default=None, help="global batch (default: the spec's train.batch)")
     p.add_argument("--seed", type=int, default=None, help="seed of every point (default: the spec's train.seed)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default=None, help="as for train (fp32)")
-    p.add_argument("--samples", type=_positive, default=None, metavar="S",
+    p.add_argument("--samples", type=positive_int, default=None, metavar="S",
                    help="importance samples of each point's test evaluation (default: the spec's "
                         "train.eval_samples; 1: the one-sample ELBO only)")
     p.add_argument("--device", default=None, help="cpu (default) or cuda / cuda:N")
     p.add_argument("--data-root", default=None, help="where data sets are read from (and downloaded to)")
     p.add_argument("--download", action="store_true", default=None, help="download a missing torchvision data set")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the nets (regional)")
-    p.add_argument("--threads", type=_positive, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--checkpoint-every", type=_positive, default=None, help="steps between checkpoints (1000)")
-    p.add_argument("--log-every", type=_positive, default=None, help="steps between metrics rows (50)")
-    p.add_argument("--eval-every", type=_positive, default=None, help="steps between in-training test evaluations")
-    p.add_argument("--eval-images", type=_positive, default=None, help="test images per in-training evaluation (1000)")
+    p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps between checkpoints (1000)")
+    p.add_argument("--log-every", type=positive_int, default=None, help="steps between metrics rows (50)")
+    p.add_argument("--eval-every", type=positive_int, default=None, help="steps between in-training test evaluations")
+    p.add_argument("--eval-images", type=positive_int, default=None, help="test images per in-training evaluation (1000)")
     p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (0)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
     common(p)
