@@ -13,6 +13,7 @@ import argparse
 import copy
 import json
 import statistics
+import sys
 import time
 
 import torch
@@ -33,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    eager = af.compile(af.load(a.spec, a.set or None))  # "name=value" strings, parsed as --set does
+    try:
+        eager = af.compile(af.load(a.spec, a.set or None))  # "name=value" strings, parsed as --set does
+    except af.SpecError as e:  # file:line:col and what was expected, as `augflow-dsl check` prints it
+        print(e, file=sys.stderr)
+        return 1
     x = _batch(eager, a.batch, "cpu")
     eager.initialize(x)
     compiled = copy.deepcopy(eager).compile_nets()
