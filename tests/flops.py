@@ -1,25 +1,14 @@
-"""torch's flop counter, taught the CPU attention kernel it does not know.
-
-FlopCounterMode has no entry for ``aten._scaled_dot_product_flash_attention_for_cpu``, the
-kernel ``scaled_dot_product_attention`` runs on CPU; it is counted with torch's own formula.
-"""
+"""Test helpers over the package's flop counter (augflow_dsl/compiler/flops.py)."""
 from __future__ import annotations
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-
-def _sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
-    return sdpa_flop_count(query_shape, key_shape, value_shape)
-
-
-CUSTOM = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flop}
+from augflow_dsl.compiler.flops import count_flops as _count
 
 
 def count_flops(fn) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=CUSTOM) as counter:
-        fn()
-    return counter.get_total_flops()
+    with torch.no_grad():
+        return _count(fn)
 
 
 def marginal_macs(fn) -> float:

@@ -454,17 +454,22 @@ def test_dropout_mask_is_bernoulli_and_scaled():
 
 @pytest.mark.parametrize("residual", [False, True])
 def test_dense_block_kernel_matches_autograd(residual, monkeypatch):
-    """The dense block's hand-written backward (layers/dense_kernel.py) gives autograd's values
-    and gradients (float64, perturbed weights), and passes gradcheck."""
+    """The dense block's buffer kernel (layers/dense_kernel.py) gives autograd's values and
+    gradients (float64, perturbed weights) and passes gradcheck; its inference path (no_grad)
+    gives the same values and is the path eager no_grad takes."""
     torch.manual_seed(0)
     c0, out = (6, 6) if residual else (5, 7)
     blk = build(nl.DenseBlock.of(c0, 3, 4, out, 20, residual=residual)).double()
     _perturb(blk)
     x = torch.randn(2, c0, 5, 4, dtype=torch.float64, requires_grad=True)
     gy = torch.randn(2, out, 5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        assert net_layers.DenseBlock._path(x) == "inference"
+        y_inference = blk(x)
+    assert net_layers.DenseBlock._path(x) == "kernel"
     runs = []
-    for kernel in (True, False):
-        monkeypatch.setattr(net_layers.DenseBlock, "_use_kernel", staticmethod(lambda t, k=kernel: k))
+    for path in ("kernel", "autograd"):
+        monkeypatch.setattr(net_layers.DenseBlock, "_path", staticmethod(lambda t, k=path: k))
         x.grad = None
         blk.zero_grad()
         y = blk(x)
@@ -472,6 +477,7 @@ def test_dense_block_kernel_matches_autograd(residual, monkeypatch):
         runs.append([y.detach(), x.grad] + [p.grad for p in blk.parameters()])
     for a, b in zip(*runs):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y_inference, runs[1][0], rtol=1e-12, atol=1e-12)
     params = [p.detach().requires_grad_() for p in blk.parameters()]
     assert torch.autograd.gradcheck(
         lambda t, *ps: DenseBlockFunction.apply(t, residual, *ps), (x, *params))

@@ -9,7 +9,7 @@ import torch
 from conftest import run_cli
 
 import augflow_dsl as af
-from augflow_dsl.compiler.commands import load_model, save_model
+from augflow_dsl.compiler.commands import bench_model, load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_DF = dict(size=16, growth=2, mid=8, depth=1, units1=2, units2=2, modules1=1, modules2=1, modules3=1)
@@ -105,12 +105,30 @@ def test_compile_and_bench_commands(tmp_path):
     assert "88,912" in r.stdout and out.exists()
     m = load_model(out)
     assert sum(p.numel() for p in m.parameters()) == 88_912
-    r = _cli("bench", "specs/digits-small.flow", "--batch", "4", "--repeats", "1", "--json")
+    r = _cli("bench", "specs/digits-small.flow", "--batch", "4", "--repeats", "1", "--json", "--flops")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["fwd_bwd_s"] > 0 and res["sample_s"] > 0 and res["params"] == 88_912
+    # --flops: the counted forward is check's analytic MACs (1,082,624) x 2 x batch 4
+    assert res["forward_gflop"] * 1e9 == pytest.approx(8_660_992, abs=0.5)
+    assert res["train_gflops"] == pytest.approx(res["train_gflop"] / res["fwd_bwd_s"])
+    assert res["sample_of_gemm"] == pytest.approx(res["sample_gflops"] / res["gemm_gflops"])
     assert _cli("bench", "specs/nope.flow").returncode == 2
     assert _cli("compile", "specs/digits-small.flow", "--set", "nosuch=3").returncode == 1
+
+
+@pytest.mark.parametrize("spec,overrides", [("specs/denseflow-74-10.flow", SMALL_DF),
+                                             ("specs/vflow6ch.flow", dict(filters=8, blocks=1))])
+def test_bench_flops_equal_the_analytic_count(spec, overrides):
+    """bench --flops counts torch's work; its forward equals check's MACs x 2 FLOPs x batch to the
+    unit (dense kernel, Nystrom and Flow++ attention, q-networks, augmentation included), and a
+    training step does at least the forward's work twice more."""
+    s = af.load(ROOT / spec, overrides=overrides)
+    macs = af.check(s).macs
+    res = bench_model(af.compile(s), 2, repeats=1, flops=True)
+    assert res["forward_gflop"] * 1e9 == 2 * macs * 2
+    assert res["train_gflop"] > 2.5 * res["forward_gflop"] and res["sample_gflop"] > 0
+    assert res["gemm_gflops"] > 0 and res["forward_gflops"] == pytest.approx(res["forward_gflop"] / res["forward_s"])
 
 
 def test_compile_and_bench_refuse_bad_input(tmp_path):

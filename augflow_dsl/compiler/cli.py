@@ -27,6 +27,9 @@ def add_commands(sub, common) -> None:
     p.add_argument("--bf16", action="store_true",
                    help="run the coupling/context nets under bf16 autocast (log-dets and the mixture CDF stay "
                         "float32)")
+    p.add_argument("--flops", action="store_true",
+                   help="also count the FLOPs of each timed call and report the rate against this machine's "
+                        "float32 matrix-multiply rate")
     p.add_argument("--json", action="store_true")
     common(p)
     p.set_defaults(func=lambda a: _run("augflow_dsl.compiler.commands", "cmd_bench", a))

@@ -110,8 +110,11 @@ def _peak_rss_mb() -> float:
 
 
 def bench_model(model: FlowModel, batch: int, device: str = "cpu", repeats: int = 3, compiled: bool = False,
-                sample: bool = True, channels_last: bool = False, bf16: bool = False) -> dict:
-    """Median times of forward+backward of the training loss and of sampling ``batch`` images."""
+                sample: bool = True, channels_last: bool = False, bf16: bool = False,
+                flops: bool = False) -> dict:
+    """Median times of forward+backward of the training loss and of sampling ``batch`` images;
+    with ``flops``, also the FLOPs of each (:mod:`.flops`), the rates they ran at and this
+    machine's float32 matrix-multiply rate."""
     model = model.to(device)
     x = _batch(model, batch, device)
     if channels_last and x.dim() == 4:
@@ -173,7 +176,28 @@ def bench_model(model: FlowModel, batch: int, device: str = "cpu", repeats: int 
             st.append(time.perf_counter() - t)
         out["sample_s"] = statistics.median(st)
         out["sample_all_s"] = st
+    if flops:
+        out.update(_arithmetic(model, step, lambda: fn(x), batch if sample else 0, device, out))
     return out
+
+
+def _arithmetic(model: FlowModel, step, forward, sample: int, device: str, times: dict) -> dict:
+    """FLOPs of one training step, forward and sampling call, their rates at the measured
+    medians, and the fraction of this machine's float32 matrix-multiply rate each reaches."""
+    from .flops import count_flops, gemm_rate
+    model.train()
+    res = {"train_gflop": count_flops(step) / 1e9}
+    model.eval()
+    with torch.no_grad():
+        res["forward_gflop"] = count_flops(forward) / 1e9
+        if sample:
+            res["sample_gflop"] = count_flops(lambda: model.sample(sample)) / 1e9
+    res["gemm_gflops"] = gemm_rate(device)
+    for key, t in (("train", "fwd_bwd_s"), ("forward", "forward_s"), ("sample", "sample_s")):
+        if f"{key}_gflop" in res:
+            rate = res[f"{key}_gflop"] / times[t]
+            res[f"{key}_gflops"], res[f"{key}_of_gemm"] = rate, rate / res["gemm_gflops"]
+    return res
 
 
 def _batch(model: FlowModel, n: int, device: str) -> torch.Tensor:
@@ -193,7 +217,7 @@ def cmd_bench(args) -> int:
     model = FlowModel(spec, g)
     try:
         result = bench_model(model, args.batch, args.device, args.repeats, args.compile,
-                             channels_last=args.channels_last, bf16=args.bf16)
+                             channels_last=args.channels_last, bf16=args.bf16, flops=args.flops)
     except Exception as e:  # torch.compile failures are reported, not dumped
         if not args.compile:
             raise
@@ -216,4 +240,11 @@ def cmd_bench(args) -> int:
         if "rss_before_step_mb" in result:
             print(f"  resident memory before the training steps {result['rss_before_step_mb']:.0f} MB, "
                   f"peak {result['peak_rss_mb']:.0f} MB")
+        if args.flops:
+            parts = [f"{label} {result[k + '_gflop']:.4g} GFLOP at {result[k + '_gflops']:.3g} GFLOP/s "
+                     f"({100 * result[k + '_of_gemm']:.0f}%)"
+                     for k, label in (("train", "training step"), ("forward", "forward"), ("sample", "sampling"))
+                     if k + "_gflop" in result]
+            print(f"  arithmetic (matrix products, convolutions, attention; % of this machine's "
+                  f"{result['gemm_gflops']:.1f} GFLOP/s float32 2048x2048 matmul): " + "; ".join(parts))
     return 0

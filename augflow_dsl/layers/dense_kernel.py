@@ -1,4 +1,4 @@
-"""DenseFlow's dense block (Grcic et al. 2021, Sec. 2.4) with a hand-written backward.
+"""DenseFlow's dense block (Grcic et al. 2021, Sec. 2.4) on one buffer, with a hand-written backward.
 
 Autograd's dense block concatenates the growing feature map at every layer (depth copies of up
 to c0 + depth*g channels, all kept for the backward) and sums each feature's gradient from the
@@ -31,6 +31,42 @@ def _relu_grad(grad: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.threshold_backward(grad, out, 0)
 
 
+def dense_block_forward(x: torch.Tensor, residual: bool, params, keep: bool = True) -> tuple:
+    """The block's forward on the shared buffer: (out as channels-last [N, out, H, W], buf, B,
+    sigmoid(C), the 1x1 activations if ``keep``). Serves :class:`DenseBlockFunction`, which
+    keeps them for its backward, and inference (:func:`dense_block_inference`)."""
+    n, c0, h, w = x.shape
+    depth = (len(params) - 2) // 4
+    growth = params[2].shape[0] if depth else 0
+    wg, bg = params[-2], params[-1]
+    out_c = wg.shape[0] // 3
+    buf = x.new_empty(n * h * w, c0 + depth * growth)
+    buf[:, :c0] = x.permute(0, 2, 3, 1).reshape(-1, c0)
+    acts = []
+    c = c0
+    for k in range(depth):
+        w1, b1, w3, b3 = params[4 * k:4 * k + 4]
+        a = torch.addmm(b1, buf[:, :c], w1.view(c, c).t()).relu_()
+        g = F.conv2d(_nchw(a, n, h, w), w3, b3, padding=1).relu_()
+        buf[:, c:c + growth] = g.permute(0, 2, 3, 1).reshape(-1, growth)
+        if keep:
+            acts.append(a)
+        c += growth
+    z = torch.addmm(bg, buf, wg.view(3 * out_c, c).t())
+    a_, b_, c_ = z.chunk(3, dim=1)
+    s = torch.sigmoid(c_)
+    out = torch.addcmul(a_, b_, s)
+    if residual:
+        out += buf[:, :c0]
+    return _nchw(out, n, h, w), buf, b_, s, acts
+
+
+def dense_block_inference(x: torch.Tensor, residual: bool, params) -> torch.Tensor:
+    """The block without autograd (sampling, evaluation): the same buffer arithmetic as training,
+    no per-layer concatenation; nothing is kept."""
+    return dense_block_forward(x, residual, params, keep=False)[0]
+
+
 class DenseBlockFunction(torch.autograd.Function):
     """apply(x, residual, w1_0, b1_0, w3_0, b3_0, ..., w_gate, b_gate) -> [N, out, H, W]
     (channels-last). Weights keep their Conv2d shapes."""
@@ -39,30 +75,11 @@ class DenseBlockFunction(torch.autograd.Function):
     def forward(ctx, x, residual: bool, *params):
         n, c0, h, w = x.shape
         depth = (len(params) - 2) // 4
-        growth = params[2].shape[0] if depth else 0
-        ctot = c0 + depth * growth
-        wg, bg = params[-2], params[-1]
-        out_c = wg.shape[0] // 3
-        buf = x.new_empty(n * h * w, ctot)
-        buf[:, :c0] = x.permute(0, 2, 3, 1).reshape(-1, c0)
-        acts = []
-        c = c0
-        for k in range(depth):
-            w1, b1, w3, b3 = params[4 * k:4 * k + 4]
-            a = torch.addmm(b1, buf[:, :c], w1.view(c, c).t()).relu_()
-            g = F.conv2d(_nchw(a, n, h, w), w3, b3, padding=1).relu_()
-            buf[:, c:c + growth] = g.permute(0, 2, 3, 1).reshape(-1, growth)
-            acts.append(a)
-            c += growth
-        z = torch.addmm(bg, buf, wg.view(3 * out_c, ctot).t())
-        a_, b_, c_ = z.chunk(3, dim=1)
-        s = torch.sigmoid(c_)
-        out = torch.addcmul(a_, b_, s)
-        if residual:
-            out += buf[:, :c0]
-        ctx.residual, ctx.shape, ctx.depth, ctx.growth = residual, (n, c0, h, w), depth, growth
+        out, buf, b_, s, acts = dense_block_forward(x, residual, params)
+        ctx.residual, ctx.shape, ctx.depth = residual, (n, c0, h, w), depth
+        ctx.growth = params[2].shape[0] if depth else 0
         ctx.save_for_backward(buf, b_, s, *acts, *params)
-        return _nchw(out, n, h, w)
+        return out
 
     @staticmethod
     @once_differentiable

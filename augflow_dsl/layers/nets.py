@@ -21,7 +21,7 @@ from ..ops import netlayers as nl
 from ..ops import registry
 from .base import NetModule
 from .build import build, build_children, builds
-from .dense_kernel import DenseBlockFunction
+from .dense_kernel import DenseBlockFunction, dense_block_inference
 from .modules import ChannelLayerNorm, DataInitConv2d, Dropout, GemmConv2d, concat_elu
 
 __all__ = [
@@ -101,8 +101,8 @@ class GatedConv1x1(nn.Module):
 @builds(nl.DenseBlock)
 class DenseBlock(nn.Module):
     """``depth`` dense layers (inputs c0, c0+g, ...), then a gated 1x1 (c0 + depth*g) -> out;
-    ``residual`` adds the input (:class:`~augflow_dsl.ops.netlayers.DenseBlock`). In eager
-    training the block runs :class:`~.dense_kernel.DenseBlockFunction`'s hand-written backward."""
+    ``residual`` adds the input (:class:`~augflow_dsl.ops.netlayers.DenseBlock`). In eager float32
+    the block runs on one buffer (:mod:`.dense_kernel`; see :meth:`_path`)."""
 
     def __init__(self, d: nl.DenseBlock):
         super().__init__()
@@ -110,20 +110,25 @@ class DenseBlock(nn.Module):
         self.residual = d.residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._use_kernel(x):
+        path = self._path(x)
+        if path != "autograd":
             params = [p for layer in self.layers for p in (layer.net[0].weight, layer.net[0].bias,
                                                           layer.net[2].weight, layer.net[2].bias)]
-            return DenseBlockFunction.apply(x, self.residual, *params, self.gate.conv.weight,
-                                            self.gate.conv.bias)
+            params += [self.gate.conv.weight, self.gate.conv.bias]
+            if path == "inference":
+                return dense_block_inference(x, self.residual, params)
+            return DenseBlockFunction.apply(x, self.residual, *params)
         y = self.gate(self.layers(x))
         return x + y if self.residual else y
 
     @staticmethod
-    def _use_kernel(x: torch.Tensor) -> bool:
-        """The hand-written backward (:mod:`.dense_kernel`) serves eager training; inference,
-        autocast and torch.compile take the autograd path."""
-        return (torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
-                and not torch.compiler.is_compiling())
+    def _path(x: torch.Tensor) -> str:
+        """Eager float32 runs the buffer kernel (:mod:`.dense_kernel`): with its hand-written
+        backward when gradients are on, without autograd under ``no_grad`` (sampling,
+        evaluation); autocast and torch.compile take the autograd path."""
+        if torch.is_autocast_enabled(x.device.type) or torch.compiler.is_compiling():
+            return "autograd"
+        return "kernel" if torch.is_grad_enabled() else "inference"
 
 
 def _pinv_newton_schulz(k: torch.Tensor, iters: int = 6) -> torch.Tensor:
