@@ -113,7 +113,8 @@ class MixtureCoupling(_Coupling):
         y2 = h * torch.exp(a) + b
         return merge(x1, y2, self.how), sum_except_batch(ld + a)
 
-    def inverse_and_logdet(self, y, cond=None):
+    def _solve(self, y, cond):
+        """(y1, x2, mixture parts): the inverse's x2 from y2 = logit(F(x2)) exp(a) + b."""
         y1, y2 = split(y, self.how)
         a, b, logw, means, log_scales = _mixture(self._params(y1, cond), y2.shape[1], self.k)
         h = (y2 - b) * torch.exp(-a)
@@ -126,6 +127,14 @@ class MixtureCoupling(_Coupling):
             c = torch.sigmoid(h)
             cdf = ((c - 0.05) / 0.9).clamp(torch.finfo(h.dtype).tiny, 1 - torch.finfo(h.dtype).eps)
             h = torch.log(cdf) - torch.log1p(-cdf)
-        x2 = newton_logit(h, logw, means, log_scales)
+        return y1, newton_logit(h, logw, means, log_scales), (a, logw, means, log_scales)
+
+    def inverse(self, y, context=None):
+        """The inverse alone (sampling): no log-det, so no second evaluation of the mixture."""
+        y1, x2, _ = self._solve(y, context)
+        return merge(y1, x2, self.how)
+
+    def inverse_and_logdet(self, y, cond=None):
+        y1, x2, (a, logw, means, log_scales) = self._solve(y, cond)
         _, ld = self._h_and_ld(x2, logw, means, log_scales)
         return merge(y1, x2, self.how), -sum_except_batch(ld + a)
