@@ -122,7 +122,7 @@ def test_compile_and_bench_commands(tmp_path):
 def test_bench_flops_equal_the_analytic_count(spec, overrides):
     """bench --flops counts torch's work; its forward equals check's MACs x 2 FLOPs x batch to the
     unit (dense kernel, Nystrom and Flow++ attention, q-networks, augmentation included), and a
-    training step does at least the forward's work twice more."""
+    training step does more than 2.5 times the forward's work."""
     s = af.load(ROOT / spec, overrides=overrides)
     macs = af.check(s).macs
     res = bench_model(af.compile(s), 2, repeats=1, flops=True)

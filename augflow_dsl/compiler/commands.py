@@ -183,7 +183,8 @@ def bench_model(model: FlowModel, batch: int, device: str = "cpu", repeats: int 
 
 def _arithmetic(model: FlowModel, step, forward, sample: int, device: str, times: dict) -> dict:
     """FLOPs of one training step, forward and sampling call, their rates at the measured
-    medians, and the fraction of this machine's float32 matrix-multiply rate each reaches."""
+    medians, and the fraction of this machine's float32 matrix-multiply rate each reaches (also
+    under --bf16: a bf16 probe is no measure on CPUs without bf16 units, where it takes minutes)."""
     from .flops import count_flops, gemm_rate
     model.train()
     res = {"train_gflop": count_flops(step) / 1e9}

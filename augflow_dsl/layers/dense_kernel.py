@@ -9,7 +9,9 @@ same shape with in-place GEMMs (``addmm_``). Same arithmetic as :class:`~.nets.D
 autograd path (``tests/test_nets.py`` compares values and gradients in float64); it keeps only
 the buffer, the 1x1 activations and the gate's halves for the backward. On DenseFlow-74-10 at
 batch 8 (CPU) the training step's peak resident memory drops from 2,921 MB to 2,305 MB
-(activations 1,796 -> 1,154 MB); its time is unchanged within the machine's noise.
+(activations 1,796 -> 1,154 MB); its time is unchanged within the machine's noise. Without
+autograd (sampling, evaluation) the same forward runs and keeps nothing: DenseFlow-74-10's
+sampling of 8 ran 1.10x faster than autograd's per-layer concatenation (same images).
 
 Layer k: a_k = ReLU(1x1(h_k)), g_k = ReLU(3x3(a_k)), h_{k+1} = cat(h_k, g_k); then
 out = A + B * sigmoid(C) with (A, B, C) = 1x1(h_depth), plus the input when ``residual``.
