@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from .errors import SpecError
-from .spec import Spec, load, loads
+from .language import Spec, load, loads
 
 __all__ = ["SpecError", "Spec", "load", "loads", "check", "build_graph", "compile", "load_model"]
 __version__ = "0.1.0"
@@ -21,7 +21,7 @@ def check(spec, overrides=None):
 
 
 def build_graph(spec, overrides=None):
-    from .graph.build import build
+    from .graph.builder import build
     if not isinstance(spec, Spec):
         spec = load(spec, overrides)
     return build(spec)

@@ -130,9 +130,9 @@ def cmd_check(args) -> int:
 
 def cmd_graph(args) -> int:
     from .errors import Source
-    from .graph.build import build
-    from .graph.export import export
-    from .spec.load import load
+    from .graph.builder import build
+    from .graph.serialize import export
+    from .language.load import load
 
     if not Path(args.spec).is_file():
         print(f"error: no such spec file: {args.spec}", file=sys.stderr)

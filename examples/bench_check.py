@@ -42,9 +42,9 @@ def bench_cli(spec: str) -> list[float]:
 
 
 def bench_in_process(spec: str) -> tuple[list[float], object]:
-    from augflow_dsl.graph.build import build
+    from augflow_dsl.graph.builder import build
     from augflow_dsl.graph.check import check_graph
-    from augflow_dsl.spec.load import load
+    from augflow_dsl.language.load import load
 
     def once():
         s = load(ROOT / spec)          # parse + evaluate

@@ -50,7 +50,7 @@ def child(spec: str, samples: int, batch: int, images: int, max_seconds: float) 
     import torch
 
     import augflow_dsl as af
-    from augflow_dsl.runtime.evaluate import evaluate
+    from augflow_dsl.runtime.scoring import evaluate
 
     torch.manual_seed(0)
     model = af.compile(spec)

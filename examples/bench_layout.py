@@ -2,7 +2,7 @@
 
 Times forward+backward of a 1x1 conv C -> C at the sizes of DenseFlow's dense layers (batch 8)
 three ways: ``F.conv2d`` on NCHW, ``F.conv2d`` on channels-last, and
-:class:`augflow_dsl.layers.nets.GemmConv2d` (``F.linear`` on the channels-last view), and
+:class:`augflow_dsl.layers.net_modules.GemmConv2d` (``F.linear`` on the channels-last view), and
 prints GFLOP/s (2 FLOPs per MAC, 3 GEMMs per step) as medians. The dense nets use ``GemmConv2d``.
 
     python examples/bench_layout.py [--repeats 15]
@@ -16,7 +16,7 @@ import time
 import torch
 from torch import nn
 
-from augflow_dsl.layers.nets import GemmConv2d
+from augflow_dsl.layers.net_modules import GemmConv2d
 
 
 def timed(fn, repeats: int) -> float:

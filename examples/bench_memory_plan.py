@@ -73,7 +73,7 @@ def child(spec_path: str, batch: int, mode: str, device: str, precision: str, th
     torch.set_num_threads(threads)
     from augflow_dsl.compiler.model import compile_spec
     from augflow_dsl.runtime.train import TrainOptions, Trainer
-    from augflow_dsl.spec.load import load
+    from augflow_dsl.language.load import load
 
     spec = load(spec_path)
     trainer = Trainer(spec, {}, {}, TrainOptions(run=os.devnull, batch=batch, device=device, precision=precision))

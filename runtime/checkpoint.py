@@ -145,7 +145,7 @@ def load_model(run_or_ckpt: str | Path, *, ema: bool = True, map_location: Any =
     ``meta`` is the checkpoint without its big state dicts."""
     from ..compiler.model import compile_spec
     from ..errors import SpecError
-    from ..spec.load import loads
+    from ..language.load import loads
 
     p = resolve(run_or_ckpt)
     ckpt = load_checkpoint(p, map_location)

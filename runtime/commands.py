@@ -70,8 +70,8 @@ def _console():
 
 def cmd_train(args) -> int:
     from ..errors import SpecError
-    from ..spec.evaluate import split_overrides
-    from ..spec.load import load, loads
+    from ..language.evaluate import split_overrides
+    from ..language.load import load, loads
     from .checkpoint import CheckpointError
     from .data import DataError
     from .train import TrainError, TrainOptions, Trainer
@@ -109,7 +109,7 @@ def cmd_train(args) -> int:
                 raise _Usage(str(e)) from None
             spec = load(args.spec, variables)
             from ..graph.check import check_graph
-            from ..graph.build import build
+            from ..graph.builder import build
             g, diag = build(spec)
             report = check_graph(spec, g, diag)
             if not report.valid:

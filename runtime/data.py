@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from augflow_dsl.spec.models import DataSpec
+from augflow_dsl.language.models import DataSpec
 
 TORCHVISION_SETS = ("cifar10", "svhn", "mnist")
 IMAGENET_SETS = ("imagenet32", "imagenet64")

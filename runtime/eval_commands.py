@@ -132,7 +132,7 @@ def _progress(err, show: bool):
 def cmd_eval(args, err) -> int:
     import time
 
-    from .evaluate import evaluate
+    from .scoring import evaluate
     from .fid import FIDError, check_fid_data, check_weights, fid
     from .sampling import generate
 

@@ -14,7 +14,7 @@ A run is ``total_steps(train, steps_per_epoch)`` updates long.
 """
 from __future__ import annotations
 
-from ..spec.models import TrainSpec
+from ..language.models import TrainSpec
 
 
 def main_steps(train: TrainSpec, steps_per_epoch: int) -> int:

@@ -171,7 +171,7 @@ class Trainer:
 
     def __init__(self, spec, overrides: dict[str, Any], train_overrides: dict[str, Any], opts: TrainOptions,
                  console=None, on_progress: Callable | None = None, resume_from: dict | None = None):
-        from ..spec.models import TrainSpec
+        from ..language.models import TrainSpec
 
         self.spec, self.overrides, self.train_overrides, self.opts = spec, dict(overrides), dict(train_overrides), opts
         try:
@@ -484,7 +484,7 @@ class Trainer:
         sample grid; under its own RNG so the training noise stream is unchanged."""
         if not world.main:
             return D.broadcast_float(None, world)  # rank 0's figure, so that every rank takes the same branch
-        from .evaluate import evaluate
+        from .scoring import evaluate
         from .sampling import save_samples
 
         net = ema.module if ema is not None else model

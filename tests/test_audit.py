@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import augflow_dsl as af
 from augflow_dsl.errors import SpecError
 from augflow_dsl.graph.audit import PROPERTIES, PROPERTY_IDS, audit_graph
-from augflow_dsl.graph.build import build, data_chain
+from augflow_dsl.graph.builder import build, data_chain
 from augflow_dsl.graph.check import check_graph
 from augflow_dsl.ops import supports as S
 from augflow_dsl.ops.regions import Read, Region, split_parts

@@ -13,7 +13,7 @@ import pytest
 
 import augflow_dsl as af
 from augflow_dsl.errors import SpecError
-from augflow_dsl.graph.build import build, data_chain
+from augflow_dsl.graph.builder import build, data_chain
 from augflow_dsl.graph.check import audit, check_graph
 from augflow_dsl.ops.regions import Read, Region
 
@@ -442,7 +442,7 @@ sys.meta_path.insert(0, BlockTorch())
 sys.modules["torch"] = None          # and any `import torch` fails outright
 
 import augflow_dsl, augflow_dsl.cli
-from augflow_dsl.graph.export import export
+from augflow_dsl.graph.serialize import export
 report = augflow_dsl.check(sys.argv[1])
 assert report.valid and report.parameters.total == 130_647_294, report.errors
 bad = augflow_dsl.check(augflow_dsl.loads("flow: x\ndata: {shape: [3, 5, 5]}\nstages: [squeeze]\n"))

@@ -21,7 +21,7 @@ import augflow_dsl as af
 from augflow_dsl.cli import main
 from augflow_dsl.compiler.model import FlowModel
 from augflow_dsl.runtime.checkpoint import save_checkpoint
-from augflow_dsl.runtime.evaluate import EvalResult, evaluate, iw_log_likelihood
+from augflow_dsl.runtime.scoring import EvalResult, evaluate, iw_log_likelihood
 from augflow_dsl.runtime.sampling import generate, save_npz, to_uint8
 
 LN2 = math.log(2)

@@ -23,9 +23,9 @@ from torch import nn
 
 import augflow_dsl as af
 from augflow_dsl.layers.base import NetModule, Step
-from augflow_dsl.layers.build import build_children
+from augflow_dsl.layers.instantiate import build_children
 from augflow_dsl.ops import registry
-from augflow_dsl.ops.netlayers import Conv, Net
+from augflow_dsl.ops.net_descriptions import Conv, Net
 from augflow_dsl.layers.priors import normal_log_prob
 from augflow_dsl.ops.supports import REAL, join
 from augflow_dsl.ops.registry import (AUGMENT, AUGMENT_AT_INPUT, DROP, REGISTRY, SCORED_BY_FIXED, NetIO, NetOp, Op,

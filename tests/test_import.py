@@ -19,10 +19,10 @@ import augflow_dsl as af
 from augflow_dsl.cli import main
 from augflow_dsl.compiler.model import compile_spec
 from augflow_dsl.interop import denseflow, vflow
-from augflow_dsl.interop.plan import ImportMismatch, check, fill
-from augflow_dsl.layers.nets import NystromAttention
-from augflow_dsl.ops import netlayers as nl
-from augflow_dsl.spec.load import load, loads
+from augflow_dsl.interop.mapping import ImportMismatch, check, fill
+from augflow_dsl.layers.net_modules import NystromAttention
+from augflow_dsl.ops import net_descriptions as nl
+from augflow_dsl.language.load import load, loads
 from conftest import ROOT
 
 DF_SPEC = str(ROOT / "specs" / "denseflow-74-10.flow")

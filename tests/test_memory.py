@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from augflow_dsl.graph.memory import FitAnswer, MemoryPlan, _load, _plan, parse_size, plan
-from augflow_dsl.ops import netlayers as nl
+from augflow_dsl.ops import net_descriptions as nl
 
 from conftest import ROOT, SPECS_DIR, assert_torch_free, run_cli
 

@@ -1,7 +1,7 @@
 """Conditioner nets and context nets against the layer descriptions they are built from.
 
 For every ``net`` and ``context`` op of the registry (and the conditional factor-out prior),
-at tiny sizes: each leaf of the op's description (:mod:`augflow_dsl.ops.netlayers`) is built
+at tiny sizes: each leaf of the op's description (:mod:`augflow_dsl.ops.net_descriptions`) is built
 into exactly one module (or parameter) of the right type holding exactly the leaf's
 parameters, and no parameter lies outside a leaf; the parameter count derived from the
 description equals numel() exactly; the MACs derived from it equal FlopCounterMode's count
@@ -18,12 +18,12 @@ torch = pytest.importorskip("torch")
 
 from flops import count_flops  # noqa: E402
 
-from augflow_dsl.ops import netlayers as nl  # noqa: E402
+from augflow_dsl.ops import net_descriptions as nl  # noqa: E402
 from augflow_dsl.ops import registry  # noqa: E402
 from augflow_dsl.ops.registry import NetIO, OpEnv  # noqa: E402
 from augflow_dsl.layers import contexts as ctx_layers  # noqa: E402
-from augflow_dsl.layers.build import build  # noqa: E402
-from augflow_dsl.layers import nets as net_layers  # noqa: E402
+from augflow_dsl.layers.instantiate import build  # noqa: E402
+from augflow_dsl.layers import net_modules as net_layers  # noqa: E402
 from augflow_dsl.layers.dense_kernel import DenseBlockFunction  # noqa: E402
 
 
@@ -416,7 +416,7 @@ def test_dense_context_scaling():
 def test_flowpp_convs_data_dependent_init_once():
     """Flow++ convs (flows.py:26-66): the first training batch sets each inner conv's output to
     zero mean and std init_scale per channel; the buffer makes it happen once."""
-    from augflow_dsl.layers.nets import ConvAttention, DataInitConv2d
+    from augflow_dsl.layers.net_modules import ConvAttention, DataInitConv2d
 
     torch.manual_seed(0)
     op = registry.get("conv_attention")

@@ -10,7 +10,7 @@ import torch
 
 import augflow_dsl as af
 from augflow_dsl.compiler.model import Latents
-from augflow_dsl.graph.build import INPUT, step_path
+from augflow_dsl.graph.builder import INPUT, step_path
 from augflow_dsl.layers.base import Step
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"

@@ -15,7 +15,7 @@ import torch
 
 from augflow_dsl.runtime import data as D
 from augflow_dsl.runtime.data import DataError, DataSource, TensorItems
-from augflow_dsl.spec.models import DataSpec
+from augflow_dsl.language.models import DataSpec
 
 TOYS = "augflow_dsl.runtime.toys"
 

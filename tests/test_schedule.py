@@ -68,7 +68,7 @@ def test_flowpp_schedule_warmup_then_constant():
 
 
 def test_per_epoch_decay_after_and_floor():
-    from augflow_dsl.spec.models import TrainSpec
+    from augflow_dsl.language.models import TrainSpec
     t = TrainSpec(lr=1.0, decay=0.5, decay_every="epoch", decay_after=2, lr_min=0.2, epochs=10)
     got = [lr_at(t, e * 10, 10) for e in range(6)]
     assert got == pytest.approx([1, 1, 1, 0.5, 0.25, 0.2])

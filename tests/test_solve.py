@@ -13,7 +13,7 @@ import pytest
 
 from augflow_dsl import cli
 from augflow_dsl.graph.check import check
-from augflow_dsl.spec.load import load
+from augflow_dsl.language.load import load
 from augflow_dsl.tools.solve import SolveError, SolveUsageError, parse_budget, parse_range, solve
 from conftest import ROOT, run_cli
 

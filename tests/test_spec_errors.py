@@ -13,7 +13,7 @@ import pytest
 
 import augflow_dsl as af
 from augflow_dsl.errors import SpecError
-from augflow_dsl.spec.parse import MAX_BYTES, MAX_NESTING
+from augflow_dsl.language.parse import MAX_BYTES, MAX_NESTING
 
 from conftest import BASE, mutate
 
@@ -454,7 +454,7 @@ def test_a_limit_stops_at_once():
 
 
 def test_split_overrides_reads_set_items_as_train_does():
-    from augflow_dsl.spec.evaluate import split_overrides
+    from augflow_dsl.language.evaluate import split_overrides
     assert split_overrides(["growth=6", "train.lr=3e-4", "train.augment=flip, translate", "train.ema=none"]) == (
         {"growth": 6}, {"lr": 3e-4, "augment": ["flip", "translate"], "ema": None})
     assert split_overrides({"growth": 6, "train.lr": 0.1}) == ({"growth": 6}, {"lr": 0.1})

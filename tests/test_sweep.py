@@ -199,7 +199,7 @@ def test_sigint_stops_the_sweep_and_the_rerun_resumes_the_point(grid, tmp_path, 
     on the rerun: the training is finished, the evaluation dropped. The third run only evaluates it
     (config.json, written when a run starts, is never rewritten), trains the second point, and the
     resumed point's figures equal those of the grid's point with its settings, never stopped."""
-    import augflow_dsl.runtime.evaluate as evaluate_mod
+    import augflow_dsl.runtime.scoring as evaluate_mod
     import augflow_dsl.runtime.train as train_mod
 
     folder, _ = grid

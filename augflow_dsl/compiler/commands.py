@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from ..graph.build import build
+from ..graph.builder import build
 from ..graph.check import check_graph, units
-from ..spec.load import load, loads
+from ..language.load import load, loads
 from .model import FlowModel
 
 
@@ -93,7 +93,7 @@ def cmd_compile(args) -> int:
 
 
 def _overrides(items):
-    from ..spec.evaluate import parse_override
+    from ..language.evaluate import parse_override
     return [parse_override(i) for i in items]
 
 

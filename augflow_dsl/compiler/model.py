@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from ..errors import SpecError
-from ..graph.build import CONDITIONER, build
+from ..graph.builder import CONDITIONER, build
 from ..graph.check import check_graph
 from ..layers.base import Draws, UsesNets
-from ..spec.load import load
-from ..spec.models import Spec
+from ..language.load import load
+from ..language.models import Spec
 from .inputs import as_batch
 from .plan import PlanStep, build_layer, compile_plan, layer_for  # noqa: F401 - layer_for is public
 

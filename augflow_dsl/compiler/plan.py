@@ -13,7 +13,7 @@ from typing import NamedTuple
 import networkx as nx
 from torch import nn
 
-from ..graph.build import INPUT, step_path
+from ..graph.builder import INPUT, step_path
 from ..layers.qnet import Chain, QNet
 from ..ops.registry import OpEnv
 

@@ -15,8 +15,8 @@ import networkx as nx
 from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR, SCORED_BY_FIXED, SCORED_BY_NET
 from ..ops.regions import Read, Region
 from ..ops.shapes import numel
-from . import supports
-from .build import INPUT
+from . import support_audit
+from .builder import INPUT
 from .findings import Finding
 
 CONDITIONER = "conditioner"
@@ -78,7 +78,7 @@ PROPERTIES: tuple[Property, ...] = (
     Property("domains", "every op's input lies in the set it declares: a logit reads (0, 1), data of `bits` "
              "meets the ops that expect it",
              "supports propagated forward from x (Integers(bits) or R) and from each q's base noise (R) through "
-             "each op's declared image (graph/supports.py), compared with each op's declared domain",
+             "each op's declared image (graph/support_audit.py), compared with each op's declared domain",
              short="every op's input lies in its declared domain"),
     Property("dequantizer-noise", "a dequantizer's noise lies in the unit bin [0, 1)^D",
              "the support of the sample its q hands it (propagated through the q-flow), or uniform's [0, 1)",
@@ -393,8 +393,8 @@ def audit_graph(g: nx.DiGraph, chain: list[str]) -> tuple[list[Finding], dict[st
     found: list[Finding] = []
     for check in CHECKS.values():
         found += check(g)
-    found += supports.forward(g)
-    found += supports.backward(g, chain)
+    found += support_audit.forward(g)
+    found += support_audit.backward(g, chain)
     return found, _evidence(g)
 
 

@@ -18,10 +18,10 @@ from pydantic import BaseModel, Field
 from ..errors import Source, SpecError
 from ..ops.registry import AUGMENT, CONTEXT, DEQUANTIZER, DROP, PRIOR
 from ..ops.shapes import numel
-from ..spec.load import load
-from ..spec.models import Spec
+from ..language.load import load
+from ..language.models import Spec
 from .audit import PROPERTIES, audit_graph
-from .build import CONDITIONER, INPUT, build, data_chain
+from .builder import CONDITIONER, INPUT, build, data_chain
 
 
 class Parameters(BaseModel):

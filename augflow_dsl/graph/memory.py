@@ -10,7 +10,7 @@ update. Alive, in bytes:
   parameter), the EMA copy when ``train: {ema: ...}``, and the batch;
 * activations: what each step of the model chain and of its q-networks keeps for the backward pass
   (:meth:`~augflow_dsl.ops.registry.Op.memory`; nets and context nets through their layer
-  descriptions, :meth:`~augflow_dsl.ops.netlayers.Layer.kept`), per example times N, plus the
+  descriptions, :meth:`~augflow_dsl.ops.net_descriptions.Layer.kept`), per example times N, plus the
   weight-sized tensors some keep per batch. A tensor several consumers keep is counted once, in the
   unit that made it: a step's output is kept when it keeps it or the next step keeps its input; a
   step whose output is (a view of) its input passes the same tensor on; a step that reads nothing
@@ -23,7 +23,7 @@ unit, last first (static less the previous gradients + the activations not yet f
 gradients made for the units behind it + the unit's transient); the optimizer step (static + the
 parameters' size). ``peak_at`` says which, ``peak_unit`` where; for the shipped specs at any batch
 worth training it is the end of the forward. bf16 (``--precision bf16``, ``FlowModel.set_precision``):
-the nets run under autocast (:class:`~augflow_dsl.ops.netlayers.Precision`); the flow's own
+the nets run under autocast (:class:`~augflow_dsl.ops.net_descriptions.Precision`); the flow's own
 arithmetic stays float32.
 
 Validated against what autograd saves (tests/test_memory.py) and against measured training-step
@@ -42,13 +42,13 @@ import networkx as nx
 from pydantic import BaseModel, Field
 
 from ..errors import SpecError
-from ..ops.netlayers import Kept, Precision
+from ..ops.net_descriptions import Kept, Precision
 from ..ops.registry import MemoryIn, OpEnv
 from ..ops.shapes import numel
-from ..spec.evaluate import split_overrides
-from ..spec.load import load
-from ..spec.models import Spec, TrainSpec
-from .build import INPUT, build, step_path
+from ..language.evaluate import split_overrides
+from ..language.load import load
+from ..language.models import Spec, TrainSpec
+from .builder import INPUT, build, step_path
 from .check import CheckReport, check_graph
 
 PRECISIONS: dict[str, Precision] = {"fp32": Precision(4, 4, 4), "bf16": Precision(4, 2, 4),

@@ -10,7 +10,7 @@ from pathlib import Path
 def cmd_import(args) -> int:
     from ..errors import SpecError
     from .importer import import_checkpoint, save_imported
-    from .plan import ImportMismatch
+    from .mapping import ImportMismatch
 
     if not Path(args.spec).is_file():
         print(f"error: no such spec file: {args.spec}", file=sys.stderr)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .plan import ImportMismatch, Plan
+from .mapping import ImportMismatch, Plan
 from .walk import key_prefix, parts
 
 TOKENS = "channel_runs"

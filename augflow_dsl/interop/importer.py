@@ -13,11 +13,11 @@ from typing import Any
 import torch
 
 from ..compiler.model import FlowModel, compile_spec
-from ..spec.evaluate import parse_override
-from ..spec.load import load, loads
-from ..spec.models import Spec
+from ..language.evaluate import parse_override
+from ..language.load import load, loads
+from ..language.models import Spec
 from . import denseflow, vflow
-from .plan import ImportMismatch, check, fill
+from .mapping import ImportMismatch, check, fill
 
 KINDS = ("denseflow", "vflow")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .plan import ImportMismatch, Plan, Shape
+from .mapping import ImportMismatch, Plan, Shape
 from .walk import key_prefix, parts
 
 EMA = "/ExponentialMovingAverage"

@@ -1,7 +1,7 @@
 """Context nets of q-networks (the ``context`` ops of :mod:`augflow_dsl.ops.contexts`).
 
 Built by ``from_op(args, in_shape, bits)`` from the op's description (``op.describe(args,
-in_shape)``, :mod:`augflow_dsl.ops.netlayers`); ``forward(x)`` reads the conditioning data once
+in_shape)``, :mod:`augflow_dsl.ops.net_descriptions`); ``forward(x)`` reads the conditioning data once
 and returns the context every coupling of the q-network reads. Parameter and MAC counts are
 the description's (see tests/test_nets.py).
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from ..ops import netlayers as nl
+from ..ops import net_descriptions as nl
 from ..ops import registry
 from .base import ContextModule
-from .build import build_children
+from .instantiate import build_children
 
 __all__ = ["GatedContext", "DenseContext", "DataContext"]
 

@@ -5,7 +5,7 @@ to c0 + depth*g channels, all kept for the backward) and sums each feature's gra
 layers that read it with separate adds. This version writes every layer's g new channels into
 one channels-last buffer [N*H*W, c0 + depth*g]; layer k reads the first c_k columns as a strided
 GEMM operand (no copy), and the backward accumulates the input gradients into one buffer of the
-same shape with in-place GEMMs (``addmm_``). Same arithmetic as :class:`~.nets.DenseBlock`'s
+same shape with in-place GEMMs (``addmm_``). Same arithmetic as :class:`~.net_modules.DenseBlock`'s
 autograd path (``tests/test_nets.py`` compares values and gradients in float64); it keeps only
 the buffer, the 1x1 activations and the gate's halves for the backward. On DenseFlow-74-10 at
 batch 8 (CPU) the training step's peak resident memory drops from 2,921 MB to 2,305 MB

@@ -4,10 +4,10 @@ temperature (:class:`~augflow_dsl.layers.base.Draws`)."""
 from __future__ import annotations
 
 import torch
-from ..ops import netlayers as nl
+from ..ops import net_descriptions as nl
 from ..ops import registry
 from .base import Step, draw
-from .build import build_children
+from .instantiate import build_children
 from .priors import normal_log_prob
 from .reshape import squeeze, unsqueeze
 

@@ -1,4 +1,4 @@
-"""Leaf torch modules that layer descriptions build into (:mod:`augflow_dsl.layers.build`):
+"""Leaf torch modules that layer descriptions build into (:mod:`augflow_dsl.layers.instantiate`):
 the GEMM 1x1 conv, Flow++'s data-initialised conv, the CPU dropout, the channel layer norm."""
 from __future__ import annotations
 

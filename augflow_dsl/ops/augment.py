@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .netlayers import Act, Kept
+from .net_descriptions import Act, Kept
 from .registry import (AUGMENT, AUGMENT_AT_BLOCK, AUGMENT_AT_INPUT, SCORED_BY_NET, MemoryIn, NetIO, Op, OpArgs, OpCall,
                        QFlow, get, register)
 from .shapes import need_image, numel

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .netlayers import Act, Conv, DenseBlock, GatedResNet, Kept, LayerList, Net, Sequential
+from .net_descriptions import Act, Conv, DenseBlock, GatedResNet, Kept, LayerList, Net, Sequential
 from .registry import CONTEXT, MemoryIn, Op, OpArgs, OpShapeError, register
 from .shapes import need_image
 from .supports import REAL, Integers

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .netlayers import Act, Kept
+from .net_descriptions import Act, Kept
 from .registry import BIJECTION, MemoryIn, NetIO, Op, OpArgs, OpCall, OpShapeError, get, register
 from .regions import split_parts
 from .shapes import Split, halves, numel, spatial

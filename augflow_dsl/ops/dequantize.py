@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .netlayers import Act, Kept
+from .net_descriptions import Act, Kept
 from .registry import DEQUANTIZER, SCORED_BY_FIXED, MemoryIn, Op, OpArgs, OpCall, OpList, QFlow, register
 from .supports import REAL, UNIT_HALF_OPEN, Integers, Support
 

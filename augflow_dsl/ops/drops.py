@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field
 
 from .priors import Normal
-from .netlayers import Act, Conv, Kept, Net
+from .net_descriptions import Act, Conv, Kept, Net
 from .registry import DROP, MemoryIn, Op, OpArgs, OpShapeError, register
 from .reshape import Order, squeezed
 from .shapes import numel, spatial

@@ -5,7 +5,7 @@ import math
 
 from pydantic import Field
 
-from .netlayers import Act, Kept
+from .net_descriptions import Act, Kept
 from .registry import BIJECTION, MemoryIn, Op, OpArgs, register
 from .shapes import numel
 from .supports import REAL, UNIT, Interval, as_interval, monotone_image, shifted, sigmoid

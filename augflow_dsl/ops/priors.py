@@ -1,7 +1,7 @@
 """Priors: the densities that score the final latents (and the dims dropped on the way)."""
 from __future__ import annotations
 
-from .netlayers import Act, Kept
+from .net_descriptions import Act, Kept
 from .registry import PRIOR, MemoryIn, Op, OpCall, register
 
 

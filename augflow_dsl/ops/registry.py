@@ -8,11 +8,11 @@ An op definition declares, in one place:
   refused with the argument's name);
 * its shape rule, parameter formula and multiply-accumulate formula, all pure Python,
   so that ``check`` never imports torch; nets, context nets and a drop's prior conv give
-  instead a layer description (``describe``, :mod:`.netlayers`) that both formulas and the
+  instead a layer description (``describe``, :mod:`.net_descriptions`) that both formulas and the
   torch module derive from;
 * ``layer``: the dotted path of the torch module that implements it, imported lazily by
   :mod:`augflow_dsl.compiler`;
-* ``memory``: what it keeps for the backward pass per example (:class:`~.netlayers.Kept`), which
+* ``memory``: what it keeps for the backward pass per example (:class:`~.net_descriptions.Kept`), which
   ``augflow-dsl check --memory`` adds up (:mod:`augflow_dsl.graph.memory`); a net's derives from
   its layer description;
 * its documentation: ``summary`` (one line), the class docstring (what it computes),
@@ -32,7 +32,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, model_validator
 
-from .netlayers import Act, Kept, Net, Precision
+from .net_descriptions import Act, Kept, Net, Precision
 from .regions import Region
 from .supports import REAL, Support
 
@@ -189,7 +189,7 @@ class Op:
 
     def describe(self, a, shape: Shape) -> Net:
         """The layers the op holds outside its conditioner nets (a context net, a drop's prior
-        conv; :mod:`.netlayers`); ``params`` and ``macs`` derive from it unless overridden."""
+        conv; :mod:`.net_descriptions`); ``params`` and ``macs`` derive from it unless overridden."""
         return Net()
 
     def params(self, a, shape: Shape, env: OpEnv) -> int:
@@ -241,7 +241,7 @@ class Op:
 
     # --- memory (graph/memory.py) --------------------------------------------------------
     def memory(self, a, shape: Shape, env: OpEnv, m: MemoryIn) -> Kept:
-        """What the op keeps for the backward pass per example (:class:`~.netlayers.Kept`), its
+        """What the op keeps for the backward pass per example (:class:`~.net_descriptions.Kept`), its
         conditioner nets' and q-networks' own tensors excepted. Default: its input (as an
         elementwise product with a parameter keeps it), or what its nets keep of it."""
         return Kept(Act(math.prod(self.out_shape(a, shape, env)), m.precision.flow), input=True)
@@ -280,7 +280,7 @@ class NetOp(Op):
 
     def net_memory(self, a, io: NetIO, p: Precision) -> Kept:
         """What the net keeps for the backward pass per example: its description's layers one after
-        the other (:meth:`~.netlayers.Layer.kept`) on its input, a view of the op's input, or
+        the other (:meth:`~.net_descriptions.Layer.kept`) on its input, a view of the op's input, or
         cat(x, context), a new tensor it counts itself, when it reads a context."""
         x = Act((io.c_in + io.context) * io.positions, p.flow)
         k = self.describe(a, io).kept(x, p)

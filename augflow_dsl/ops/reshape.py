@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .netlayers import Act, Kept
+from .net_descriptions import Act, Kept
 from .registry import BIJECTION, MemoryIn, Op, OpArgs, OpShapeError, register
 from .shapes import halves, need_image, numel
 

@@ -169,9 +169,9 @@ def load_side(path: str | Path, overrides: list[str] | None = None) -> _Side:
     """Load, build and check one side; raises :class:`DiffTrouble` with the message when the spec
     is missing, does not load, or its graph stops at a shape error."""
     from ..errors import Source, SpecError
-    from ..graph.build import build
+    from ..graph.builder import build
     from ..graph.check import check_graph, units
-    from ..spec.load import load
+    from ..language.load import load
 
     path, overrides = str(path), list(overrides or [])
     if not Path(path).is_file():
@@ -368,7 +368,7 @@ def _cell(ops: list[OpChange]) -> list[str]:
 
 def _whole(u: UnitDiff) -> str:
     """The cell of a unit found on one side only: its steps and nets counted."""
-    from ..graph.build import CONDITIONER
+    from ..graph.builder import CONDITIONER
 
     nets = sum(o.role == CONDITIONER for o in u.ops)
     sign = "+" if u.status == "added" else "-"

@@ -180,7 +180,7 @@ def _cost(params: int, macs: int) -> str:
 
 def _nets(g, nodes: list[str]) -> str:
     """The conditioner nets the steps own, by slot: 'net: conv_attention'."""
-    from ..graph.build import CONDITIONER
+    from ..graph.builder import CONDITIONER
 
     seen: dict[str, None] = {}
     for n in nodes:
@@ -192,7 +192,7 @@ def _nets(g, nodes: list[str]) -> str:
 
 
 def _qside(g, chain: str, sample_shape) -> Side:
-    from ..graph.build import CONDITIONER
+    from ..graph.builder import CONDITIONER
 
     nodes = sorted((n for n, d in g.nodes(data=True) if d.get("chain") == chain), key=lambda n: g.nodes[n]["order"])
     data = [g.nodes[n] for n in nodes]
@@ -324,7 +324,7 @@ def _block_box(g, call, index: int, units: list[_Unit]) -> Box:
 
 def plan(spec, g, report) -> Picture:
     """The picture of a complete graph, as data (boxes, sides, cells, footer)."""
-    from ..graph.build import INPUT, step_path
+    from ..graph.builder import INPUT, step_path
 
     units: list[_Unit] = []
     for n in step_path(g, INPUT):
@@ -655,9 +655,9 @@ def draw_spec(spec_path: str | Path, out: str | Path | None = None, overrides: l
     Raises :class:`DrawTrouble` for a bad extension, a missing file, a spec that does not load or
     whose graph stops at a shape error."""
     from ..errors import Source, SpecError
-    from ..graph.build import build
+    from ..graph.builder import build
     from ..graph.check import check_graph
-    from ..spec.load import load
+    from ..language.load import load
 
     if out is not None and Path(out).suffix.lower() not in FORMATS:
         raise DrawTrouble(f"error: cannot write '{out}': the format comes from the extension, one of "

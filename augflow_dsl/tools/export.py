@@ -106,7 +106,7 @@ def load_source(source: str, overrides: list[str] | None = None, seed: int = 0):
     if not p.exists():
         raise FileNotFoundError(source)
     if p.is_file() and (p.suffix == ".flow" or _is_text(p)):
-        from ..spec.load import load
+        from ..language.load import load
         torch.manual_seed(seed)
         return compile_spec(load(str(p), overrides or [])).eval(), f"spec {p} (fresh weights, seed {seed})"
     if overrides:

@@ -127,7 +127,7 @@ def parse_range(text: str) -> tuple[str, tuple[int, int]]:
 
 def _overrides(overrides: Mapping[str, Any] | Iterable[str]) -> dict[str, Any]:
     from ..errors import SpecError
-    from ..spec.evaluate import parse_override
+    from ..language.evaluate import parse_override
     if isinstance(overrides, Mapping):
         return dict(overrides)
     out: dict[str, Any] = {}
@@ -151,7 +151,7 @@ class _Counter:
 
     def __init__(self, path: str, fixed: dict[str, Any], names: Sequence[str]):
         from ..errors import Source, SpecError
-        from ..spec.parse import parse_text
+        from ..language.parse import parse_text
         try:
             data = Path(path).read_bytes()
         except OSError as e:
@@ -165,7 +165,7 @@ class _Counter:
     def spec(self, values: Mapping[str, Any] | None = None):
         """The spec with ``values`` over the fixed overrides: what ``load`` gives (raises SpecError)."""
         from ..errors import Loc, SpecError
-        from ..spec.evaluate import Evaluator
+        from ..language.evaluate import Evaluator
         try:
             return Evaluator(self.doc, self.source, {**self.fixed, **(values or {})}).run()
         except SpecError as e:
@@ -176,7 +176,7 @@ class _Counter:
     def _build(self, point: tuple[int, ...]) -> tuple | None:
         """(spec, graph, diagnostics) of ``point``, or None when the spec does not evaluate."""
         from ..errors import SpecError
-        from ..graph.build import build
+        from ..graph.builder import build
         try:
             spec = self.spec(dict(zip(self.names, point)))
         except SpecError:

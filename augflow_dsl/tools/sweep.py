@@ -58,7 +58,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..spec.evaluate import TRAIN_PREFIX, split_overrides
+from ..language.evaluate import TRAIN_PREFIX, split_overrides
 
 FORMAT = "augflow-dsl-sweep"
 EVAL_BATCH = 64   # eval's default --batch: the noise each example draws depends on it
@@ -158,7 +158,7 @@ class Point:
 def parse_grid(items: list[str]) -> Grid:
     """``--set`` items -> axes (comma lists) and fixed overrides; _Usage for a malformed one."""
     from ..errors import SpecError
-    from ..spec.evaluate import parse_override
+    from ..language.evaluate import parse_override
 
     axes: dict[str, list[Any]] = {}
     fixed: dict[str, Any] = {}
@@ -229,7 +229,7 @@ def check_points(points: list[Point], cfg: SweepConfig) -> None:
     from ..errors import SpecError, all_errors
     from ..graph.check import check
     from ..runtime.train import TrainError, Trainer
-    from ..spec.load import loads
+    from ..language.load import loads
 
     for p in points:
         try:
@@ -399,7 +399,7 @@ def _show(v: Any, key: str) -> str:
 def _spec_name(text: str, path: str) -> str:
     """The spec's ``flow:`` name (the file's stem when the spec does not load as it is)."""
     from ..errors import SpecError
-    from ..spec.load import loads
+    from ..language.load import loads
     try:
         return loads(text, path).name
     except SpecError:
@@ -562,7 +562,7 @@ def _run_point(p: Point, cfg: SweepConfig, rows: dict[str, PointResult], tag: st
                state: dict) -> PointResult:
     """Train (or resume) one point, then evaluate it; its row (in ``rows`` as soon as it trained, so that a
     signal during the evaluation keeps what training did)."""
-    from ..spec.load import loads
+    from ..language.load import loads
     from ..runtime.train import Trainer
 
     spec = loads(cfg.spec_text, cfg.spec_file, p.variables)
@@ -618,7 +618,7 @@ def evaluate_run(run: Path, samples: int, cfg: SweepConfig, err=None, show: bool
     its defaults (checkpoints/last.pt, EMA weights when kept, batch 64, seed 0)."""
     from ..runtime.checkpoint import load_model
     from ..runtime.data import open_dataset
-    from ..runtime.evaluate import evaluate
+    from ..runtime.scoring import evaluate
 
     device = str(cfg.options.get("device") or "cpu")
     model, spec, meta = load_model(run, ema=True, map_location="cpu")

@@ -32,8 +32,8 @@ from ..ops.regions import Read, Region
 from ..ops.registry import (AUGMENT, AUGMENT_AT_BLOCK, AUGMENT_AT_INPUT, BIJECTION, COMPOSITE, CONTEXT, DEQUANTIZER,
                             DROP, NET, PRIOR, REGISTRY, OpCall, OpEnv, OpShapeError, QFlow, Shape, names)
 from ..ops.shapes import fmt, numel
-from ..spec.evaluate import MAX_EXPANSION
-from ..spec.models import Spec
+from ..language.evaluate import MAX_EXPANSION
+from ..language.models import Spec
 
 INPUT = "input"
 CONDITIONER = "conditioner"

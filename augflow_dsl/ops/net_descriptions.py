@@ -4,7 +4,7 @@ A net op's ``describe`` returns a tree of these frozen dataclasses. Its paramete
 MACs (multiply-accumulates per example) are derived from the tree: the sum over the leaves,
 plus the parameter-free matrix products an attention block declares in ``own_macs``. The
 torch side builds one module per node from the same tree
-(:func:`augflow_dsl.layers.build.build`), each child under the name the tree gives it, so
+(:func:`augflow_dsl.layers.instantiate.build`), each child under the name the tree gives it, so
 numel() and torch's flop counter meet the counts by construction (tests/test_nets.py).
 
 Children are the fields whose values are layers, in field order (which is the modules'

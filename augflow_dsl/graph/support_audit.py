@@ -22,7 +22,7 @@ import networkx as nx
 
 from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR
 from ..ops.supports import REAL, Integers, Support, dequantized, join, subset
-from .build import INPUT
+from .builder import INPUT
 from .findings import Finding
 
 

@@ -1,7 +1,7 @@
-"""Conditioner nets (the ``net`` ops of :mod:`augflow_dsl.ops.nets`) and shared blocks.
+"""Conditioner nets (the ``net`` ops of :mod:`augflow_dsl.ops.net_ops`) and shared blocks.
 
 Every net is built by ``from_op(args, io)`` from its op's description (``op.describe(args,
-io)``, a tree of :mod:`augflow_dsl.ops.netlayers`): the constructor builds its children from
+io)``, a tree of :mod:`augflow_dsl.ops.net_descriptions`): the constructor builds its children from
 it (:func:`~.build.build_children`); only the forward wiring is written here.
 ``forward(x, context=None)`` returns [N, io.c_out, io.h, io.w] ([N, io.c_out] for the MLP).
 The last layer is zero-initialised (weight and bias) so that the coupling it serves starts at
@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import netlayers as nl
+from ..ops import net_descriptions as nl
 from ..ops import registry
 from .base import NetModule
-from .build import build, build_children, builds
+from .instantiate import build, build_children, builds
 from .dense_kernel import DenseBlockFunction, dense_block_inference
 from .modules import ChannelLayerNorm, DataInitConv2d, Dropout, GemmConv2d, concat_elu
 
@@ -51,7 +51,7 @@ def _glu(h: torch.Tensor) -> torch.Tensor:
 class GatedResNet(nn.Module):
     """Flow++ gated conv (Ho et al. 2019, Sec. 3.3): x + GLU(conv2(drop(concat_elu(
     conv3x3(concat_elu(x)) [+ 1x1(concat_elu(ctx))])))), conv2 1x1 (``nin``) or 3x3
-    (:class:`~augflow_dsl.ops.netlayers.GatedResNet`)."""
+    (:class:`~augflow_dsl.ops.net_descriptions.GatedResNet`)."""
 
     def __init__(self, d: nl.GatedResNet):
         super().__init__()
@@ -101,7 +101,7 @@ class GatedConv1x1(nn.Module):
 @builds(nl.DenseBlock)
 class DenseBlock(nn.Module):
     """``depth`` dense layers (inputs c0, c0+g, ...), then a gated 1x1 (c0 + depth*g) -> out;
-    ``residual`` adds the input (:class:`~augflow_dsl.ops.netlayers.DenseBlock`). In eager float32
+    ``residual`` adds the input (:class:`~augflow_dsl.ops.net_descriptions.DenseBlock`). In eager float32
     the block runs on one buffer (:mod:`.dense_kernel`; see :meth:`_path`)."""
 
     def __init__(self, d: nl.DenseBlock):

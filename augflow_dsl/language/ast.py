@@ -1,7 +1,7 @@
 """The untyped syntax tree of a .flow file: what the grammar says, with locations.
 
-These plain dataclasses are produced by :mod:`augflow_dsl.spec.parse` and read only
-by :mod:`augflow_dsl.spec.evaluate`, which turns them into the typed spec.
+These plain dataclasses are produced by :mod:`augflow_dsl.language.parse` and read only
+by :mod:`augflow_dsl.language.evaluate`, which turns them into the typed spec.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Torch modules from layer descriptions (:mod:`augflow_dsl.ops.netlayers`): one module per node.
+"""Torch modules from layer descriptions (:mod:`augflow_dsl.ops.net_descriptions`): one module per node.
 
 ``build(d)`` maps each description type to its module: the leaves here, the composite blocks
-(dense layer, dense block, gated convs, attentions) in :mod:`.nets`, which register themselves
+(dense layer, dense block, gated convs, attentions) in :mod:`.net_modules`, which register themselves
 with ``@builds``. A composite module calls :func:`build_children`, so its submodules carry
 the names and the registration order the description gives them (the state-dict keys).
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..ops import netlayers as nl
+from ..ops import net_descriptions as nl
 from .base import zero_init
 from .modules import ChannelLayerNorm, DataInitConv2d, Dropout, GemmConv2d
 
@@ -29,7 +29,7 @@ def builds(desc_type: type[nl.Layer]):
 
 
 def build(d: nl.Layer) -> Built:
-    """The module (a parameter, for :class:`~augflow_dsl.ops.netlayers.Parameter`) described by ``d``."""
+    """The module (a parameter, for :class:`~augflow_dsl.ops.net_descriptions.Parameter`) described by ``d``."""
     make = _BUILDERS.get(type(d))
     if make is None:
         raise TypeError(f"no torch module is registered for the layer description {type(d).__name__}")
@@ -80,4 +80,4 @@ builds(nl.Dropout)(lambda d: Dropout(d.p))
 builds(nl.Sequential)(lambda d: nn.Sequential(*(build(x) for x in d.layers)))
 builds(nl.LayerList)(lambda d: nn.ModuleList(build(x) for x in d.layers))
 
-from . import nets as _nets  # noqa: E402,F401  -- registers the composite blocks
+from . import net_modules as _nets  # noqa: E402,F401  -- registers the composite blocks

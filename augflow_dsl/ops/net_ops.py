@@ -3,8 +3,8 @@
 Each net maps ``io.c_in`` channels (plus ``io.context`` context channels where the net
 supports one) to ``io.c_out`` channels at ``io.h`` x ``io.w``; its last layer starts at
 zero so that the coupling it serves starts at the identity. Each is described once, by
-``describe(args, io)`` (a tree of :mod:`.netlayers`): its parameter and MAC counts and its
-torch module (:mod:`augflow_dsl.layers.nets`) all derive from that description.
+``describe(args, io)`` (a tree of :mod:`.net_descriptions`): its parameter and MAC counts and its
+torch module (:mod:`augflow_dsl.layers.net_modules`) all derive from that description.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .netlayers import (Act, Activation, BatchNorm, Conv, DenseBlock, GatedAttention, GatedResNet, Kept, LayerList,
+from .net_descriptions import (Act, Activation, BatchNorm, Conv, DenseBlock, GatedAttention, GatedResNet, Kept, LayerList,
                         LayerNorm, Linear, Net, NystromAttention, Parameter, Precision, ResBlock, Sequential, chain)
 from .registry import NetOp, OpArgs, OpShapeError, register
 
@@ -33,7 +33,7 @@ class MLP(NetOp):
     shape_rule = "vector data only: (in + context) features -> hidden -> ... -> out features"
 
     name = "mlp"
-    layer = "augflow_dsl.layers.nets:MLP"
+    layer = "augflow_dsl.layers.net_modules:MLP"
 
     class Args(OpArgs):
         hidden: int = Field(gt=0, description="units per hidden layer")
@@ -61,7 +61,7 @@ class GlowNet(NetOp):
     shape_rule = "images only: (in + context) x H x W -> filters -> out x H x W"
 
     name = "glow_net"
-    layer = "augflow_dsl.layers.nets:GlowNet"
+    layer = "augflow_dsl.layers.net_modules:GlowNet"
 
     class Args(OpArgs):
         filters: int = Field(gt=0, description="width of the hidden convolutions")
@@ -88,7 +88,7 @@ class ResNet(NetOp):
     shape_rule = "images only: (in + context) x H x W -> filters -> out x H x W"
 
     name = "resnet"
-    layer = "augflow_dsl.layers.nets:ResNet"
+    layer = "augflow_dsl.layers.net_modules:ResNet"
 
     class Args(OpArgs):
         filters: int = Field(gt=0, description="width of the residual blocks")
@@ -119,7 +119,7 @@ class ConvAttention(NetOp):
     shape_rule = "images only: in x H x W -> filters -> out x H x W; filters divisible by heads"
 
     name = "conv_attention"
-    layer = "augflow_dsl.layers.nets:ConvAttention"
+    layer = "augflow_dsl.layers.net_modules:ConvAttention"
 
     class Args(OpArgs):
         filters: int = Field(gt=0, description="width F of the convolutions and attention")
@@ -181,7 +181,7 @@ class DenseAttention(NetOp):
                   "divisible by landmarks")
 
     name = "dense_attention"
-    layer = "augflow_dsl.layers.nets:DenseAttention"
+    layer = "augflow_dsl.layers.net_modules:DenseAttention"
 
     class Args(OpArgs):
         project: int = Field(gt=0, description="channels P of the 1x1 input projection")
@@ -245,7 +245,7 @@ class Dense(NetOp):
     shape_rule = "images only: (in + context) x H x W -> mid -> out x H x W"
 
     name = "dense"
-    layer = "augflow_dsl.layers.nets:Dense"
+    layer = "augflow_dsl.layers.net_modules:Dense"
 
     class Args(OpArgs):
         mid: int = Field(gt=0, description="channels of the 1x1 projection and of the dense block's output")
@@ -274,14 +274,14 @@ class CrossUnitNet(NetOp):
     shape_rule = "images only: in x H x W -> expansion * in -> 2 growth x H x W"
 
     name = "cross_unit_net"
-    layer = "augflow_dsl.layers.nets:CrossUnitNet"
+    layer = "augflow_dsl.layers.net_modules:CrossUnitNet"
 
     class Args(OpArgs):
         expansion: int = Field(default=4, gt=0, description="hidden channels as a multiple of the input channels")
 
     def check_io(self, a, io):
         _image(io, self.name)
-        if io.context:  # layers/nets.py CrossUnitNet has no context input
+        if io.context:  # layers/net_modules.py CrossUnitNet has no context input
             raise OpShapeError(f"cross_unit_net reads no context, but this coupling's q hands it {io.context} "
                                f"context channels; use a net that reads one (glow_net, resnet, conv_attention, "
                                f"dense, dense_attention)")
