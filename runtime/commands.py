@@ -15,7 +15,7 @@ from pathlib import Path
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """The flags of a training run, shared by ``train`` and ``compile --train``."""
-    from ..cli import positive_int
+    from ..cli.common import positive_int
 
     p.add_argument("--run", "--run-dir", dest="run",
                    help="run folder (default: runs/<spec name>/<UTC time>/); an existing one resumes. Under "

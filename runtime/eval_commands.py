@@ -13,7 +13,7 @@ from typing import Any
 
 
 def add_commands(sub, common) -> None:  # noqa: ARG001 - eval/sample take the spec from the checkpoint
-    from ..cli import positive_int
+    from ..cli.common import positive_int
 
     p = sub.add_parser("eval", help="bits/dim (ELBO and importance-weighted) and FID of a run or checkpoint")
     p.add_argument("run", metavar="RUN_OR_CKPT", help="a run folder (its checkpoints/last.pt) or a checkpoint file")

@@ -171,26 +171,12 @@ class Trainer:
 
     def __init__(self, spec, overrides: dict[str, Any], train_overrides: dict[str, Any], opts: TrainOptions,
                  console=None, on_progress: Callable | None = None, resume_from: dict | None = None):
-        from ..language.models import TrainSpec
-
         self.spec, self.overrides, self.train_overrides, self.opts = spec, dict(overrides), dict(train_overrides), opts
         try:
-            merged = {**spec.train.model_dump(), **train_overrides}
-            if opts.batch is not None:
-                merged["batch"] = opts.batch
-            if opts.steps is not None:
-                merged["steps"], merged["epochs"] = opts.steps, 0
-            elif opts.epochs is not None:
-                merged["epochs"], merged["steps"] = opts.epochs, None
-            if (opts.steps is not None or opts.epochs is not None) and "finetune_epochs" not in train_overrides:
-                # --steps / --epochs give the run's whole length: the spec's fine-tune phase (DenseFlow's
-                # 20 epochs at 2e-5) runs only when asked for with --set train.finetune_epochs=K
-                merged["finetune_epochs"] = 0
-            if opts.seed is not None:
-                merged["seed"] = opts.seed
-            self.train = TrainSpec.model_validate(merged)
-        except Exception as e:  # pydantic ValidationError: an unknown or ill-typed train.* key
-            raise TrainError(f"train settings: {_pydantic_message(e)}") from None
+            self.train = spec.train.merged(train_overrides, batch=opts.batch, steps=opts.steps, epochs=opts.epochs,
+                                           seed=opts.seed)
+        except ValueError as e:  # an unknown or ill-typed train.* key
+            raise TrainError(f"train settings: {e}") from None
         self.console = console
         self.on_progress = on_progress
         self.run_dir = Path(opts.run)
@@ -515,18 +501,6 @@ def _rank_divergence(model, world) -> float:
     return float(worst)
 
 
-def _pydantic_message(e: Exception) -> str:
-    errors = getattr(e, "errors", None)
-    if callable(errors):
-        parts = []
-        for err in errors():
-            loc = ".".join(str(x) for x in err.get("loc", ()))
-            msg = err.get("msg", "")
-            if err.get("type") == "extra_forbidden":
-                msg = "unknown key"
-            parts.append(f"train.{loc}: {msg}")
-        return "; ".join(parts)
-    return str(e)
 
 
 __all__ = ["RunResult", "TrainError", "TrainOptions", "Trainer", "capture_rng", "restore_rng"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def add_commands(sub, common) -> None:
-    from ..cli import positive_int
+    from ..cli.common import positive_int
 
     p = sub.add_parser("compile", help="build the PyTorch module and report it")
     p.add_argument("spec")

@@ -246,9 +246,9 @@ def _load(spec: Spec | str, overrides=None) -> _Model:
     if not report.valid:
         raise SpecError(f"{spec.file}: the spec is not valid, so there is no memory plan: {report.errors[0]['text']}")
     try:
-        train = TrainSpec.model_validate({**spec.train.model_dump(), **train_over})
-    except Exception as e:  # pydantic's ValidationError: an unknown or ill-typed train.* key
-        raise SpecError(f"{spec.file}: --set train.*: {_first_error(e)}") from None
+        train = spec.train.merged(train_over)
+    except ValueError as e:  # an unknown or ill-typed train.* key
+        raise SpecError(f"{spec.file}: --set train.*: {e}") from None
     return _Model(spec, g, report, train)
 
 
@@ -350,15 +350,6 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
-def _first_error(e: Exception) -> str:
-    errors = getattr(e, "errors", None)
-    if callable(errors):
-        err = errors()[0]
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        return f"train.{loc}: {'unknown key' if err.get('type') == 'extra_forbidden' else err.get('msg', '')}"
-    return str(e)
-
-
 # ----------------------------------------------------------------------------------------------
 # the command
 # ----------------------------------------------------------------------------------------------
@@ -411,9 +402,9 @@ def print_plan(pl: MemoryPlan, console) -> None:
 def cmd_memory(args) -> int:
     """``check --memory``: one plan per spec (``--json``: one JSON array of plans). Exit 0, 1 for a
     spec that does not load or check, 2 for a usage error."""
-    from .. import cli
+    from ..cli import common as cli
 
-    out, err = cli._console(), cli._console(stderr=True)
+    out, err = cli.console(), cli.console(stderr=True)
     if not args.memory:
         flags = ", ".join(f"--{f}" for f in ("batch", "precision", "fit") if getattr(args, f) is not None)
         err.print(f"error: {flags} belongs to the memory plan: add --memory "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..ops.registry import OpCall
 
@@ -67,6 +67,40 @@ class TrainSpec(_Model):
     eval_samples: int = Field(default=1, gt=0)
     augment: list[Literal["flip", "translate"]] = Field(default_factory=list)
     seed: int = 0
+
+    def merged(self, overrides: dict[str, Any] | None = None, *, batch: int | None = None,
+               steps: int | None = None, epochs: int | None = None, seed: int | None = None) -> "TrainSpec":
+        """These settings with ``train.KEY`` overrides (``--set train.lr=...``) and the run flags
+        on top: the one place where a run's training settings are put together (train, sweep,
+        the memory estimate). ``steps`` / ``epochs`` give the run's whole length: the fine-tune
+        phase (DenseFlow's 20 epochs at 2e-5) then runs only when ``finetune_epochs`` is
+        overridden. Raises ValueError naming each bad key (``train.lr: ...``)."""
+        over = dict(overrides or {})
+        merged = {**self.model_dump(), **over}
+        if batch is not None:
+            merged["batch"] = batch
+        if steps is not None:
+            merged["steps"], merged["epochs"] = steps, 0
+        elif epochs is not None:
+            merged["epochs"], merged["steps"] = epochs, None
+        if (steps is not None or epochs is not None) and "finetune_epochs" not in over:
+            merged["finetune_epochs"] = 0
+        if seed is not None:
+            merged["seed"] = seed
+        try:
+            return TrainSpec.model_validate(merged)
+        except ValidationError as e:
+            raise ValueError(validation_message(e)) from None
+
+
+def validation_message(e: ValidationError) -> str:
+    """A pydantic error on train settings as ``train.KEY: message; ...``."""
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        msg = "unknown key" if err.get("type") == "extra_forbidden" else err.get("msg", "")
+        parts.append(f"train.{loc}: {msg}")
+    return "; ".join(parts)
 
 
 class Definition(_Model):

@@ -625,7 +625,7 @@ def _quiet():
 
 # ---------------------------------------------------------------------------------- command
 def add_command(sub, common) -> None:
-    from ..cli import positive_int
+    from ..cli.common import positive_int
 
     p = sub.add_parser("export", help="ONNX export of log_prob or sampling, checked with onnxruntime",
                        description="Export a model's log-likelihood or its sampler to ONNX, its noise as named "

@@ -718,5 +718,5 @@ def cmd_solve(args) -> int:
 def _error(message: str) -> None:
     from rich.markup import escape
 
-    from ..cli import _console
+    from ..cli.common import console as _console
     _console(stderr=True).print(f"[red]{escape(message)}[/red]", soft_wrap=True)

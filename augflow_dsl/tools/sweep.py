@@ -255,7 +255,7 @@ OPTION_FLAGS = ("device", "data_root", "download", "compile", "checkpoint_every"
 
 
 def add_command(sub, common) -> None:
-    from ..cli import positive_int
+    from ..cli.common import positive_int
 
     p = sub.add_parser("sweep", help="train and evaluate every point of a grid of --set values; a table and "
                                      "a plot of bits/dim against the settings and the parameter count",
@@ -294,7 +294,7 @@ def add_command(sub, common) -> None:
 
 
 def _console(stderr: bool = True):
-    from ..cli import _console as console
+    from ..cli.common import console
     return console(stderr=stderr)
 
 

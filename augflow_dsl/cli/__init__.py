@@ -11,12 +11,12 @@ import math
 import sys
 from pathlib import Path
 
-from .errors import SpecError
+from ..errors import SpecError
+from .common import add_set_flag as _common
+from .common import console as _console
+from .common import positive_int  # noqa: F401
 
 
-def _console(stderr: bool = False):
-    from rich.console import Console
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _fmt_shape(s) -> str:
@@ -35,7 +35,7 @@ def _print_report(report, summary: bool, console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .graph.check import units
+    from ..graph.check import units
 
     title = f"{report.name}  ({report.file})"
     if summary:
@@ -94,14 +94,14 @@ def _err_text(e: dict) -> str:
 
 def cmd_check(args) -> int:
     """Check each spec; ``--json`` prints one JSON array with one report object per spec."""
-    from .graph.check import check
+    from ..graph.check import check
 
     from rich.markup import escape
 
     out, err = _console(), _console(stderr=True)
     stray = [flag for flag in ("batch", "precision", "fit") if getattr(args, flag) is not None]
     if args.memory or stray:  # the static memory plan (graph/memory.py); it refuses stray flags
-        from .graph.memory import cmd_memory
+        from ..graph.memory import cmd_memory
         return cmd_memory(args)
     missing = [path for path in args.spec if not Path(path).is_file()]
     if missing:  # a usage error: refuse before printing any report
@@ -129,10 +129,10 @@ def cmd_check(args) -> int:
 
 
 def cmd_graph(args) -> int:
-    from .errors import Source
-    from .graph.builder import build
-    from .graph.serialize import export
-    from .language.load import load
+    from ..errors import Source
+    from ..graph.builder import build
+    from ..graph.serialize import export
+    from ..language.load import load
 
     if not Path(args.spec).is_file():
         print(f"error: no such spec file: {args.spec}", file=sys.stderr)
@@ -155,39 +155,15 @@ def cmd_graph(args) -> int:
     return 0
 
 
-def _override(text: str) -> str:
-    """argparse type of ``--set``: ``NAME=VALUE`` with NAME a name, else a usage error (exit 2)."""
-    key, eq, _ = text.partition("=")
-    if not eq:
-        raise argparse.ArgumentTypeError(f"'{text}' must look like NAME=VALUE, e.g. --set "
-                                         f"{text if text.isidentifier() else 'growth'}=6")
-    name = key.strip()
-    name = name[len("train."):] if name.startswith("train.") else name  # train.KEY reaches the train: block
-    if not name.isidentifier():
-        raise argparse.ArgumentTypeError(f"'{text}': '{key.strip()}' is not a name; write NAME=VALUE, "
-                                         f"e.g. --set growth=6")
-    return text
 
 
-def positive_int(text: str) -> int:
-    """argparse type of counts (--batch, --steps, ...): a whole number >= 1, else a usage error."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}")
-    return n
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", type=_override,
-                   help="override a 'let' variable of the spec, or train.KEY of its train: block (repeatable)")
 
 
 def _root() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     """The top-level parser and its (empty) subcommand set."""
-    from . import __version__
+    from .. import __version__
     ap = argparse.ArgumentParser(prog="augflow-dsl", description="A declarative compiler for augmented normalizing "
                                  "flows.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -216,17 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_graph)
 
-    from .compiler import cli as compile_cli
+    from ..compiler import cli as compile_cli
     compile_cli.add_commands(sub, _common)
-    from .runtime import commands as train_cli
+    from ..runtime import commands as train_cli
     train_cli.add_commands(sub, _common)
-    from .runtime import eval_commands
+    from ..runtime import eval_commands
     eval_commands.add_commands(sub, _common)
-    from .ops import cli as ops_cli
+    from ..ops import cli as ops_cli
     ops_cli.add_commands(sub, _common)
-    from .interop import commands as import_cli
+    from ..interop import commands as import_cli
     import_cli.add_commands(sub, _common)
-    from .tools import cli as tools_cli
+    from ..tools import cli as tools_cli
     tools_cli.add_commands(sub, _common)
     return ap
 
@@ -241,7 +217,7 @@ def _lean_parser(command: str) -> argparse.ArgumentParser:
     import importlib
 
     ap, sub = _root()
-    importlib.import_module(f".{_LEAN[command]}", __package__).add_command(sub, _common)
+    importlib.import_module(f"..{_LEAN[command]}", __package__).add_command(sub, _common)
     return ap
 
 
