@@ -15,12 +15,15 @@ __version__ = "0.1.0"
 
 
 def check(spec, overrides=None):
-    """Build the graph of ``spec`` (a Spec or a path) and audit it; returns a CheckReport."""
-    from .graph.check import check as _check
-    return _check(spec, overrides)
+    """Build the graph of ``spec`` (a Spec or a path) and audit it; returns a CheckReport (never
+    raises for a bad spec)."""
+    from .graph.pipeline import analyze
+    return analyze(spec, overrides).report
 
 
 def build_graph(spec, overrides=None):
+    """(graph, diagnostics) of ``spec`` (a Spec or a path): the graph alone, not checked; raises
+    the loader's SpecError for a spec that does not load."""
     from .graph.builder import build
     if not isinstance(spec, Spec):
         spec = load(spec, overrides)
@@ -35,6 +38,6 @@ def compile(spec, overrides=None):  # noqa: A001 - the public name DESIGN.md giv
 
 def load_model(run_or_ckpt, *, ema: bool = True, map_location="cpu"):
     """(model, spec, meta) from a run folder or an augflow-dsl checkpoint (trained, compiled or
-    imported); see :func:`augflow_dsl.runtime.checkpoint.load_model`."""
-    from .runtime.checkpoint import load_model as _load_model
+    imported: the one model file format, any version); see :func:`augflow_dsl.compiler.model_file.load_model`."""
+    from .compiler.model_file import load_model as _load_model
     return _load_model(run_or_ckpt, ema=ema, map_location=map_location)

@@ -19,7 +19,7 @@ import time
 import torch
 
 import augflow_dsl as af
-from augflow_dsl.compiler.commands import _batch
+from augflow_dsl.compiler.bench import random_batch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except af.SpecError as e:  # file:line:col and what was expected, as `augflow-dsl check` prints it
         print(e, file=sys.stderr)
         return 1
-    x = _batch(eager, a.batch, "cpu")
+    x = random_batch(eager, a.batch, "cpu")
     eager.initialize(x)
     compiled = copy.deepcopy(eager).compile_nets()
     models = {"eager": eager, "compiled": compiled}

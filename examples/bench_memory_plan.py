@@ -141,8 +141,8 @@ def _profiler_peak(prof, window: str) -> int:
 
 def estimate(spec_path: str, batch: int, precision: str, device: str = "cpu") -> dict:
     """The plan's figures; bf16 on CPU is planned with CPU autocast's op lists (``bf16-cpu``)."""
-    from augflow_dsl.graph.memory import plan
-    p = plan(spec_path, batch=batch, precision="bf16-cpu" if precision == "bf16" and device == "cpu" else precision)
+    from augflow_dsl.graph.memory import estimate as memory_estimate
+    p = memory_estimate(spec_path, batch=batch, precision="bf16-cpu" if precision == "bf16" and device == "cpu" else precision)
     return {"estimate": p.peak, "activations": p.activations, "static": p.static, "step": p.peak - p.static,
             "peak_at": f"{p.peak_at}, {p.peak_unit}"}
 

@@ -1,14 +1,8 @@
 """The training loop: one device or many, resumable to the bit, never losing the last good checkpoint.
 
-A run is a folder (``runs/<spec>/<UTC time>/`` unless ``--run``)::
-
-    config.json         spec text and hash, overrides, resolved variables and train block, options,
-                        versions, world size, seed
-    metrics.jsonl       one row per logged step and per evaluation (runtime.metrics)
-    checkpoints/last.pt every --checkpoint-every steps, at the end, and on SIGTERM / SIGINT
-    checkpoints/best.pt the checkpoint with the best test bits/dim so far
-    samples/step-N.png  sample grids at each evaluation
-    curves.png          train and test bits/dim against step
+The run folder and options are runtime.run_folder's; the generators' state runtime.rng's; the
+parts of one update (clipping, the per-update hooks) runtime.step's; checkpoints are model files
+of kind "trained" (augflow_dsl.compiler.model_file).
 
 What makes a resumed run log the same losses, bit for bit, as one never stopped: the checkpoint
 holds the model, optimizer, EMA, step, epoch and position in the epoch, and every generator's
@@ -24,145 +18,23 @@ all finite, so a bad state never replaces a good one.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import platform
-import random
 import signal
-import sys
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from . import distributed as D
-from .checkpoint import (CheckpointError, load_checkpoint, load_state, save_checkpoint, spec_hash)
+from ..compiler.model_file import ModelFileError, load_state, read_model_file, save_trained, spec_hash
 from .metrics import MetricsLog, plot_curves
+from .rng import capture_rng, restore_rng, seed_everything
+from .run_folder import RunFolder, RunResult, TrainError, TrainOptions, versions
 from .schedule import lr_at, total_steps
+from .step import TrainHooks, all_finite, backward_and_clip, mark_initialized, rank_divergence
 
 LN2 = math.log(2)
-
-
-class TrainError(Exception):
-    """A run that cannot start or continue for a reason the user can fix (message says how)."""
-
-
-@dataclass
-class TrainOptions:
-    """What the command line adds to a spec's ``train:`` block."""
-
-    run: str | None = None
-    steps: int | None = None
-    epochs: int | None = None
-    batch: int | None = None
-    device: str = "cpu"
-    precision: str = "fp32"
-    compile: bool = False
-    data_root: str | None = None
-    download: bool = False
-    seed: int | None = None
-    checkpoint_every: int = 1000
-    log_every: int = 50
-    eval_every: int | None = None      # steps; default: each epoch, at most ~10 times a run (and at the end)
-    eval_images: int = 1000            # test images of the in-training evaluation
-    sample_n: int = 64                 # images in each samples/step-N.png
-    max_bad_steps: int = 20
-    workers: int = 0
-    force: bool = False
-    progress: bool = True
-
-
-@dataclass
-class RunResult:
-    run: str
-    step: int
-    epoch: int
-    stopped: str                       # "done", "signal SIGTERM", "bad steps"
-    train_bpd: float | None = None
-    test_bpd: float | None = None
-    best_bpd: float | None = None
-    images_per_s: float | None = None
-    seconds: float = 0.0
-    checkpoint: str | None = None
-    bad_steps: int = 0
-    extra: dict = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------- RNG state
-def capture_rng() -> dict:
-    """Every generator a training step may draw from (torch CPU and CUDA, numpy, python)."""
-    st = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {"name": st[0], "key": torch.from_numpy(st[1].astype(np.int64)), "pos": int(st[2]),
-                  "has_gauss": int(st[3]), "gauss": float(st[4])},
-        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
-    }
-
-
-def restore_rng(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-
-
-def seed_everything(seed: int, rank: int) -> None:
-    """Each rank draws its own model noise (dequantization, q-samples, dropout): seed + rank."""
-    s = seed + 1_000_003 * rank
-    torch.manual_seed(s)
-    np.random.seed(s % 2**32)
-    random.seed(s)
-
-
-def versions() -> dict:
-    from .. import __version__
-    return {"augflow_dsl": str(__version__), "torch": str(torch.__version__), "python": platform.python_version(),
-            "numpy": str(np.__version__)}
-
-
-def mark_initialized(model: torch.nn.Module) -> None:
-    """After a broadcast or a load, refresh the Python-side 'initialised' mirrors from the buffers."""
-    from ..layers.base import InitOnce
-    for m in model.modules():
-        if isinstance(m, InitOnce) and hasattr(m, "initialized"):
-            m._done = bool(m.initialized)
-
-
-def backward_and_clip(loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
-                      clip: float | None) -> torch.Tensor:
-    """A training step up to the optimizer's update: zero the gradients, backpropagate ``loss``,
-    clip the gradients' total norm to ``clip`` (None: no clipping). Returns the norm before
-    clipping. (examples/bench_memory_plan.py measures a step made of the same calls.)"""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-    if clip is not None:
-        torch.nn.utils.clip_grads_with_norm_(params, clip, gnorm)
-    return gnorm
-
-
-def _fault(step: int) -> str | None:
-    """Fault injection for the runtime's own tests (``AUGFLOW_FAULT=kill@7`` or ``nan@5``): what to do
-    at update ``step``. Unset in normal use."""
-    spec = os.environ.get("AUGFLOW_FAULT")
-    if not spec:
-        return None
-    for item in spec.split(","):
-        what, _, at = item.partition("@")
-        lo, _, hi = at.partition("-")
-        if lo and int(lo) <= step <= int(hi or lo):
-            return what
-    return None
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -170,7 +42,8 @@ class Trainer:
     """Trains one compiled spec in one run folder (``run()``); rank 0 alone writes files."""
 
     def __init__(self, spec, overrides: dict[str, Any], train_overrides: dict[str, Any], opts: TrainOptions,
-                 console=None, on_progress: Callable | None = None, resume_from: dict | None = None):
+                 console=None, on_progress: Callable | None = None, resume_from: dict | None = None,
+                 hooks: TrainHooks | None = None):
         self.spec, self.overrides, self.train_overrides, self.opts = spec, dict(overrides), dict(train_overrides), opts
         try:
             self.train = spec.train.merged(train_overrides, batch=opts.batch, steps=opts.steps, epochs=opts.epochs,
@@ -180,36 +53,12 @@ class Trainer:
         self.console = console
         self.on_progress = on_progress
         self.run_dir = Path(opts.run)
+        self.folder = RunFolder(self.run_dir)
+        self.hooks = hooks if hooks is not None else TrainHooks()
         self.hash = spec_hash(spec.text, self.overrides)
         self._stop: str | None = None
 
     # ------------------------------------------------------------------ set-up
-    def _prepare_folder(self, world) -> None:
-        if not world.main:
-            return
-        try:
-            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "samples").mkdir(exist_ok=True)
-            probe = self.run_dir / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
-        except OSError as e:
-            raise TrainError(f"cannot write the run folder {self.run_dir}: {e.strerror or e}") from None
-
-    def _write_config(self, world) -> None:
-        if not world.main:
-            return
-        cfg = {
-            "spec_name": self.spec.name, "spec_file": self.spec.file, "spec_text": self.spec.text,
-            "spec_hash": self.hash, "overrides": self.overrides, "train_overrides": self.train_overrides,
-            "variables": self.spec.variables, "train": self.train.model_dump(), "options": asdict(self.opts),
-            "versions": versions(), "world_size": world.size, "seed": self.train.seed,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        tmp = self.run_dir / "config.json.tmp"
-        tmp.write_text(json.dumps(cfg, indent=2, default=str))
-        tmp.replace(self.run_dir / "config.json")
-
     def _optimizer(self, model) -> torch.optim.Optimizer:
         cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax, "adamw": torch.optim.AdamW}[self.train.optimizer]
         kw = {"weight_decay": self.train.weight_decay}
@@ -233,7 +82,8 @@ class Trainer:
         world = D.setup(opts.device)
         clean = False
         try:
-            self._prepare_folder(world)
+            if world.main:
+                self.folder.prepare()
             source = open_dataset(self.spec.data, opts.data_root, opts.download, self.train.seed)
             n_train = len(source.train)
             global_batch = self.train.batch
@@ -282,7 +132,9 @@ class Trainer:
                                      f"with the same number of processes (got {world.size})")
                 restore_rng(ckpt["rng"][world.rank])
             else:
-                self._write_config(world)
+                if world.main:
+                    self.folder.write_config(self.spec, self.hash, self.overrides, self.train_overrides, self.train,
+                                             opts, world.size)
 
             train_model = model
             if world.distributed:
@@ -291,7 +143,7 @@ class Trainer:
             if opts.compile:
                 model.compile_nets()
 
-            log = MetricsLog(self.run_dir / "metrics.jsonl", enabled=world.main)
+            log = MetricsLog(self.folder.metrics, enabled=world.main)
             log.truncate_after(step)
             stream = BatchStream(source.train, batch=self.train.batch, seed=self.train.seed, rank=world.rank,
                                  world=world.size, augment=self.train.augment, workers=opts.workers,
@@ -305,15 +157,15 @@ class Trainer:
             D.teardown(world, synchronize=clean)
 
     def _last(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        return self.folder.last
 
     def _existing_checkpoint(self, world) -> dict | None:
         last = self._last()
         if not last.exists():
             return None
-        ckpt = load_checkpoint(last, map_location=world.device)
+        ckpt = read_model_file(last, map_location=world.device)
         if ckpt.get("spec_hash") != self.hash and not self.opts.force:
-            raise CheckpointError(f"{last}: this run folder holds a checkpoint of another spec "
+            raise ModelFileError(f"{last}: this run folder holds a checkpoint of another spec "
                                   f"('{ckpt.get('spec_file')}', hash {str(ckpt.get('spec_hash'))[:12]} vs "
                                   f"{self.hash[:12]}); use another --run folder, or --force to load its weights "
                                   f"where names and shapes match")
@@ -364,8 +216,7 @@ class Trainer:
                     if not model.training:
                         model.train()
                     loss = -train_model(x).mean()
-                    if _fault(step) == "nan":
-                        loss = loss * float("nan")
+                    loss = self.hooks.loss(step, loss)
                     gnorm = backward_and_clip(loss, optimizer, params, clip)
                     stats = D.all_mean(torch.stack([loss.detach().float(), gnorm.detach().float()]), world)
                     loss_v, gnorm_v = (float(v) for v in stats.tolist())
@@ -375,9 +226,7 @@ class Trainer:
                         if ema is not None:
                             ema.update(model)
                         bad = 0
-                        if _fault(step) == "poison":
-                            with torch.no_grad():
-                                params[0].fill_(float("nan"))
+                        self.hooks.after_update(step, model, params)
                     else:
                         bad += 1
                         self._say(f"step {step}: non-finite {'loss' if not math.isfinite(loss_v) else 'gradient'} "
@@ -402,8 +251,7 @@ class Trainer:
                         window_loss, window_n, window_t0, window_images = 0.0, 0, now, 0
                     if self.on_progress is not None:
                         self.on_progress(step=step, total=total, loss=loss_v, bpd=loss_v / (dims * LN2), ips=ips)
-                    if _fault(step) == "kill":
-                        os.kill(os.getpid(), signal.SIGKILL)
+                    self.hooks.after_step(step)
                     if bad >= opts.max_bad_steps:
                         stopped = "bad steps"
                         break
@@ -434,8 +282,8 @@ class Trainer:
         result.checkpoint = last_good
         result.bad_steps = bad
         if world.distributed:
-            result.extra["max_rank_divergence"] = _rank_divergence(model, world)
-        if world.main and (self.run_dir / "metrics.jsonl").exists():
+            result.extra["max_rank_divergence"] = rank_divergence(model, world)
+        if world.main and self.folder.metrics.exists():
             try:
                 plot_curves(log.rows(), self.run_dir / "curves.png", self.spec.name)
             except Exception as e:  # a plot is never worth a lost run
@@ -446,7 +294,7 @@ class Trainer:
     def _checkpoint(self, model, optimizer, ema, world, step, epoch, position, best, elapsed,
                     also_best: bool = False) -> bool:
         """Write last.pt (and best.pt) from rank 0; refuse to write a model with non-finite weights."""
-        finite = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        finite = all_finite(model)
         rngs = D.gather_objects(capture_rng(), world)
         if not finite:
             self._say(f"step {step}: the model has non-finite weights; checkpoint NOT written "
@@ -458,10 +306,10 @@ class Trainer:
                      "model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                      "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch, "position": position,
                      "rng": rngs, "train": self.train.model_dump(), "best_bpd": best if math.isfinite(best) else None,
-                     "world_size": world.size, "versions": versions(), "elapsed": elapsed}
-            save_checkpoint(self._last(), state)
+                     "world_size": world.size, "elapsed": elapsed}
+            save_trained(self._last(), state)
             if also_best:
-                save_checkpoint(self.run_dir / "checkpoints" / "best.pt", state)
+                save_trained(self.folder.best, state)
         D.barrier(world)
         return True
 
@@ -484,23 +332,11 @@ class Trainer:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.train.seed + 7919 * step)
             try:
-                save_samples(net, self.run_dir / "samples" / f"step-{step}.png", n=self.opts.sample_n)
+                save_samples(net, self.folder.samples(step), n=self.opts.sample_n)
             except Exception as e:  # a picture is never worth a lost run
                 self._say(f"warning: could not write samples at step {step}: {e}")
         return D.broadcast_float(bpd, world)
 
 
-def _rank_divergence(model, world) -> float:
-    """The largest |p - p_rank0| over every parameter: 0 when DDP kept the replicas identical."""
-    worst = torch.zeros((), device=world.device)
-    for p in model.parameters():
-        ref = p.detach().clone()
-        torch.distributed.broadcast(ref, src=0)
-        worst = torch.maximum(worst, (p.detach() - ref).abs().max())
-    torch.distributed.all_reduce(worst, op=torch.distributed.ReduceOp.MAX)
-    return float(worst)
-
-
-
-
-__all__ = ["RunResult", "TrainError", "TrainOptions", "Trainer", "capture_rng", "restore_rng"]
+__all__ = ["RunResult", "TrainError", "TrainHooks", "TrainOptions", "Trainer", "backward_and_clip", "capture_rng",
+           "mark_initialized", "restore_rng", "seed_everything", "versions"]

@@ -12,9 +12,11 @@ from hypothesis import strategies as st
 
 import augflow_dsl as af
 from augflow_dsl.errors import SpecError
+from augflow_dsl.graph import schema as G
 from augflow_dsl.graph.audit import PROPERTIES, PROPERTY_IDS, audit_graph
 from augflow_dsl.graph.builder import build, data_chain
 from augflow_dsl.graph.check import check_graph
+from augflow_dsl.graph.support_audit import propagate
 from augflow_dsl.ops import supports as S
 from augflow_dsl.ops.regions import Read, Region, split_parts
 
@@ -44,13 +46,13 @@ def graph(name_or_text: str, overrides=None):
     text = (SPECS_DIR / f"{name_or_text}.flow").read_text() if "\n" not in name_or_text else name_or_text
     spec = af.loads(text, "t.flow", overrides)
     g, diag = build(spec)
-    assert g.graph["complete"] and not diag.errors
+    assert G.graph_info(g).complete and not diag.errors
     assert findings(g, "data-path") == []
     return spec, g
 
 
 def node(g, label: str) -> str:
-    return next(n for n, d in g.nodes(data=True) if d["label"] == label)
+    return next(n for n, d in G.nodes(g) if d.label == label)
 
 
 # ------------------------------------------------------------------------------ the two user reports
@@ -93,9 +95,10 @@ def test_the_dequantizers_own_context_may_scale_integer_data():
     """r(u|x) reads x itself: integer data of `bits`, what `input: centered` expects (Flow++, VFlow)."""
     _, g = graph("flowpp")
     assert findings(g, "domains") == []
-    (ctx,) = [d for _, d in g.nodes(data=True) if d["role"] == "context"]
-    assert ctx["support_in"] == S.Integers(8)
-    assert g.nodes["p/dequantize"]["support_out"] == S.UNIT  # r ends in a sigmoid: (x + u) / 256 in (0, 1)
+    _, supports = propagate(g, data_chain(g, "p"))
+    (ctx,) = [n for n, d in G.nodes(g) if d.role == "context"]
+    assert supports.inputs[ctx] == S.Integers(8)
+    assert supports.outputs["p/dequantize"] == S.UNIT  # r ends in a sigmoid: (x + u) / 256 in (0, 1)
 
 
 # ------------------------------------------------------------------------------ one test per property
@@ -108,17 +111,17 @@ def test_data_path_a_net_in_the_stages_is_refused_with_the_fix():
 
 def test_conditioner_reads_the_transformed_half_is_refused():
     _, g = graph("realnvp")
-    net = next(n for n, d in g.nodes(data=True) if d["role"] == "conditioner")
-    owner = g.nodes[net]["owner"]
-    (u,) = [u for u, _, e in g.in_edges(net, data=True) if e["kind"] == "condition"]
-    part = g.edges[u, net]["part"]
+    net = next(n for n, d in G.nodes(g) if d.role == "conditioner")
+    owner = G.node(g, net).owner
+    (u,) = [u for u, _ in G.in_edges(g, net, "condition")]
+    part = G.edge(g, u, net).part
     assert part == Read(u, "out", Region((0, 3), "checker_even"))
     assert findings(g, "conditioner-reads") == []
-    g.edges[u, net]["part"] = Read(u, "out", Region((0, 3), "all"))  # reads the whole input, not x * mask
+    G.update_edge(g, u, net, part=Read(u, "out", Region((0, 3), "all")))  # reads the whole input, not x * mask
     (f,) = findings(g, "conditioner-reads")
-    assert f.node == g.nodes[net]["label"] == "stage 1: affine_coupling / net: resnet"
-    assert f.message.startswith(f"reads channels 0..2 at every position of {g.nodes[u]['label']}, but "
-                                f"{g.nodes[owner]['label']} leaves unchanged only channels 0..2 at the checkerboard "
+    assert f.node == G.node(g, net).label == "stage 1: affine_coupling / net: resnet"
+    assert f.message.startswith(f"reads channels 0..2 at every position of {G.node(g, u).label}, but "
+                                f"{G.node(g, owner).label} leaves unchanged only channels 0..2 at the checkerboard "
                                 f"squares with i + j even")
 
 
@@ -142,13 +145,12 @@ def test_cross_unit_reads_a_tensor_outside_its_block_is_refused():
     spec, g = graph(BASE, {"units": 3})
     gnet = node(g, "block 1, unit 2, cross-unit coupling: cross_unit / g: cross_unit_net")
     assert findings(g, "cross-unit-reads") == []
-    reads = sorted((u for u, _, e in g.in_edges(gnet, data=True) if e["kind"] == "condition"),
-                   key=lambda u: g.nodes[u]["order"])
-    assert [g.nodes[u]["label"] for u in reads] == ["stage 1: squeeze", "block 1, unit 1, module 8: swap"]
+    reads = sorted((u for u, _ in G.in_edges(g, gnet, "condition")), key=lambda u: G.node(g, u).order)
+    assert [G.node(g, u).label for u in reads] == ["stage 1: squeeze", "block 1, unit 1, module 8: swap"]
     # (a) a tensor from before the block
     h = g.copy()
-    h.add_edge("p/dequantize", gnet, kind="condition", shape=(4, 8, 8),
-               part=Read("p/dequantize", "out", Region((0, 4))))
+    G.add_edge(h, "p/dequantize", gnet, G.EdgeInfo(kind="condition", shape=(4, 8, 8),
+                                                    part=Read("p/dequantize", "out", Region((0, 4)))))
     (f,) = findings(h, "cross-unit-reads")
     assert f.node == "block 1, unit 2, cross-unit coupling: cross_unit / g: cross_unit_net"
     assert f.message.startswith("reads dequantize: uniform, which is not block 1's input or the output of its units "
@@ -156,7 +158,7 @@ def test_cross_unit_reads_a_tensor_outside_its_block_is_refused():
     # (b) its own unit's output: not an earlier unit's
     own = node(g, "block 1, unit 2, module 8: swap")
     h = g.copy()
-    h.add_edge(own, gnet, kind="condition", shape=(18, 4, 4), part=Read(own, "out", Region((0, 18))))
+    G.add_edge(h, own, gnet, G.EdgeInfo(kind="condition", shape=(18, 4, 4), part=Read(own, "out", Region((0, 18)))))
     (f,) = findings(h, "cross-unit-reads")
     assert f.message.startswith("reads block 1, unit 2, module 8: swap, which is not block 1's input or the output")
     report = check_graph(spec, h, build(spec)[1])
@@ -167,22 +169,23 @@ def test_cross_unit_reads_a_tensor_outside_its_block_is_refused():
 def test_one_density_a_tensor_scored_twice_is_refused():
     _, g = graph("toy-glow3")
     last = data_chain(g, "p")[-2]
-    g.add_node("p/prior#2", label="prior: normal (2)", op="normal", role="prior", chain="p", group="flow",
-               unit="prior", shape_in=(2,), shape_out=(2,), params=0, macs=0, order=10_000, dims=2)
-    g.add_edge(last, "p/prior#2", kind="data", shape=(2,), port="out")
+    G.add_node(g, "p/prior#2", G.NodeInfo(label="prior: normal (2)", op="normal", role="prior", chain="p",
+                                          group="flow", unit="prior", shape_in=(2,), shape_out=(2,), params=0,
+                                          macs=0, order=10_000, dims=2))
+    G.add_edge(g, last, "p/prior#2", G.EdgeInfo(kind="data", shape=(2,), port="out"))
     (f,) = findings(g, "one-density")
-    assert f.node == g.nodes[last]["label"]
+    assert f.node == G.node(g, last).label
     assert f.message.startswith("hands its out output to 2 consumers (prior: normal, prior: normal (2)): its dims "
                                 "would be scored more than once")
 
 
 def test_one_density_dims_lost_on_the_way_are_refused():
     _, g = graph("glow")
-    drop = next(n for n, d in g.nodes(data=True) if d["role"] == "drop")
-    (_, prior, e), = [(u, v, e) for u, v, e in g.out_edges(drop, data=True) if e.get("port") == "dropped"]
-    e["shape"] = (e["shape"][0] - 1,)
+    drop = next(n for n, d in G.nodes(g) if d.role == "drop")
+    (prior, e), = [(v, e) for v, e in G.out_edges(g, drop) if e.port == "dropped"]
+    G.update_edge(g, drop, prior, shape=(e.shape[0] - 1,))
     (f,) = findings(g, "one-density")
-    assert f.node == g.nodes[drop]["label"] and "takes 3072 dims but hands on 3071" in f.message
+    assert f.node == G.node(g, drop).label and "takes 3072 dims but hands on 3071" in f.message
 
 
 def test_augment_scored_an_augment_point_without_its_q_is_refused():
@@ -190,23 +193,23 @@ def test_augment_scored_an_augment_point_without_its_q_is_refused():
         af.loads("flow: t\ndata: {shape: [2]}\naugment: input(channels: 2)\nstages: [actnorm]\nprior: normal\n")
     _, g = graph("toy-vflow3-10d")
     aug = node(g, "augment: input")
-    (q,) = [u for u, _, e in g.in_edges(aug, data=True) if e["kind"] == "sample"]
+    (q,) = [u for u, _ in G.in_edges(g, aug, "sample")]
     h = g.copy()
     h.remove_edge(q, aug)
     (f,) = findings(h, "augment-scored")
     assert f.node == "augment: input" and f.message.startswith("receives 0 q samples; its 8 augmented dims must be "
                                                                "drawn, and scored, by exactly one q")
     h = g.copy()
-    base = next(n for n, d in h.nodes(data=True) if d.get("base"))
-    h.nodes[base]["dims"] = 7
+    base = next(n for n, d in G.nodes(h) if d.density == G.Q_BASE)
+    G.update_node(h, base, dims=7)
     (f,) = findings(h, "augment-scored")
     assert "whose base scores 7" in f.message
 
 
 def test_augment_scored_a_g_that_does_not_cover_its_dims_is_refused():
     _, g = graph(BASE)
-    gnet = next(n for n, d in g.nodes(data=True) if d["role"] == "conditioner" and d["op"] == "cross_unit_net")
-    g.nodes[gnet]["shape_out"] = (2, 4, 4)  # a mean for the 2 added channels, no log-scale
+    gnet = next(n for n, d in G.nodes(g) if d.role == "conditioner" and d.op == "cross_unit_net")
+    G.update_node(g, gnet, shape_out=(2, 4, 4))  # a mean for the 2 added channels, no log-scale
     (f,) = findings(g, "augment-scored")
     assert f.node == "block 1, unit 1, cross-unit coupling: cross_unit"
     assert f.message.startswith("adds 32 dims but its g emits 32 numbers; a mean and a log-scale per added dim")
@@ -219,7 +222,8 @@ def test_q_reads_data_a_q_reading_the_model_is_refused():
     _, g = graph(text)
     assert findings(g, "q-reads-data") == []
     net = node(g, "q post, step 1: affine_coupling / net: mlp")
-    g.add_edge("p/dequantize", net, kind="condition", shape=(4,), part=Read("p/dequantize", "out", Region((0, 4))))
+    G.add_edge(g, "p/dequantize", net, G.EdgeInfo(kind="condition", shape=(4,),
+                                                   part=Read("p/dequantize", "out", Region((0, 4)))))
     (f,) = findings(g, "q-reads-data")
     assert f.node == "q post, step 1: affine_coupling / net: mlp"
     assert f.message.startswith("reads dequantize: uniform; q 'post' may read only the data it is conditioned on "
@@ -228,14 +232,14 @@ def test_q_reads_data_a_q_reading_the_model_is_refused():
 
 def test_read_before_drop_a_dropped_part_read_again_is_refused():
     _, g = graph("glow")
-    drop = next(n for n, d in g.nodes(data=True) if d["role"] == "drop")
-    net = next(n for n, d in g.nodes(data=True) if d["role"] == "conditioner" and g.nodes[d["owner"]]["order"]
-               > g.nodes[drop]["order"])
-    g.add_edge(drop, net, kind="condition", shape=(6, 16, 16), port="dropped",
-               part=Read(drop, "dropped", Region((0, 6))))
+    drop = next(n for n, d in G.nodes(g) if d.role == "drop")
+    net = next(n for n, d in G.nodes(g) if d.role == "conditioner" and G.node(g, d.owner).order
+               > G.node(g, drop).order)
+    G.add_edge(g, drop, net, G.EdgeInfo(kind="condition", shape=(6, 16, 16), port="dropped",
+                                        part=Read(drop, "dropped", Region((0, 6)))))
     (f,) = findings(g, "read-before-drop")
-    assert f.node == g.nodes[drop]["label"] == "stage 98: factor_out"
-    assert f.message.startswith(f"its dropped part is read by {g.nodes[net]['label']}; once dropped, dims go to their "
+    assert f.node == G.node(g, drop).label == "stage 98: factor_out"
+    assert f.message.startswith(f"its dropped part is read by {G.node(g, net).label}; once dropped, dims go to their "
                                 f"prior and nothing else reads them")
 
 
@@ -398,9 +402,9 @@ def test_an_edited_graph_is_audited_without_a_traceback(text, edits):
         if what == "remove":
             g.remove_edge(*edges[i % len(edges)])
         elif what == "unpart":
-            g.edges[edges[i % len(edges)]]["part"] = None
+            G.update_edge(g, *edges[i % len(edges)], part=None)
         elif nodes[i % len(nodes)] != nodes[j % len(nodes)]:
-            g.add_edge(nodes[i % len(nodes)], nodes[j % len(nodes)], kind=kind, shape=(3,), port="out")
+            G.add_edge(g, nodes[i % len(nodes)], nodes[j % len(nodes)], G.EdgeInfo(kind=kind, shape=(3,), port="out"))
     report = check_graph(spec, g, diag)
     assert report.valid == (not report.errors)
     assert {p.id for p in report.proved}.isdisjoint({e.get("property") for e in report.errors})

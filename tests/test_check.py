@@ -13,6 +13,7 @@ import pytest
 
 import augflow_dsl as af
 from augflow_dsl.errors import SpecError
+from augflow_dsl.graph import schema as S
 from augflow_dsl.graph.builder import build, data_chain
 from augflow_dsl.graph.check import audit, check_graph
 from augflow_dsl.ops.regions import Read, Region
@@ -157,10 +158,10 @@ def test_denseflow_coupling_net_is_1568840_plus_73c(reports):
     """Every coupling net of the model: 1,568,840 + 73*C parameters, C its coupling's channels."""
     g, _ = build(af.load(spec_path("denseflow-74-10")))
     seen = set()
-    for n, d in g.nodes(data=True):
-        if d["role"] == "conditioner" and d["chain"] == "p" and d["op"] == "dense_attention":
-            c = g.nodes[d["owner"]]["shape_in"][0]
-            assert d["params"] == 1_568_840 + 73 * c
+    for n, d in S.nodes(g):
+        if d.role == "conditioner" and d.chain == "p" and d.op == "dense_attention":
+            c = S.node(g, d.owner).shape_in[0]
+            assert d.params == 1_568_840 + 73 * c
             seen.add(c)
     # block 1 at 12..62 channels, block 2 at 124..154, block 3 at 308
     assert seen == {12, 22, 32, 42, 52, 62, 124, 134, 144, 154, 308}
@@ -307,30 +308,31 @@ def flowpp_graph():
 def test_graph_is_a_digraph_with_shapes_on_edges(flowpp_graph):
     spec, g, diag = flowpp_graph
     assert isinstance(g, nx.DiGraph)
-    assert g.graph["complete"] and not diag.errors
+    assert S.graph_info(g).complete and not diag.errors
     assert nx.is_directed_acyclic_graph(g)
     assert g.number_of_edges() > 0
     kinds = set()
-    for u, v, e in g.edges(data=True):
-        kinds.add(e["kind"])
-        assert isinstance(e["shape"], tuple) and e["shape"] and all(isinstance(s, int) and s > 0 for s in e["shape"])
-        if e["kind"] == "data":
-            assert tuple(e["shape"]) == tuple(g.nodes[u]["shape_out"]) or e.get("port") == "dropped"
-            assert tuple(e["shape"]) == tuple(g.nodes[v]["shape_in"])
+    for u, v in g.edges:
+        e = S.edge(g, u, v)
+        kinds.add(e.kind)
+        assert isinstance(e.shape, tuple) and e.shape and all(isinstance(s, int) and s > 0 for s in e.shape)
+        if e.kind == "data":
+            assert tuple(e.shape) == tuple(S.node(g, u).shape_out) or e.port == "dropped"
+            assert tuple(e.shape) == tuple(S.node(g, v).shape_in)
     assert kinds == {"data", "condition", "params", "context", "sample"}
     # the data path: input -> dequantizer -> logit -> 37 flow ops -> prior
     chain = data_chain(g, "p")
     assert chain[0] == "input" and chain[-1] == "p/prior"
-    assert [g.nodes[n]["shape_out"] for n in chain[-2:]] == [(12, 16, 16), (12, 16, 16)]
+    assert [S.node(g, n).shape_out for n in chain[-2:]] == [(12, 16, 16), (12, 16, 16)]
     # a coupling's net reads half of a 3x32x32 tensor split by columns and emits (2 + 3*32) per channel
-    net = next(n for n, d in g.nodes(data=True) if d["role"] == "conditioner" and d["chain"] == "p")
-    assert g.nodes[net]["shape_in"] == (3, 32, 16) and g.nodes[net]["shape_out"] == (294, 32, 16)
+    net = next(n for n, d in S.nodes(g) if d.role == "conditioner" and d.chain == "p")
+    assert S.node(g, net).shape_in == (3, 32, 16) and S.node(g, net).shape_out == (294, 32, 16)
 
 
 def test_build_graph_api_returns_the_same_graph():
     g, diag = af.build_graph(spec_path("denseflow-45-6"))
-    assert isinstance(g, nx.DiGraph) and g.graph["complete"] and not diag.errors
-    assert sum(d["params"] for _, d in g.nodes(data=True)) == 75_020_522
+    assert isinstance(g, nx.DiGraph) and S.graph_info(g).complete and not diag.errors
+    assert sum(d.params for _, d in S.nodes(g)) == 75_020_522
 
 
 def test_unbroken_graphs_audit_clean():
@@ -340,8 +342,7 @@ def test_unbroken_graphs_audit_clean():
 
 
 def _p_conditioners(g):
-    return sorted((n for n, d in g.nodes(data=True) if d["role"] == "conditioner" and d["chain"] == "p"),
-                  key=lambda n: g.nodes[n]["order"])
+    return [n for n, d in S.nodes(g) if d.role == "conditioner" and d.chain == "p"]
 
 
 def test_audit_finds_a_removed_edge(flowpp_graph):
@@ -359,27 +360,29 @@ def test_audit_finds_a_removed_edge(flowpp_graph):
 def test_audit_finds_a_conditioner_reading_what_the_inverse_cannot_see(flowpp_graph):
     _, g, _ = flowpp_graph
     net = _p_conditioners(g)[0]
-    owner = g.nodes[net]["owner"]
-    (u, _), = [(u, e) for u, _, e in g.in_edges(net, data=True) if e["kind"] == "condition"]
-    assert g.edges[u, net]["part"] == Read(u, "out", Region((0, 3), "even_columns"))
+    owner = S.node(g, net).owner
+    (u, _), = list(S.in_edges(g, net, "condition"))
+    assert S.edge(g, u, net).part == Read(u, "out", Region((0, 3), "even_columns"))
     # (a) the net reads the transformed half (odd columns) of its own coupling's input
     h = g.copy()
-    h.edges[u, net]["part"] = Read(u, "out", Region((0, 3), "odd_columns"))
-    assert audit(h) == [f"{h.nodes[net]['label']}: reads channels 0..2 at the odd columns of stage 2: conv1x1, but "
-                        f"{h.nodes[owner]['label']} leaves unchanged only channels 0..2 at the even columns: its "
+    S.update_edge(h, u, net, part=Read(u, "out", Region((0, 3), "odd_columns")))
+    assert audit(h) == [f"{S.node(h, net).label}: reads channels 0..2 at the odd columns of stage 2: conv1x1, but "
+                        f"{S.node(h, owner).label} leaves unchanged only channels 0..2 at the even columns: its "
                         f"inverse does not have the rest when it runs the net (and the log-det would miss the "
                         f"off-diagonal terms); to fix: the op ('mixture_coupling') must read only its identity part"]
     # (b) the net reads a tensor of another chain (r's second step)
     h = g.copy()
-    other = next(n for n, d in h.nodes(data=True) if d["label"] == "q dequant, step 2: conv1x1")
-    h.add_edge(other, net, kind="condition", shape=(3, 32, 32), part=Read(other, "out", Region((0, 3), "even_columns")))
+    other = next(n for n, d in S.nodes(h) if d.label == "q dequant, step 2: conv1x1")
+    S.add_edge(h, other, net, S.EdgeInfo(kind="condition", shape=(3, 32, 32),
+                                         part=Read(other, "out", Region((0, 3), "even_columns"))))
     problems = audit(h)
-    assert (f"{h.nodes[net]['label']}: reads channels 0..2 at the even columns of q dequant, step 2: conv1x1, which is "
+    assert (f"{S.node(h, net).label}: reads channels 0..2 at the even columns of q dequant, step 2: conv1x1, which is "
             f"not the input of stage 3: mixture_coupling") in "\n".join(problems)
-    assert any(p.startswith(f"{h.nodes[net]['label']}: reads q 'dequant' through a condition edge") for p in problems)
+    assert any(p.startswith(f"{S.node(h, net).label}: reads q 'dequant' through a condition edge") for p in problems)
     # (c) the net reads the coupling's own output: a cycle
     h = g.copy()
-    h.add_edge(owner, net, kind="condition", shape=(3, 32, 32), part=Read(owner, "out", Region((0, 3), "even_columns")))
+    S.add_edge(h, owner, net, S.EdgeInfo(kind="condition", shape=(3, 32, 32),
+                                         part=Read(owner, "out", Region((0, 3), "even_columns"))))
     (problem,) = audit(h)
     assert problem.startswith("the graph has a cycle")
 
@@ -388,17 +391,17 @@ def test_audit_finds_a_net_on_the_data_path(flowpp_graph):
     _, g, _ = flowpp_graph
     h = g.copy()
     net = _p_conditioners(g)[0]
-    h.add_edge(net, "p/prior", kind="data", shape=(294, 32, 16))
+    S.add_edge(h, net, "p/prior", S.EdgeInfo(kind="data", shape=(294, 32, 16)))
     problems = audit(h)
-    assert (f"{h.nodes[net]['label']}: a conditioner stands on the data path; only bijections, augment points, "
+    assert (f"{S.node(h, net).label}: a conditioner stands on the data path; only bijections, augment points, "
             f"drops and priors may") in problems
 
 
 def test_audit_finds_a_bijection_that_loses_dims(flowpp_graph):
     spec, g, diag = flowpp_graph
     h = g.copy()
-    coupling = h.nodes[_p_conditioners(g)[0]]["owner"]
-    h.nodes[coupling]["shape_out"] = (3, 32, 31)
+    coupling = S.node(h, _p_conditioners(g)[0]).owner
+    S.update_node(h, coupling, shape_out=(3, 32, 31))
     assert audit(h) == ["stage 3: mixture_coupling: a bijection must keep its dims (3072 -> 2976)"]
     report = check_graph(spec, h, diag)
     assert not report.valid
@@ -411,8 +414,8 @@ def test_audit_finds_a_bijection_that_loses_dims(flowpp_graph):
 def test_check_finds_augmented_dims_that_do_not_add_up():
     spec = af.load(spec_path("denseflow-45-6"))
     g, diag = build(spec)
-    aug = next(n for n, d in g.nodes(data=True) if d["role"] == "augment")
-    g.nodes[aug]["added"] += 1
+    aug = next(n for n, d in S.nodes(g) if d.role == "augment")
+    S.update_node(g, aug, added=S.node(g, aug).added + 1)
     report = check_graph(spec, g, diag)
     assert not report.valid
     assert [e["message"] for e in report.errors] == ["augment points declare 6913 added dims but their shapes "

@@ -20,7 +20,7 @@ import torch
 import augflow_dsl as af
 from augflow_dsl.cli import main
 from augflow_dsl.compiler.model import FlowModel
-from augflow_dsl.runtime.checkpoint import save_checkpoint
+from augflow_dsl.compiler.model_file import save_trained
 from augflow_dsl.runtime.scoring import EvalResult, evaluate, iw_log_likelihood
 from augflow_dsl.runtime.sampling import generate, save_npz, to_uint8
 
@@ -208,7 +208,7 @@ def _checkpoint(tmp_path, text: str, ema: bool = False):
     state = model.state_dict()
     ema_state = {f"module.{k}": v.clone() for k, v in state.items()} if ema else None
     run = tmp_path / spec.name
-    save_checkpoint(run / "checkpoints" / "last.pt", {
+    save_trained(run / "checkpoints" / "last.pt", {
         "spec_text": spec.text, "spec_file": spec.file, "overrides": {}, "model": state, "ema": ema_state,
         "step": 3, "epoch": 0, "train": (spec.train.model_dump() if spec.train else {})})
     return run, model

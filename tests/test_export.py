@@ -28,9 +28,9 @@ import numpy as np  # noqa: E402
 
 import augflow_dsl as af  # noqa: E402
 from augflow_dsl.cli import main  # noqa: E402
-from augflow_dsl.compiler.commands import save_model  # noqa: E402
+from augflow_dsl.compiler.model_file import save_compiled  # noqa: E402
 from augflow_dsl.layers.base import NoiseFeed, feeding  # noqa: E402
-from augflow_dsl.tools.export import ExportError, export_onnx, load_source, verify_onnx  # noqa: E402
+from augflow_dsl.tools.onnx_export import ExportError, export_onnx, load_source, verify_onnx  # noqa: E402
 from conftest import SPECS_DIR, mutate  # noqa: E402
 
 TOL = 1e-4
@@ -81,7 +81,7 @@ class Exports:
         if key not in self.done:
             model, overrides = _perturbed(name)
             pt, path = self.tmp / f"{name}.pt", self.tmp / f"{name}-{what}.onnx"
-            save_model(model, pt, overrides)
+            save_compiled(pt, model, overrides)
             if name == "glow":  # through the CLI: --json for log_prob, the printed report for sample
                 self.done[key] = (model, path, _cli_export(pt, path, what))
             else:  # through the API
@@ -321,16 +321,31 @@ prior: normal
 
 @pytest.fixture
 def noise_pad():
+    """The extension example's noise pad, with a layer that calls torch.randn itself instead of the
+    step's draw(): the one thing an exportable step must not do."""
+    import torch
     from test_extension import NoisePad
+    from test_extension import NoisePadLayer as Drawn
 
+    from augflow_dsl.layers import implements, unregister
+    from augflow_dsl.layers.priors import normal_log_prob
     from augflow_dsl.ops.registry import REGISTRY, register
+
+    class NoisePadLayer(Drawn):
+        def forward(self, x, context=None):
+            e = torch.randn(x.shape[0], self.channels, *x.shape[2:], dtype=x.dtype, device=x.device)
+            return torch.cat([x, e], 1), -normal_log_prob(e)
+
     register(NoisePad)
+    unregister(NoisePad)
+    implements(NoisePad)(NoisePadLayer)
     yield
     REGISTRY.pop(NoisePad.name)
+    unregister(NoisePad)
 
 
 def test_a_step_drawing_its_own_noise_is_refused(noise_pad, tmp_path, capsys):
-    """The extension example's noise-pad layer calls torch.randn itself: the message names the
+    """A noise-pad layer that calls torch.randn itself: the message names the
     step, its op and the random op, and says how to fix it; the CLI exits 1 without a traceback."""
     spec = tmp_path / "noisy.flow"
     spec.write_text(NOISE_PAD_SPEC)
@@ -368,7 +383,7 @@ def test_cli_bad_input(tmp_path, capsys, args, code, phrase):
     junk.write_bytes(b"PK\x03\x04 not really a zip archive")
     pt = tmp_path / "glow.pt"
     if "{pt}" in args:
-        save_model(af.compile(str(SPECS_DIR / "toy-glow3.flow")), pt)
+        save_compiled(pt, af.compile(str(SPECS_DIR / "toy-glow3.flow")))
     argv = [a.format(bad=bad, junk=junk, pt=pt) for a in args]
     if "--onnx" not in argv:
         argv += ["--onnx", str(tmp_path / "x.onnx")]

@@ -1,20 +1,26 @@
-"""The extension story: a new augment op and a new drop op, defined in this file alone
-(registry entry + layer class), used by a spec that checks, compiles and runs -- no edit to the
-grammar, the graph builder, the checker or the compiler.
+"""The extension story: a new augment op, a new drop op and a new coupling net, defined in this
+file alone -- for each, an op definition (an ``Op`` subclass: arguments, shape and count rules)
+and a torch layer class that declares the op it implements with ``@implements`` -- used by a
+spec that checks, compiles and runs. No edit to the grammar, the graph builder, the checker, the
+compiler, ``augflow_dsl/ops/__init__.py`` or ``augflow_dsl/layers/``.
 
 * ``test_noise_pad``: an augment point at the spec's ``augment:`` that appends ``channels``
   channels of N(0, 1) noise e; log-weight -log N(e) (the ELBO term of an augment point whose q
-  is the standard normal); inverse drops them.
+  is the standard normal); inverse drops them. The noise is drawn through the steps' ``draw``
+  hook (:func:`augflow_dsl.layers.base.draw`), so a model using it exports to ONNX.
 * ``test_drop_tail``: a drop that hands the last ``channels`` channels to N(0, s^2), s = exp of a
   learned log-scale per dropped channel (initialised to ``scale``: ``channels`` parameters).
 * ``test_two_conv_net``: a coupling net written as one layer description (3x3 conv -> ReLU ->
-  zero-initialised 1x1 conv) and one forward; its counts and its module come from the description.
+  zero-initialised 1x1 conv) and one forward; its counts and its module come from the description
+  (:class:`~augflow_dsl.layers.net_modules.DescribedNet` builds it).
 
-The ops are registered by a fixture and removed after, so no other test sees them.
+The op registrations and the layer registrations are removed after each test by a fixture, so
+no other test sees them.
 """
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -22,68 +28,14 @@ from pydantic import Field
 from torch import nn
 
 import augflow_dsl as af
-from augflow_dsl.layers.base import NetModule, Step
-from augflow_dsl.layers.instantiate import build_children
-from augflow_dsl.ops import registry
+from augflow_dsl.layers import has_layer, implements, unregister
+from augflow_dsl.layers.base import Step, draw
+from augflow_dsl.layers.net_modules import DescribedNet
 from augflow_dsl.ops.net_descriptions import Conv, Net
 from augflow_dsl.layers.priors import normal_log_prob
 from augflow_dsl.ops.supports import REAL, join
 from augflow_dsl.ops.registry import (AUGMENT, AUGMENT_AT_INPUT, DROP, REGISTRY, SCORED_BY_FIXED, NetIO, NetOp, Op,
                                       OpArgs, OpShapeError, register)
-
-
-# ---------------------------------------------------------------------------- layers
-class NoisePadLayer(Step):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.channels = channels
-
-    @classmethod
-    def from_op(cls, args, shape, env, nets):
-        return cls(args.channels)
-
-    def forward(self, x, context=None):
-        e = torch.randn(x.shape[0], self.channels, *x.shape[2:], dtype=x.dtype, device=x.device)
-        return torch.cat([x, e], 1), -normal_log_prob(e)
-
-    def inverse(self, y, context=None):
-        return y[:, :-self.channels]
-
-
-class DropTailLayer(Step):
-    def __init__(self, channels: int, scale: float, image: bool):
-        super().__init__()
-        self.channels = channels
-        self.log_scale = nn.Parameter(torch.full((channels, 1, 1) if image else (channels,), math.log(scale)))
-
-    @classmethod
-    def from_op(cls, args, shape, env, nets):
-        return cls(args.channels, args.scale, len(shape) == 3)
-
-    def forward(self, x, context=None):
-        kept, dropped = x[:, :-self.channels], x[:, -self.channels:]
-        self.draws.record(dropped)
-        return kept, normal_log_prob(dropped, 0.0, self.log_scale)
-
-    def inverse(self, kept, context=None):
-        z = self.draws.replay()
-        if z is None:
-            noise = torch.randn(kept.shape[0], self.channels, *kept.shape[2:], dtype=kept.dtype, device=kept.device)
-            z = self.draws.temperature * torch.exp(self.log_scale) * noise
-        return torch.cat([kept, z], 1)
-
-
-class TwoConvNetLayer(NetModule):
-    def __init__(self, d: Net):
-        super().__init__()
-        build_children(self, d)  # conv1, conv2
-
-    @classmethod
-    def from_op(cls, args, io):
-        return cls(registry.op_of_layer(cls).describe(args, io))
-
-    def forward(self, x, context=None):
-        return self.conv2(torch.relu(self.conv1(x)))
 
 
 # ---------------------------------------------------------------------------- ops
@@ -94,7 +46,6 @@ class NoisePad(Op):
     role = AUGMENT
     site = AUGMENT_AT_INPUT
     scored_by = SCORED_BY_FIXED  # N(0, 1), scored by the layer itself
-    layer = f"{__name__}:NoisePadLayer"
 
     class Args(OpArgs):
         channels: int = Field(gt=0)
@@ -118,7 +69,6 @@ class DropTail(Op):
 
     name = "test_drop_tail"
     role = DROP
-    layer = f"{__name__}:DropTailLayer"
 
     class Args(OpArgs):
         channels: int = Field(gt=0)
@@ -137,7 +87,6 @@ class TwoConvNet(NetOp):
     """3x3 conv -> ReLU -> zero-initialised 1x1 conv, ``filters`` wide."""
 
     name = "test_two_conv_net"
-    layer = f"{__name__}:TwoConvNetLayer"
 
     class Args(OpArgs):
         filters: int = Field(gt=0)
@@ -152,16 +101,81 @@ class TwoConvNet(NetOp):
                     ("conv2", Conv(a.filters, io.c_out, 1, n, init="zero"))))
 
 
-NEW_OPS = (NoisePad, DropTail, TwoConvNet)
+# ---------------------------------------------------------------------------- layers
+@implements(NoisePad)
+class NoisePadLayer(Step):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+
+    @classmethod
+    def from_op(cls, args, shape, env, nets):
+        return cls(args.channels)
+
+    def forward(self, x, context=None):
+        e = draw(self, "randn", lambda: torch.randn(x.shape[0], self.channels, *x.shape[2:], dtype=x.dtype,
+                                                    device=x.device))
+        return torch.cat([x, e], 1), -normal_log_prob(e)
+
+    def inverse(self, y, context=None):
+        return y[:, :-self.channels]
+
+
+@implements(DropTail)
+class DropTailLayer(Step):
+    def __init__(self, channels: int, scale: float, image: bool):
+        super().__init__()
+        self.channels = channels
+        self.log_scale = nn.Parameter(torch.full((channels, 1, 1) if image else (channels,), math.log(scale)))
+
+    @classmethod
+    def from_op(cls, args, shape, env, nets):
+        return cls(args.channels, args.scale, len(shape) == 3)
+
+    def forward(self, x, context=None):
+        kept, dropped = x[:, :-self.channels], x[:, -self.channels:]
+        self.draws.record(dropped)
+        return kept, normal_log_prob(dropped, 0.0, self.log_scale)
+
+    def inverse(self, kept, context=None):
+        z = self.draws.replay()
+        if z is None:
+            noise = draw(self, "randn", lambda: torch.randn(kept.shape[0], self.channels, *kept.shape[2:],
+                                                            dtype=kept.dtype, device=kept.device))
+            z = self.draws.temperature * torch.exp(self.log_scale) * noise
+        return torch.cat([kept, z], 1)
+
+
+@implements(TwoConvNet)
+class TwoConvNetLayer(DescribedNet):
+    """Built from the op's description (children conv1, conv2); only the forward is written."""
+
+    def forward(self, x, context=None):
+        return self.conv2(torch.relu(self.conv1(x)))
+
+
+NEW_OPS = ((NoisePad, NoisePadLayer), (DropTail, DropTailLayer), (TwoConvNet, TwoConvNetLayer))
+
+
+@contextmanager
+def extension_ops():
+    """The new ops registered, and their layers (the decorators registered them when this file
+    was imported; an earlier test's clean-up removed them); both removed after."""
+    for op, layer in NEW_OPS:
+        register(op)
+        implements(op)(layer)
+    try:
+        yield
+    finally:
+        for op, _ in NEW_OPS:
+            REGISTRY.pop(op.name)
+            unregister(op)
 
 
 @pytest.fixture
 def new_ops():
-    for cls in NEW_OPS:
-        register(cls)
-    yield
-    for cls in NEW_OPS:
-        REGISTRY.pop(cls.name)
+    with extension_ops():
+        yield
 
 
 SPEC = """
@@ -230,4 +244,7 @@ def test_new_net_is_one_description_and_one_forward(new_ops):
 
 
 def test_new_ops_are_gone_after_the_fixture():
-    assert not {cls.name for cls in NEW_OPS} & set(REGISTRY)
+    with extension_ops():
+        assert all(op.name in REGISTRY and has_layer(op) for op, _ in NEW_OPS)
+    assert not {cls.name for cls, _ in NEW_OPS} & set(REGISTRY)
+    assert not any(has_layer(op) for op, _ in NEW_OPS)

@@ -1,4 +1,4 @@
-"""`check --memory`: the static memory plan (augflow_dsl/graph/memory.py and the ops' memory rules).
+"""`check --memory`: the static memory estimate (augflow_dsl/graph/memory.py and the ops' memory rules).
 
 * its static pieces are exact: 4 bytes per parameter for weights and gradients, two optimizer
   states per parameter (Adam, Adamax, AdamW), an EMA copy when the spec keeps one, the batch;
@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from augflow_dsl.graph.memory import FitAnswer, MemoryPlan, _load, _plan, parse_size, plan
+from augflow_dsl.graph.memory import FitAnswer, MemoryEstimate, _estimate, _load, estimate, parse_size
 from augflow_dsl.ops import net_descriptions as nl
 
 from conftest import ROOT, SPECS_DIR, assert_torch_free, run_cli
@@ -108,7 +108,7 @@ def test_static_pieces_are_exact(name, optimizer, ema):
     import augflow_dsl as af
     path = str(SPECS_DIR / f"{name}.flow")
     count = af.check(path).parameters.total
-    pl = plan(path, batch=8)
+    pl = estimate(path, batch=8)
     shape = af.load(path).data.shape
     assert (pl.optimizer, pl.ema) == (optimizer, ema)
     assert pl.parameters == count
@@ -124,18 +124,18 @@ def test_static_pieces_are_exact(name, optimizer, ema):
 
 
 def test_train_overrides_reach_the_plan():
-    base = plan(DIGITS, batch=4)
-    no_ema = plan(DIGITS, batch=4, overrides=["train.ema=none"])
+    base = estimate(DIGITS, batch=4)
+    no_ema = estimate(DIGITS, batch=4, overrides=["train.ema=none"])
     assert no_ema.ema is False and no_ema.ema_copy == 0
     assert base.static - no_ema.static == base.params
     with pytest.raises(Exception, match="train.bogus"):
-        plan(DIGITS, batch=4, overrides=["train.bogus=1"])
+        estimate(DIGITS, batch=4, overrides=["train.bogus=1"])
     # the train command's own reading of --set: train.augment is a list (it was once refused here)
-    assert plan(DIGITS, batch=4, overrides=["train.augment=flip,translate"]).peak == base.peak
+    assert estimate(DIGITS, batch=4, overrides=["train.augment=flip,translate"]).peak == base.peak
 
 
 def test_activations_scale_with_the_batch():
-    a, b = plan(DIGITS, batch=8), plan(DIGITS, batch=16)
+    a, b = estimate(DIGITS, batch=8), estimate(DIGITS, batch=16)
     per = sum(u.per_example for u in a.units)
     assert per == sum(u.per_example for u in b.units) > 0
     assert b.activations - a.activations == 8 * per  # the per-batch part cancels
@@ -218,7 +218,7 @@ def test_activations_match_what_autograd_saves(name, batch, precision, tiny_path
     """Fails when a rule is wrong: the rules agree with torch to 1.4% or better on these (docs/memory.md);
     one missing tensor of a gated conv block is 9% of the block."""
     path = tiny_paths[name]
-    est = plan(path, batch=batch, precision=precision).activations
+    est = estimate(path, batch=batch, precision=precision).activations
     got = _saved_bytes(path, batch, precision)
     assert got > 0
     assert abs(est / got - 1) < 0.05, f"{name} at batch {batch}, {precision}: estimate {est:,} vs saved {got:,}"
@@ -233,22 +233,22 @@ def test_peak_matches_the_allocator_over_a_training_step():
     finally:
         sys.path.pop(0)
     got = bench.child(DIGITS, 16, "alloc", "cpu", "fp32", 1)["alloc"]
-    est = plan(DIGITS, batch=16).peak
+    est = estimate(DIGITS, batch=16).peak
     assert abs(est / got - 1) < 0.20, f"estimate {est:,} vs allocator peak {got:,}"
 
 
 # ----------------------------------------------------------------------------- --fit
 def test_fit_is_the_largest_batch_that_fits():
     m = _load(DIGITS)
-    peaks = [_plan(m, n, "fp32").peak for n in (1, 2, 3, 50, 51, 400)]
+    peaks = [_estimate(m, n, "fp32").peak for n in (1, 2, 3, 50, 51, 400)]
     assert peaks == sorted(peaks) and len(set(peaks)) == len(peaks)  # the peak grows with the batch
     for budget in (parse_size("8MiB"), parse_size("100MB"), parse_size("1GiB")):
-        f = plan(DIGITS, batch=4, fit=budget).fit
+        f = estimate(DIGITS, batch=4, fit=budget).fit
         assert isinstance(f, FitAnswer) and f.memory == budget
-        assert f.peak == _plan(m, f.batch, "fp32").peak <= budget < _plan(m, f.batch + 1, "fp32").peak
-    small, large = (plan(DIGITS, batch=4, fit=parse_size(s)).fit.batch for s in ("64MiB", "2GiB"))
+        assert f.peak == _estimate(m, f.batch, "fp32").peak <= budget < _estimate(m, f.batch + 1, "fp32").peak
+    small, large = (estimate(DIGITS, batch=4, fit=parse_size(s)).fit.batch for s in ("64MiB", "2GiB"))
     assert 0 < small < large
-    assert plan(DIGITS, batch=4, fit=1000).fit == FitAnswer(memory=1000, batch=0, peak=_plan(m, 1, "fp32").peak)
+    assert estimate(DIGITS, batch=4, fit=1000).fit == FitAnswer(memory=1000, batch=0, peak=_estimate(m, 1, "fp32").peak)
 
 
 @pytest.mark.parametrize("text, value", [("80GiB", 80 * 2**30), ("80GB", 80 * 10**9), ("512MiB", 512 * 2**20),
@@ -280,19 +280,19 @@ def test_cli_memory_table():
     r = run_cli("check", DIGITS, "--memory", "--batch", "32")
     assert r.returncode == 0, r.stderr
     assert "estimated peak" in r.stdout and "<- peak" in r.stdout and "block 1, unit 1" in r.stdout
-    assert f"({plan(DIGITS, batch=32).peak:,} bytes), at end of forward, prior" in r.stdout
+    assert f"({estimate(DIGITS, batch=32).peak:,} bytes), at end of forward, prior" in r.stdout
 
 
 def test_cli_memory_json_and_fit(capsys):
     code, out, err = _cli(capsys, "check", DIGITS, str(SPECS_DIR / "flowpp.flow"), "--memory", "--batch", "8",
                           "--fit", "80GiB", "--json")
     assert code == 0, err
-    plans = [MemoryPlan.model_validate(x) for x in json.loads(out)]
+    plans = [MemoryEstimate.model_validate(x) for x in json.loads(out)]
     assert [p.name for p in plans] == ["digits-small", "flowpp"]
     for p in plans:
         assert p.batch == 8 and p.fit is not None and p.fit.memory == 80 * 2**30 and p.fit.batch > 8
-        assert p.peak_at and p.units and p.peak == plan(p.file, batch=8).peak
-    assert plans[1].fit.batch == plan(plans[1].file, batch=8, fit=80 * 2**30).fit.batch
+        assert p.peak_at and p.units and p.peak == estimate(p.file, batch=8).peak
+    assert plans[1].fit.batch == estimate(plans[1].file, batch=8, fit=80 * 2**30).fit.batch
 
 
 def test_cli_memory_defaults_to_the_specs_batch_and_takes_bf16(capsys):
@@ -329,5 +329,5 @@ def test_cli_memory_bad_specs(tmp_path, capsys):
 
 
 def test_the_plan_never_imports_torch():
-    assert_torch_free("from augflow_dsl.graph.memory import plan; "
-                      f"plan({str(SPECS_DIR / 'denseflow-74-10.flow')!r}, batch=8, fit=80 * 2**30)")
+    assert_torch_free("from augflow_dsl.graph.memory import estimate; "
+                      f"estimate({str(SPECS_DIR / 'denseflow-74-10.flow')!r}, batch=8, fit=80 * 2**30)")

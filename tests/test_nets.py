@@ -21,7 +21,7 @@ from flops import count_flops  # noqa: E402
 from augflow_dsl.ops import net_descriptions as nl  # noqa: E402
 from augflow_dsl.ops import registry  # noqa: E402
 from augflow_dsl.ops.registry import NetIO, OpEnv  # noqa: E402
-from augflow_dsl.layers import contexts as ctx_layers  # noqa: E402
+from augflow_dsl.layers import contexts as ctx_layers, layer_of  # noqa: E402
 from augflow_dsl.layers.instantiate import build  # noqa: E402
 from augflow_dsl.layers import net_modules as net_layers  # noqa: E402
 from augflow_dsl.layers.dense_kernel import DenseBlockFunction  # noqa: E402
@@ -80,7 +80,7 @@ def _nparams(module) -> int:
 def _build_net(op_name, kwargs, io):
     op = registry.get(op_name)
     args = op.Args(**kwargs)
-    return op, args, op.layer_class().from_op(args, io)
+    return op, args, layer_of(op).from_op(args, io)
 
 
 def _net_inputs(io, batch):
@@ -123,7 +123,7 @@ def test_every_net_and_context_op_is_covered():
 
 def test_layer_paths_resolve():
     for name in registry.names("net") + registry.names("context"):
-        cls = registry.get(name).layer_class()
+        cls = layer_of(name)
         module = net_layers if name in registry.names("net") else ctx_layers
         assert getattr(module, cls.__name__) is cls
 
@@ -211,10 +211,10 @@ def test_net_context_is_required_and_used():
 def test_check_io_refuses_bad_shapes():
     op = registry.get("conv_attention")
     with pytest.raises(ValueError):
-        op.layer_class().from_op(op.Args(filters=6, heads=4), NetIO(2, 2, 4, 4))
+        layer_of(op).from_op(op.Args(filters=6, heads=4), NetIO(2, 2, 4, 4))
     op = registry.get("dense_attention")
     with pytest.raises(ValueError):
-        op.layer_class().from_op(op.Args(project=8, landmarks=3), NetIO(2, 2, 4, 4))
+        layer_of(op).from_op(op.Args(project=8, landmarks=3), NetIO(2, 2, 4, 4))
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,10 +288,10 @@ def _described(kind, case):
     op = registry.get(case[0])
     args = op.Args(**case[1])
     if kind == "net":
-        return op.describe(args, case[2]), op.layer_class().from_op(args, case[2])
+        return op.describe(args, case[2]), layer_of(op).from_op(args, case[2])
     if kind == "context":
-        return op.describe(args, case[2]), op.layer_class().from_op(args, case[2], case[3])
-    return op.describe(args, case[2]), op.layer_class().from_op(args, case[2], OpEnv(), {})
+        return op.describe(args, case[2]), layer_of(op).from_op(args, case[2], case[3])
+    return op.describe(args, case[2]), layer_of(op).from_op(args, case[2], OpEnv(), {})
 
 
 def _signature(obj) -> tuple:
@@ -334,7 +334,7 @@ def test_every_leaf_is_built_into_one_module_holding_its_parameters(kind, case):
 def test_conditional_factor_out_macs_equal_the_flop_count():
     op = registry.get("factor_out")
     args = op.Args(prior="conditional")
-    layer = op.layer_class().from_op(args, (4, 2, 6), OpEnv(), {}).eval()
+    layer = layer_of(op).from_op(args, (4, 2, 6), OpEnv(), {}).eval()
     inputs = {b: torch.randn(b, 4, 2, 6) for b in (1, 2)}
     assert op.macs(args, (4, 2, 6), OpEnv()) == _macs_per_example(lambda b: layer(inputs[b])) > 0
 
@@ -358,7 +358,7 @@ def test_description_counts_add_up_over_the_tree():
 def _build_context(op_name, kwargs, in_shape, bits):
     op = registry.get(op_name)
     args = op.Args(**kwargs)
-    return op, args, op.layer_class().from_op(args, in_shape, bits)
+    return op, args, layer_of(op).from_op(args, in_shape, bits)
 
 
 def _context_input(in_shape, bits, batch):
@@ -392,21 +392,21 @@ def test_context_params_shape_macs(case):
 
 def test_gated_context_scaling_and_column_split():
     op = registry.get("gated_context")
-    net = op.layer_class().from_op(op.Args(filters=4, blocks=0), (2, 2, 4), 8)
+    net = layer_of(op).from_op(op.Args(filters=4, blocks=0), (2, 2, 4), 8)
     x = torch.randint(0, 256, (1, 2, 2, 4)).float()
     s = x / 256 - 0.5
     split = torch.cat([s[..., [0, 2]], s[..., [1, 3]]], dim=1)
     assert torch.allclose(net(x), net.proj(split), atol=1e-6)
-    raw = op.layer_class().from_op(op.Args(filters=4, blocks=0, input="raw"), (2, 2, 4), None)
+    raw = layer_of(op).from_op(op.Args(filters=4, blocks=0, input="raw"), (2, 2, 4), None)
     raw.load_state_dict(net.state_dict())
     assert torch.allclose(raw(s), net(x), atol=1e-6)
     with pytest.raises(ValueError):
-        op.layer_class().from_op(op.Args(filters=4), (2, 2, 4), None)
+        layer_of(op).from_op(op.Args(filters=4), (2, 2, 4), None)
 
 
 def test_dense_context_scaling():
     op = registry.get("dense_context")
-    net = op.layer_class().from_op(op.Args(filters=4, depth=1, growth=2), (1, 2, 2), 8)
+    net = layer_of(op).from_op(op.Args(filters=4, depth=1, growth=2), (1, 2, 2), 8)
     x = torch.full((1, 1, 2, 2), 255.0)
     assert torch.allclose(net(x), net.net(torch.ones(1, 1, 2, 2)))
     x = torch.zeros(1, 1, 2, 2)

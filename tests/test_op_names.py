@@ -17,12 +17,10 @@ from augflow_dsl.ops.registry import REGISTRY
 PACKAGE = Path(__file__).resolve().parents[1] / "augflow_dsl"
 
 ALLOWED = {
-    ("graph/builder.py", "input"): "INPUT, the id and role of the graph's source node (graph namespace: "
-                                 "check --json and the graph export show it)",
+    ("graph/schema.py", "input"): "INPUT, the id and role of the graph's source node (graph namespace: "
+                                "check --json and the graph export show it)",
     ("layers/coupling.py", "sigmoid"): "a value of affine_coupling's 'scale' argument (Glow's log-sigmoid scale)",
-    ("language/evaluate.py", "input"): "the 'input' key of pydantic's validation-error dicts",
-    ("graph/builder.py", "block"): "the node attribute 'block' ((block, unit) of a step, read by the audit)",
-    ("graph/audit.py", "block"): "the node attribute 'block' ((block, unit) of a step, set by the builder)",
+    ("language/values.py", "input"): "the 'input' key of pydantic's validation-error dicts",
     ("interop/denseflow.py", "shift"): "the suffix of the DenseFlow code's ActNorm tensor names ('...shift')",
 }
 
@@ -67,5 +65,5 @@ def test_allowed_literals_still_exist():
 
 
 def test_the_scan_finds_a_literal():
-    """The scan itself works: it sees a literal that is there (the role constant of build.py)."""
-    assert ("graph/builder.py", "input") in {(f, s) for f, _, s in op_name_literals({"input"})}
+    """The scan itself works: it sees a literal that is there (the role constant of graph/schema.py)."""
+    assert ("graph/schema.py", "input") in {(f, s) for f, _, s in op_name_literals({"input"})}

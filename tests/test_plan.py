@@ -10,7 +10,8 @@ import torch
 
 import augflow_dsl as af
 from augflow_dsl.compiler.model import Latents
-from augflow_dsl.graph.builder import INPUT, step_path
+from augflow_dsl.graph.builder import step_path
+from augflow_dsl.graph.schema import INPUT, node
 from augflow_dsl.layers.base import Step
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
@@ -26,7 +27,7 @@ def test_reads_are_node_ids_resolved_to_earlier_slots():
     slots = {INPUT: 0} | {n: i + 1 for i, n in enumerate(path)}
     readers = 0
     for i, (n, step) in enumerate(zip(path, model.plan)):
-        reads = g.nodes[n]["reads"]
+        reads = node(g, n).reads
         assert all(r in slots and slots[r] <= i for r in reads), (n, reads)  # only earlier outputs
         assert step.reads == tuple(slots[r] for r in reads)
         readers += bool(reads)

@@ -9,7 +9,8 @@ import torch
 from conftest import run_cli
 
 import augflow_dsl as af
-from augflow_dsl.compiler.commands import bench_model, load_model, save_model
+from augflow_dsl.compiler.bench import bench_model
+from augflow_dsl.compiler.model_file import load_model, save_compiled
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_DF = dict(size=16, growth=2, mid=8, depth=1, units1=2, units2=2, modules1=1, modules2=1, modules3=1)
@@ -29,8 +30,8 @@ def _model():
 def test_save_and_load_keep_state_and_init(tmp_path):
     m, x = _model()
     path = tmp_path / "m.pt"
-    save_model(m, path, SMALL_DF)
-    m2 = load_model(path)
+    save_compiled(path, m, SMALL_DF)
+    m2 = load_model(path)[0]
     m2.eval()
     torch.manual_seed(3)
     a = m.log_prob(x)
@@ -103,7 +104,7 @@ def test_compile_and_bench_commands(tmp_path):
     r = _cli("compile", "specs/digits-small.flow", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "88,912" in r.stdout and out.exists()
-    m = load_model(out)
+    m = load_model(out)[0]
     assert sum(p.numel() for p in m.parameters()) == 88_912
     r = _cli("bench", "specs/digits-small.flow", "--batch", "4", "--repeats", "1", "--json", "--flops")
     assert r.returncode == 0, r.stderr

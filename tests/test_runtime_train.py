@@ -26,17 +26,67 @@ FAST = ["--log-every", "1", "--eval-every", "1000", "--eval-images", "16"]
 
 
 def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "AUGFLOW_FAULT"}
+    env = dict(os.environ)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONHASHSEED="0", **extra)
     return env
 
 
+# Fault injection, installed from the test side through the Trainer's hooks (runtime.step.TrainHooks):
+# "nan@4-1000" (a NaN loss at updates 4..1000), "poison@4" (NaN weights after update 4), "kill@7"
+# (SIGKILL once update 7 is logged). ``step`` is what each hook receives (TrainHooks' docstring).
+def _at(spec: str, what: str, step: int) -> bool:
+    for item in spec.split(","):
+        kind, _, at = item.partition("@")
+        lo, _, hi = at.partition("-")
+        if kind == what and lo and int(lo) <= step <= int(hi or lo):
+            return True
+    return False
+
+
+def install_fault(setattr, fault: str) -> None:
+    """Patch TrainHooks (with ``setattr``: monkeypatch.setattr, or plain setattr in a subprocess)."""
+    import torch as _torch
+
+    from augflow_dsl.runtime.step import TrainHooks
+    base_loss, base_update, base_step = TrainHooks.loss, TrainHooks.after_update, TrainHooks.after_step
+
+    def loss(self, step, value):
+        value = base_loss(self, step, value)
+        return value * float("nan") if _at(fault, "nan", step) else value
+
+    def after_update(self, step, model, params):
+        base_update(self, step, model, params)
+        if _at(fault, "poison", step):
+            with _torch.no_grad():
+                params[0].fill_(float("nan"))
+
+    def after_step(self, step):
+        base_step(self, step)
+        if _at(fault, "kill", step):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    setattr(TrainHooks, "loss", loss)
+    setattr(TrainHooks, "after_update", after_update)
+    setattr(TrainHooks, "after_step", after_step)
+
+
+# ``python -c RUNNER FAULT train ARGS``: this file's install_fault, then the CLI
+RUNNER = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_runtime_train import install_fault
+install_fault(setattr, sys.argv[1])
+from augflow_dsl.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def train(*args: str, fault: str | None = None, timeout: float = 240, **env) -> subprocess.CompletedProcess:
-    extra = dict(env)
     if fault:
-        extra["AUGFLOW_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "augflow_dsl", "train", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, env=_env(**extra))
+        cmd = [sys.executable, "-c", RUNNER.format(tests=str(Path(__file__).resolve().parent)), fault, "train", *args]
+    else:
+        cmd = [sys.executable, "-m", "augflow_dsl", "train", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_env(**env))
 
 
 @pytest.fixture
@@ -46,9 +96,7 @@ def here(capsys, monkeypatch):
 
     def run(*args: str, fault: str | None = None):
         if fault:
-            monkeypatch.setenv("AUGFLOW_FAULT", fault)
-        else:
-            monkeypatch.delenv("AUGFLOW_FAULT", raising=False)
+            install_fault(monkeypatch.setattr, fault)
         try:
             code = main(["train", *args])
         except SystemExit as e:  # argparse usage errors
@@ -113,32 +161,32 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     assert "stopped by SIGTERM" in err and "--resume" in err
-    from augflow_dsl.runtime.checkpoint import load_checkpoint
-    ck = load_checkpoint(run / "checkpoints" / "last.pt")
+    from augflow_dsl.compiler.model_file import read_model_file
+    ck = read_model_file(run / "checkpoints" / "last.pt")
     assert ck["step"] >= 1 and ck["step"] == max(losses(run))
 
 
 def test_nan_steps_are_skipped_and_never_cost_the_good_checkpoint(tmp_path, here):
-    from augflow_dsl.runtime.checkpoint import load_checkpoint
+    from augflow_dsl.compiler.model_file import read_model_file
     run = tmp_path / "run"
     # updates 4.. give a NaN loss: 4, 5, 6 are skipped, then the run stops (3 in a row)
     r = here(DIGITS, "--run", str(run), "--steps", "50", "--checkpoint-every", "2", "--max-bad-steps", "3", *FAST,
              fault="nan@4-1000")
     assert r.returncode == 1, r.stderr
     assert "step 4: non-finite loss" in r.stderr and "last good checkpoint is" in r.stderr
-    ck = load_checkpoint(run / "checkpoints" / "last.pt")
+    ck = read_model_file(run / "checkpoints" / "last.pt")
     assert ck["step"] == 6  # written after two skipped steps: the weights are those of step 4
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
 
 def test_poisoned_weights_are_never_written(tmp_path, here):
-    from augflow_dsl.runtime.checkpoint import load_checkpoint
+    from augflow_dsl.compiler.model_file import read_model_file
     run = tmp_path / "run"
     r = here(DIGITS, "--run", str(run), "--steps", "50", "--checkpoint-every", "2", "--max-bad-steps", "2", *FAST,
              fault="poison@4")
     assert r.returncode == 1
     assert "checkpoint NOT written" in r.stderr
-    ck = load_checkpoint(run / "checkpoints" / "last.pt")
+    ck = read_model_file(run / "checkpoints" / "last.pt")
     assert ck["step"] == 4 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
 

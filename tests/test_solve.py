@@ -12,7 +12,7 @@ import json
 import pytest
 
 from augflow_dsl import cli
-from augflow_dsl.graph.check import check
+from augflow_dsl import check
 from augflow_dsl.language.load import load
 from augflow_dsl.tools.solve import SolveError, SolveUsageError, parse_budget, parse_range, solve
 from conftest import ROOT, run_cli

@@ -200,7 +200,7 @@ def test_sigint_stops_the_sweep_and_the_rerun_resumes_the_point(grid, tmp_path, 
     (config.json, written when a run starts, is never rewritten), trains the second point, and the
     resumed point's figures equal those of the grid's point with its settings, never stopped."""
     import augflow_dsl.runtime.scoring as evaluate_mod
-    import augflow_dsl.runtime.train as train_mod
+    from augflow_dsl.runtime.step import TrainHooks
 
     folder, _ = grid
     out = tmp_path / "stopped"
@@ -212,7 +212,7 @@ def test_sigint_stops_the_sweep_and_the_rerun_resumes_the_point(grid, tmp_path, 
             os.kill(os.getpid(), signal.SIGINT)
 
     with monkeypatch.context() as m:
-        m.setattr(train_mod, "_fault", sigint_at_2)
+        m.setattr(TrainHooks, "after_step", lambda self, step: sigint_at_2(step))
         r = sweep(*args)
     assert r.returncode == 0, r.stderr
     assert "stopped by SIGINT" in r.stderr and f"augflow-dsl sweep --resume {out}" in r.stderr

@@ -62,3 +62,35 @@ def missing_spec_files(paths: Iterable[str], err=None) -> bool:
             from rich.markup import escape
             err.print(f"[red]error: no such spec file: {escape(p)}[/red]")
     return bool(missing)
+
+
+def temperature(text: str) -> float:
+    """argparse type of ``--temperature``: a finite number > 0, else a usage error."""
+    try:
+        t = float(text)
+    except ValueError:
+        t = float("nan")
+    if not t > 0 or t == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0; got {text!r}")
+    return t
+
+
+def add_checkpoint_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the commands that read a run or checkpoint (``eval``, ``sample``)."""
+    p.add_argument("--no-ema", dest="ema", action="store_false",
+                   help="use the trained weights even when the checkpoint has EMA weights")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N")
+    p.add_argument("--data-root", default=None, help="where data sets are read from (and downloaded to)")
+    p.add_argument("--download", action="store_true", help="download a missing torchvision data set")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dequantization / sampling noise (0)")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def progress_bar(err, show: bool):
+    """A rich progress bar on ``err`` (disabled unless ``show``): description, bar, count, an
+    ``info`` field, time elapsed and left."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("left"),
+                    TimeRemainingColumn(), console=err, disable=not show, transient=False)

@@ -28,11 +28,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..errors import SpecError
-from ..graph.builder import CONDITIONER, build
-from ..graph.check import check_graph
+from ..graph.pipeline import analyze
+from ..graph.schema import CONDITIONER
 from ..layers.base import Draws, UsesNets
-from ..language.load import load
 from ..language.models import Spec
 from .inputs import as_batch
 from .plan import PlanStep, build_layer, compile_plan, layer_for  # noqa: F401 - layer_for is public
@@ -229,14 +227,11 @@ def _at_least_one(**counts) -> None:
 
 
 def compile_spec(spec: Spec | str, overrides=None) -> FlowModel:
-    if not isinstance(spec, Spec):
-        spec = load(spec, overrides)
-    g, diag = build(spec)
-    report = check_graph(spec, g, diag)
-    if not report.valid:
-        e = report.errors[0]
-        raise SpecError(f"cannot compile an invalid spec: {e['text']}")
-    return FlowModel(spec, g)
+    """Load (a path, with ``overrides``), build and check (:func:`~augflow_dsl.graph.pipeline.analyze`),
+    then compile; raises the loader's SpecError for a spec that does not load, and a SpecError
+    naming the first error for one that does not check."""
+    a = analyze(spec, overrides).raise_if_invalid("cannot compile an invalid spec")
+    return FlowModel(a.spec, a.graph)
 
 
 __all__ = ["FlowModel", "Latents", "compile_spec", "layer_for", "build_layer", "CONDITIONER"]

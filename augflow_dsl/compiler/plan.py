@@ -13,7 +13,10 @@ from typing import NamedTuple
 import networkx as nx
 from torch import nn
 
-from ..graph.builder import INPUT, step_path
+from ..graph import schema as S
+from ..graph.builder import step_path
+from ..graph.schema import INPUT, PARAMS, SAMPLE, EdgeInfo
+from ..layers import layer_of
 from ..layers.qnet import Chain, QNet
 from ..ops.registry import OpEnv
 
@@ -31,9 +34,9 @@ class PlanStep(NamedTuple):
 def build_layer(call, shape, env, nets: dict, built: dict | None = None) -> nn.Module:
     """The torch layer of ``call`` on ``shape``; ``nets`` maps each conditioner slot to its
     (net call, NetIO); ``built`` adds modules already built (q-networks), by slot."""
-    mods = {slot: net.definition.layer_class().from_op(net.args, io) for slot, (net, io) in nets.items()}
+    mods = {slot: layer_of(net.definition).from_op(net.args, io) for slot, (net, io) in nets.items()}
     mods.update(built or {})
-    return call.definition.layer_class().from_op(call.args, tuple(shape), env, mods)
+    return layer_of(call.definition).from_op(call.args, tuple(shape), env, mods)
 
 
 def layer_for(call, shape, env=None) -> nn.Module:
@@ -44,31 +47,34 @@ def layer_for(call, shape, env=None) -> nn.Module:
 
 def node_layer(g: nx.DiGraph, node: str) -> nn.Module:
     """A graph node's layer, its nets and q-networks read off its in-edges (the graph is the IR)."""
-    d = g.nodes[node]
+    d = S.node(g, node)
     nets, built = {}, {}
-    for u, _, e in g.in_edges(node, data=True):
-        if e["kind"] == "params":
-            nets[g.nodes[u]["slot"]] = (g.nodes[u]["call"], g.nodes[u]["io"])
-        elif e["kind"] == "sample":
-            built[e["slot"]] = qnet(g, e)
-    return build_layer(d["call"], d["shape_in"], d.get("env"), nets, built)
+    for u, e in S.in_edges(g, node, PARAMS, SAMPLE):
+        if e.kind == PARAMS:
+            net = S.node(g, u)
+            nets[net.slot] = (net.call, net.io)
+        else:
+            built[e.slot] = qnet(g, e)
+    return build_layer(d.call, d.shape_in, d.env, nets, built)
 
 
-def qnet(g: nx.DiGraph, edge: dict) -> QNet:
-    """The q-network whose parts a ``sample`` edge names: context net, base, flow."""
+def qnet(g: nx.DiGraph, edge: EdgeInfo) -> QNet:
+    """The q-network whose parts a ``sample`` edge names (:class:`~augflow_dsl.graph.schema.QParts`):
+    context net, base, flow."""
+    q = edge.q
     context = None
-    if edge["context"] is not None:
-        c = g.nodes[edge["context"]]
-        context = c["call"].definition.layer_class().from_op(c["call"].args, tuple(c["shape_in"]), c.get("bits"))
-    b = g.nodes[edge["base"]]
-    base = b["call"].definition.layer_class().from_op(b["call"].args, tuple(b["shape_in"]), None, {})
-    return QNet(context, base, Chain([node_layer(g, n) for n in edge["flow"]]))
+    if q.context is not None:
+        c = S.node(g, q.context)
+        context = layer_of(c.call.definition).from_op(c.call.args, tuple(c.shape_in), c.bits)
+    b = S.node(g, q.base)
+    base = layer_of(b.call.definition).from_op(b.call.args, tuple(b.shape_in), None, {})
+    return QNet(context, base, Chain([node_layer(g, n) for n in q.flow]))
 
 
 def compile_plan(g: nx.DiGraph) -> list[PlanStep]:
     """The model chain as plan records, in execution order (the prior last)."""
     nodes = step_path(g, INPUT)
     slot = {INPUT: 0} | {n: i + 1 for i, n in enumerate(nodes)}
-    reads = [tuple(slot[r] for r in g.nodes[n].get("reads", ())) for n in nodes]
+    reads = [tuple(slot[r] for r in S.node(g, n).reads) for n in nodes]
     saved = {j for r in reads for j in r}
     return [PlanStep(node_layer(g, n), r, i + 1 in saved) for i, (n, r) in enumerate(zip(nodes, reads))]

@@ -1,17 +1,10 @@
 """Typed spec -> NetworkX graph, the IR every later stage reads. Pure Python, no torch.
 
-One node per operation, carrying its op, arguments, role, chain (``p`` for the model,
-``q:<name>`` for a q-network), input and output shapes, parameters and multiply-accumulates
-per example. One edge per tensor, carrying its shape and its kind:
-
-* ``data``: the tensor the flow transforms (``port`` tells a drop's kept / dropped outputs);
-* ``condition``: a conditioner net (or a q's context net) reads it; ``part`` is a
-  :class:`~augflow_dsl.ops.regions.Read` (node, port, region of channels x positions) that the
-  audit compares with what the reader's owner leaves unchanged;
-* ``params``: a conditioner's output, the parameters of a coupling or an augment point;
-* ``context``: a q-network's context net feeds a conditioner;
-* ``sample``: a q-network hands its sample to the dequantizer or augment point; the edge
-  names the q-network's parts as node ids (``slot``, ``context``, ``base``, ``flow``).
+The graph's only writer: one node per operation, one edge per tensor, each carrying its
+typed record (:mod:`.schema`: :class:`~.schema.NodeInfo`, :class:`~.schema.EdgeInfo`, and
+:class:`~.schema.GraphInfo` for the graph), written with the schema's helpers; a record that
+changes after it was added (a step's costs once its nets are counted, its ``reads``, its
+``block``) is replaced through :func:`~.schema.update_node`. The schema documents the edge kinds.
 
 Every step of the model chain carries ``reads``: the ids of the earlier nodes whose outputs
 its context reads (concatenated on channels; a cross-unit g reads the block input and the
@@ -22,7 +15,7 @@ Building stops at the first shape error: shapes after it are unknown.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import networkx as nx
 
@@ -34,9 +27,9 @@ from ..ops.registry import (AUGMENT, AUGMENT_AT_BLOCK, AUGMENT_AT_INPUT, BIJECTI
 from ..ops.shapes import fmt, numel
 from ..language.evaluate import MAX_EXPANSION
 from ..language.models import Spec
-
-INPUT = "input"
-CONDITIONER = "conditioner"
+from . import schema as S
+from .schema import (AUGMENT_ID, CONDITION, CONDITIONER, DATA, DEQUANTIZE_ID, DROPPED, FACTORED, FINAL, INPUT, KEPT,
+                     MODEL, OUT, PARAMS, PRIOR_ID, Q_BASE, SAMPLE, EdgeInfo, GraphInfo, NodeInfo, QParts)
 
 
 class BuildStop(Exception):
@@ -47,7 +40,7 @@ class BuildStop(Exception):
 class _Cursor:
     node: str
     shape: Shape
-    port: str = "out"
+    port: str = OUT
     bits: int | None = None  # the bit depth while the tensor still holds integer data
 
 
@@ -59,17 +52,20 @@ class Builder:
     _order: int = 0
 
     # ------------------------------------------------------------------ primitives
-    def _add(self, nid: str, **attrs) -> str:
+    def _add(self, nid: str, **fields) -> str:
+        """Add a node with the record made of ``fields`` (the fields of :class:`~.schema.NodeInfo`
+        but its ``order``, which is the insertion order); returns its id, made unique."""
         if nid in self.g:
             i = 2
             while f"{nid}#{i}" in self.g:
                 i += 1
             nid = f"{nid}#{i}"
-        attrs.setdefault("params", 0)
-        attrs.setdefault("macs", 0)
-        self.g.add_node(nid, order=self._order, **attrs)
+        S.add_node(self.g, nid, NodeInfo(order=self._order, **fields))
         self._order += 1
         return nid
+
+    def _edge(self, u: str, v: str, kind: str, shape: Shape, **fields) -> None:
+        S.add_edge(self.g, u, v, EdgeInfo(kind=kind, shape=shape, **fields))
 
     def _fail(self, message: str, call: OpCall | None, label: str) -> None:
         self.diag.error(message, call.loc if call is not None else None, node=label)
@@ -91,8 +87,9 @@ class Builder:
     # ------------------------------------------------------------------ ops
     def op(self, call: OpCall, cur: _Cursor, label: str, chain: str, group: str, unit: str,
            env: OpEnv = OpEnv(), allowed=(BIJECTION, DROP), reads: list[_Cursor] | None = None,
-           nid: str | None = None) -> _Cursor:
-        """Add one op (its conditioner nets and q-networks) after ``cur``; returns the new cursor."""
+           nid: str | None = None, block: tuple[int, int] | None = None) -> _Cursor:
+        """Add one op (its conditioner nets and q-networks) after ``cur``; returns the new cursor.
+        ``block``: (block, unit) of a step inside a block (the audit derives g's allowed reads from it)."""
         op = call.definition
         name = f"{label}: {call.op}" if label else call.op
         if op.role not in allowed:
@@ -107,12 +104,13 @@ class Builder:
             self._fail(f"output shape {fmt(shape_out)} has an empty side", call, name)
         params = self._shape(lambda: op.params(a, cur.shape, env), call, name)
         macs = self._shape(lambda: op.macs(a, cur.shape, env), call, name)
-        nid = self._add(nid or f"{chain}/{self._order:04d} {call.op}", label=name, op=call.op, call=call,
+        nid = self._add(nid or S.step_id(chain, self._order, call.op), label=name, op=call.op, call=call,
                         role=op.role, chain=chain, group=group, unit=unit, shape_in=cur.shape, shape_out=shape_out,
                         params=params, macs=macs, env=env, loc=call.loc, reads=())
-        self.g.add_edge(cur.node, nid, kind="data", shape=cur.shape, port=cur.port)
+        self._edge(cur.node, nid, DATA, cur.shape, port=cur.port)
         nets = self._shape(lambda: op.nets(a, cur.shape, env), call, name)
         own_params = params
+        late = dict(block=block)  # what the record learns once its nets are counted
         for slot, (net_call, io) in nets.items():
             net = net_call.definition
             nname = f"{name} / {slot}: {net_call.op}"
@@ -125,48 +123,45 @@ class Builder:
             macs -= nm
             out_shape = (io.c_out, io.h, io.w) if io.h else (io.c_out,)
             in_shape = (io.c_in, io.h, io.w) if io.h else (io.c_in,)
-            kid = self._add(f"{nid}/{slot}", label=nname, op=net_call.op, call=net_call, role=CONDITIONER,
+            kid = self._add(S.net_id(nid, slot), label=nname, op=net_call.op, call=net_call, role=CONDITIONER,
                             chain=chain, group=group, unit=unit, shape_in=in_shape, shape_out=out_shape,
                             params=np_, macs=nm, io=io, owner=nid, slot=slot, loc=net_call.loc)
             if op.role == AUGMENT and reads is not None:
-                self.g.nodes[nid]["reads"] = tuple(r.node for r in reads)
+                late["reads"] = tuple(r.node for r in reads)
                 for r in reads:
-                    self.g.add_edge(r.node, kid, kind="condition", shape=r.shape, port=r.port,
-                                    part=Read(r.node, r.port, Region.whole(r.shape)))
+                    self._edge(r.node, kid, CONDITION, r.shape, port=r.port,
+                               part=Read(r.node, r.port, Region.whole(r.shape)))
             else:
-                self.g.add_edge(cur.node, kid, kind="condition", shape=in_shape, port=cur.port,
-                                part=Read(cur.node, cur.port, op.reads(a, cur.shape)))
+                self._edge(cur.node, kid, CONDITION, in_shape, port=cur.port,
+                           part=Read(cur.node, cur.port, op.reads(a, cur.shape)))
             if io.context and env.context is not None and self._context_node is not None and op.role != AUGMENT:
-                self.g.add_edge(self._context_node, kid, kind="context", shape=env.context)
-            self.g.add_edge(kid, nid, kind="params", shape=out_shape)
-        self.g.nodes[nid]["params"] = own_params
-        self.g.nodes[nid]["macs"] = macs
-        self.g.nodes[nid]["params_total"] = params
+                self._edge(self._context_node, kid, S.CONTEXT, env.context)
+            self._edge(kid, nid, PARAMS, out_shape)
+        S.update_node(self.g, nid, params=own_params, macs=macs, params_total=params, **late)
         for slot, (q, target, qgroup) in self._shape(lambda: op.qnets(a, cur.shape, env), call, name).items():
             parts = self.qflow(q, target, cur, qgroup)
-            self.g.add_edge(parts["flow"][-1] if parts["flow"] else parts["base"], nid, kind="sample",
-                            shape=target, slot=slot, **parts)
+            self._edge(parts.last, nid, SAMPLE, target, slot=slot, q=parts)
         if op.role == AUGMENT:
-            self.g.nodes[nid]["added"] = self._shape(lambda: op.dims_added(a, cur.shape, env), call, name)
+            S.update_node(self.g, nid, added=self._shape(lambda: op.dims_added(a, cur.shape, env), call, name))
         out = _Cursor(nid, shape_out)
         if op.role == DROP:
             dropped = numel(cur.shape) - numel(shape_out)
-            pid = self._add(f"{nid}/prior", label=f"{name} / dropped", op=op.dropped_density(a), role=PRIOR,
-                            chain=chain,
-                            group=group, unit=unit, shape_in=(dropped,), shape_out=(dropped,), dims=dropped)
-            self.g.add_edge(nid, pid, kind="data", shape=(dropped,), port="dropped")
-            self.g.nodes[nid]["dropped"] = dropped
-            out.port = "kept"
+            pid = self._add(S.factored_prior_id(nid), label=f"{name} / dropped", op=op.dropped_density(a),
+                            role=PRIOR, chain=chain, group=group, unit=unit, shape_in=(dropped,),
+                            shape_out=(dropped,), dims=dropped, density=FACTORED)
+            self._edge(nid, pid, DATA, (dropped,), port=DROPPED)
+            S.update_node(self.g, nid, dropped=dropped)
+            out.port = KEPT
         return out
 
     _context_node: str | None = None
     _work: int = 0
 
     # ------------------------------------------------------------------ q-networks
-    def qflow(self, q: QFlow, target: Shape, given: _Cursor, group: str) -> dict:
+    def qflow(self, q: QFlow, target: Shape, given: _Cursor, group: str) -> QParts:
         """Build q-network ``q`` producing a sample of shape ``target``, conditioned on ``given``;
         returns its parts as node ids: ``context`` (or None), ``base``, ``flow`` (in order)."""
-        chain = f"q:{q.name}"
+        chain = S.q_chain(q.name)
         label = f"q {q.name}"
         # the flow is written noise -> sample; infer the noise shape backwards
         shape = target
@@ -184,23 +179,23 @@ class Builder:
             if cop.role != CONTEXT:
                 self._fail(_misplaced(c.op, cop.role, (CONTEXT,)), c, f"{label} context")
             ctx_shape = self._shape(lambda: cop.out_shape(c.args, given.shape, OpEnv()), c, f"{label} context")
-            cid = self._add(f"{chain}/context", label=f"{label} / context: {c.op}", op=c.op, call=c, role=CONTEXT,
+            cid = self._add(S.q_part_id(chain, "context"), label=f"{label} / context: {c.op}", op=c.op, call=c, role=CONTEXT,
                             chain=chain, group=group, unit=label, shape_in=given.shape, shape_out=ctx_shape,
                             params=self._shape(lambda: cop.params(c.args, given.shape, OpEnv()), c,
                                                f"{label} context"),
                             macs=self._shape(lambda: cop.macs(c.args, given.shape, OpEnv()), c, f"{label} context"),
                             loc=c.loc, bits=given.bits)
-            self.g.add_edge(given.node, cid, kind="condition", shape=given.shape, port=given.port,
-                            part=Read(given.node, given.port, Region.whole(given.shape)))
+            self._edge(given.node, cid, CONDITION, given.shape, port=given.port,
+                       part=Read(given.node, given.port, Region.whole(given.shape)))
             self._context_node = cid
         base = q.base
         bop = base.definition
         if bop.role != PRIOR:
             self._fail(_misplaced(base.op, bop.role, (PRIOR,)), base, f"{label} base")
-        bid = self._add(f"{chain}/base", label=f"{label} / base: {base.op}", op=base.op, call=base, role=PRIOR,
+        bid = self._add(S.q_part_id(chain, "base"), label=f"{label} / base: {base.op}", op=base.op, call=base, role=PRIOR,
                         chain=chain, group=group, unit=label, shape_in=shape, shape_out=shape,
                         params=self._shape(lambda: bop.params(base.args, shape, OpEnv()), base, f"{label} base"),
-                        dims=numel(shape), loc=base.loc, base=True)
+                        dims=numel(shape), loc=base.loc, density=Q_BASE)
         cur = _Cursor(bid, shape)
         env = OpEnv(context=ctx_shape)
         flow = []
@@ -210,25 +205,26 @@ class Builder:
         self._context_node = saved
         if cur.shape != target:  # pragma: no cover - guaranteed by the backward inference
             self._fail(f"q '{q.name}' produces {fmt(cur.shape)} but {fmt(target)} is needed", None, label)
-        return {"context": cid, "base": bid, "flow": tuple(flow)}
+        return QParts(context=cid, base=bid, flow=tuple(flow))
 
     # ------------------------------------------------------------------ the model
     def build(self) -> nx.DiGraph:
         spec = self.spec
         g = self.g
-        g.graph.update(name=spec.name, file=spec.file, data_shape=spec.data.shape, bits=spec.data.bits)
+        info = GraphInfo(name=spec.name, file=spec.file, data_shape=spec.data.shape, bits=spec.data.bits)
+        S.set_graph_info(g, info)
         try:
             self._build_main()
         except BuildStop:
-            g.graph["complete"] = False
+            pass  # complete stays False
         else:
-            g.graph["complete"] = True
+            S.set_graph_info(g, replace(info, complete=True))
         return g
 
     def _build_main(self) -> None:
         spec = self.spec
         shape = tuple(spec.data.shape)
-        iid = self._add(INPUT, label="input x", op=INPUT, role=INPUT, chain="p", group="flow", unit=INPUT,
+        iid = self._add(INPUT, label="input x", op=INPUT, role=INPUT, chain=MODEL, group="flow", unit=INPUT,
                         shape_in=shape, shape_out=shape)
         cur = _Cursor(iid, shape, bits=spec.data.bits)
         dq = spec.dequantize
@@ -239,10 +235,10 @@ class Builder:
         if dq is None and spec.data.bits is not None:
             dq = default_dequantizer()
         if dq is not None:
-            cur = self.op(dq, cur, "dequantize", "p", "dequantizer", "dequantize", OpEnv(bits=spec.data.bits),
-                          allowed=(DEQUANTIZER,), nid="p/dequantize")
+            cur = self.op(dq, cur, "dequantize", MODEL, "dequantizer", "dequantize", OpEnv(bits=spec.data.bits),
+                          allowed=(DEQUANTIZER,), nid=DEQUANTIZE_ID)
             for i, call in enumerate(getattr(dq.args, "then", ())):
-                cur = self.op(call, cur, f"dequantize, then {i + 1}", "p", "flow", "dequantize",
+                cur = self.op(call, cur, f"dequantize, then {i + 1}", MODEL, "flow", "dequantize",
                               allowed=(BIJECTION,))
         aug = spec.augment
         if aug is not None:
@@ -250,23 +246,23 @@ class Builder:
             if op.role != AUGMENT or op.site != AUGMENT_AT_INPUT:
                 self._fail(f"'augment:' takes {_calls(AUGMENT_AT_INPUT)}; {_plain(AUGMENT_AT_BLOCK)} belongs in a block",
                            aug, "augment")
-            cur = self.op(aug, cur, "augment", "p", "flow", "augment", allowed=(AUGMENT,), nid="p/augment")
+            cur = self.op(aug, cur, "augment", MODEL, "flow", "augment", allowed=(AUGMENT,), nid=AUGMENT_ID)
         blocks = 0
         for i, call in enumerate(spec.stages):
             if call.definition.role == COMPOSITE:
                 blocks += 1
                 cur = self._block(call, cur, blocks)
             else:
-                cur = self.op(call, cur, f"stage {i + 1}", "p", "flow", f"stage {i + 1}: {call.op}")
+                cur = self.op(call, cur, f"stage {i + 1}", MODEL, "flow", f"stage {i + 1}: {call.op}")
         prior = spec.prior
         pop = prior.definition
         if pop.role != PRIOR:
             self._fail(_misplaced(prior.op, pop.role, (PRIOR,)), prior, "prior")
-        pid = self._add("p/prior", label=f"prior: {prior.op}", op=prior.op, call=prior, role=PRIOR, chain="p",
+        pid = self._add(PRIOR_ID, label=f"prior: {prior.op}", op=prior.op, call=prior, role=PRIOR, chain=MODEL,
                         group="flow", unit="prior", shape_in=cur.shape, shape_out=cur.shape,
                         params=self._shape(lambda: pop.params(prior.args, cur.shape, OpEnv()), prior, "prior"),
-                        dims=numel(cur.shape), loc=prior.loc, reads=())
-        self.g.add_edge(cur.node, pid, kind="data", shape=cur.shape, port=cur.port)
+                        dims=numel(cur.shape), loc=prior.loc, density=FINAL)
+        self._edge(cur.node, pid, DATA, cur.shape, port=cur.port)
 
     def _block(self, call: OpCall, cur: _Cursor, b: int) -> _Cursor:
         a = call.args
@@ -283,8 +279,7 @@ class Builder:
         for u in range(a.units):
             unit = f"block {b}, unit {u + 1}"
             for m, mcall in enumerate(a.modules):
-                cur = self.op(mcall, cur, f"{unit}, module {m + 1}", "p", "flow", unit)
-                self.g.nodes[cur.node]["block"] = (b, u + 1)  # the audit derives g's allowed reads from it
+                cur = self.op(mcall, cur, f"{unit}, module {m + 1}", MODEL, "flow", unit, block=(b, u + 1))
             if u < a.units - 1 and a.augment is not None:
                 aug = a.augment
                 if aug.definition.role != AUGMENT or aug.definition.site != AUGMENT_AT_BLOCK:
@@ -297,11 +292,10 @@ class Builder:
                 ctx = (sum(r.shape[0] for r in reads), *cur.shape[1:])
                 env = OpEnv(context=ctx)
                 outs.append(cur)
-                cur = self.op(aug, cur, f"{unit}, cross-unit coupling", "p", "flow", unit, env,
-                              allowed=(AUGMENT,), reads=reads)
+                cur = self.op(aug, cur, f"{unit}, cross-unit coupling", MODEL, "flow", unit, env,
+                              allowed=(AUGMENT,), reads=reads, block=(b, u + 1))
             else:
                 outs.append(cur)
-            self.g.nodes[cur.node]["block"] = (b, u + 1)  # the unit's cross-unit coupling, if it has one
         return cur
 
 
@@ -355,7 +349,7 @@ def step_path(g: nx.DiGraph, source: str = INPUT) -> list[str]:
     (not included), following each drop's kept output, down to the prior."""
     path, n = [], source
     while True:
-        nxt = [v for _, v, e in g.out_edges(n, data=True) if e["kind"] == "data" and e.get("port") != "dropped"]
+        nxt = [v for v, e in S.out_edges(g, n, DATA) if e.port != DROPPED]
         if not nxt:
             return path
         n = nxt[0]
@@ -364,8 +358,7 @@ def step_path(g: nx.DiGraph, source: str = INPUT) -> list[str]:
 
 def data_chain(g: nx.DiGraph, chain: str) -> list[str]:
     """The nodes of ``chain`` that transform data, in execution order."""
-    return sorted((n for n, d in g.nodes(data=True) if d.get("chain") == chain and d["role"] not in
-                   (CONDITIONER, CONTEXT)), key=lambda n: g.nodes[n]["order"])
+    return [n for n, d in S.nodes(g) if d.chain == chain and not d.is_net]
 
 
-__all__ = ["build", "Builder", "data_chain", "step_path", "INPUT", "CONDITIONER", "SpecError", "Loc"]
+__all__ = ["build", "Builder", "data_chain", "step_path", "SpecError", "Loc"]

@@ -7,6 +7,9 @@
 * dimension bookkeeping: data dims + every augmented dim = every dim handed to a prior,
   stage by stage, from the shapes on the graph (not from the formulas that made them);
 * cost: parameters and multiply-accumulates per node, in total and by group.
+
+:func:`check_graph` builds the report of a built graph; the one load -> build -> check
+pipeline that calls it is :func:`augflow_dsl.graph.pipeline.analyze`.
 """
 from __future__ import annotations
 
@@ -18,10 +21,11 @@ from pydantic import BaseModel, Field
 from ..errors import Source, SpecError
 from ..ops.registry import AUGMENT, CONTEXT, DEQUANTIZER, DROP, PRIOR
 from ..ops.shapes import numel
-from ..language.load import load
 from ..language.models import Spec
+from . import schema as S
 from .audit import PROPERTIES, audit_graph
-from .builder import CONDITIONER, INPUT, build, data_chain
+from .builder import data_chain
+from .schema import CONDITIONER, FACTORED, FINAL, INPUT, MODEL
 
 
 class Parameters(BaseModel):
@@ -92,9 +96,6 @@ class CheckReport(BaseModel):
     warnings: list[dict[str, Any]] = Field(default_factory=list)
     proved: list[Proved] = Field(default_factory=list)
 
-    def summary_json(self) -> dict:
-        return self.model_dump()
-
 
 class UnitRow(BaseModel):
     """One unit (or stage, or q-network) of a report: what ``check --summary`` and ``compile`` print."""
@@ -129,66 +130,65 @@ def units(report: "CheckReport") -> list[UnitRow]:
 def audit(g: nx.DiGraph) -> list[str]:
     """The audit's findings on a complete graph, each message opening with the node's label and
     a colon (graph/audit.py holds the properties)."""
-    found, _ = audit_graph(g, data_chain(g, "p"))
+    found, _ = audit_graph(g, data_chain(g, MODEL))
     return [str(f) for f in found]
 
 
 def dims_table(g: nx.DiGraph) -> tuple[Dims, list[StageDims], dict[str, tuple[int, int]]]:
     """Stage-by-stage dims of the model chain, read off the graph's shapes."""
-    p_nodes = sorted((n for n, d in g.nodes(data=True)
-                      if (d["chain"] == "p" and d["role"] != CONDITIONER and not n.endswith("/prior"))
-                      or n == "p/prior"),
-                     key=lambda n: g.nodes[n]["order"])
-    data = numel(g.graph["data_shape"])
+    p_nodes = [(n, d) for n, d in S.nodes(g)
+               if (d.chain == MODEL and d.role != CONDITIONER and d.density != FACTORED) or d.density == FINAL]
+    data = numel(S.graph_info(g).data_shape)
     stages: dict[str, StageDims] = {}
     aug = drop = 0
     per_node: dict[str, tuple[int, int]] = {}
     final = 0
-    for n in p_nodes:
-        d = g.nodes[n]
-        if d["role"] in (INPUT, DEQUANTIZER):
+    for n, d in p_nodes:
+        if d.role in (INPUT, DEQUANTIZER):
             continue
-        if d["role"] == PRIOR:
-            final = numel(d["shape_in"])
+        if d.role == PRIOR:
+            final = numel(d.shape_in)
             continue
-        unit = d["unit"]
+        unit = d.unit
         row = stages.get(unit)
         if row is None:
-            row = stages[unit] = StageDims(unit=unit, dims_in=numel(d["shape_in"]), augmented=0, dropped=0,
+            row = stages[unit] = StageDims(unit=unit, dims_in=numel(d.shape_in), augmented=0, dropped=0,
                                            dims_out=0)
-        if d["role"] == AUGMENT:
-            added = numel(d["shape_out"]) - numel(d["shape_in"])
+        if d.role == AUGMENT:
+            added = numel(d.shape_out) - numel(d.shape_in)
             aug += added
             row.augmented += added
-        if d["role"] == DROP:
-            dropped = numel(d["shape_in"]) - numel(d["shape_out"])
+        if d.role == DROP:
+            dropped = numel(d.shape_in) - numel(d.shape_out)
             drop += dropped
             row.dropped += dropped
-        row.dims_out = numel(d["shape_out"])
+        row.dims_out = numel(d.shape_out)
         per_node[n] = (aug, drop)
     return Dims(data=data, augmented=aug, prior=drop + final), list(stages.values()), per_node
 
 
 def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
+    """The report of ``spec``'s built graph ``g`` (``diag``: the build's diagnostics)."""
     errors = list(diag.errors)
     props: dict[int, str] = {}  # id(error) -> the audit property it violates
     report = CheckReport(name=spec.name, file=spec.file, valid=False)
     for w in list(spec.warnings) + list(diag.warnings):
         w.with_source(Source(spec.text, spec.file))
         report.warnings.append(w.to_dict() | {"text": str(w)})
-    if g.graph.get("complete"):
+    nodes = S.nodes(g)
+    if S.graph_info(g).complete:
         # labels themselves hold ": " ("stage 3: mixture_coupling"): match the longest label a message opens with
         locs = {}
-        for _, d in g.nodes(data=True):  # a default net (cross_unit's g) is located at its owner
-            locs.setdefault(d["label"], d.get("loc") or (g.nodes[d["owner"]].get("loc") if "owner" in d else None))
-        found, covered = audit_graph(g, data_chain(g, "p"))
+        for _, d in nodes:  # a default net (cross_unit's g) is located at its owner
+            locs.setdefault(d.label, d.loc or (S.node(g, d.owner).loc if d.owner is not None else None))
+        found, covered = audit_graph(g, data_chain(g, MODEL))
         for f in found:
             errors.append(SpecError(f.message, locs.get(f.node), node=f.node))
             props[id(errors[-1])] = f.prop
         failed = {f.prop for f in found}
         dims, stages, per_node = dims_table(g)
         report.dims, report.stages = dims, stages
-        declared = sum(d.get("added", 0) for _, d in g.nodes(data=True) if d["role"] == AUGMENT and d["chain"] == "p")
+        declared = sum(d.added for _, d in nodes if d.role == AUGMENT and d.chain == MODEL)
         if declared != dims.augmented:
             errors.append(SpecError(f"augment points declare {declared} added dims but their shapes add "
                                     f"{dims.augmented}"))
@@ -204,18 +204,18 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
                              for p in PROPERTIES if p.id not in failed]
     else:
         per_node = {}
-        report.dims.data = numel(g.graph["data_shape"])  # the rest is unknown after a shape error
+        report.dims.data = numel(S.graph_info(g).data_shape)  # the rest is unknown after a shape error
         report.complete = False
     params = Parameters()
     macs = 0
-    for n, d in sorted(g.nodes(data=True), key=lambda kv: kv[1]["order"]):
-        setattr(params, d["group"], getattr(params, d["group"]) + d["params"])
-        macs += d["macs"]
+    for n, d in nodes:
+        setattr(params, d.group, getattr(params, d.group) + d.params)
+        macs += d.macs
         aug_so_far, dropped = per_node.get(n, (0, 0))
-        report.nodes.append(NodeRow(id=n, label=d["label"], op=d["op"], role=d["role"], group=d["group"],
-                                    unit=d["unit"], shape_in=list(d["shape_in"]), shape_out=list(d["shape_out"]),
-                                    params=d["params"], macs=d["macs"], augmented_so_far=aug_so_far,
-                                    dropped=d.get("dropped", 0)))
+        report.nodes.append(NodeRow(id=n, label=d.label, op=d.op, role=d.role, group=d.group,
+                                    unit=d.unit, shape_in=list(d.shape_in), shape_out=list(d.shape_out),
+                                    params=d.params, macs=d.macs, augmented_so_far=aug_so_far,
+                                    dropped=d.dropped))
     params.total = params.flow + params.q + params.dequantizer
     report.parameters, report.macs = params, macs
     for e in errors:
@@ -223,16 +223,3 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
         report.errors.append(e.to_dict() | {"text": str(e)} | ({"property": props[id(e)]} if id(e) in props else {}))
     report.valid = not errors
     return report
-
-
-def check(spec: Spec | str, overrides=None) -> CheckReport:
-    """Load (if given a path), build and audit; never raises for a bad spec."""
-    if not isinstance(spec, Spec):
-        try:
-            spec = load(spec, overrides)
-        except SpecError as e:  # the spec did not load: no graph, so the report is not complete
-            from ..errors import all_errors
-            return CheckReport(name=str(spec), file=str(spec), valid=False, complete=False,
-                               errors=[x.to_dict() | {"text": str(x)} for x in all_errors(e)])
-    g, diag = build(spec)
-    return check_graph(spec, g, diag)

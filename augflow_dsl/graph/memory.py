@@ -1,5 +1,6 @@
-"""A static plan of peak training memory: ``augflow-dsl check SPEC --memory --batch N``. Pure
-Python, no torch: everything comes from the graph and the ops' memory rules.
+"""A static estimate of peak training memory: ``augflow-dsl check SPEC --memory --batch N`` (the
+command, its printing: :mod:`augflow_dsl.cli.memory`). Pure Python, no torch: everything comes
+from the graph and the ops' memory rules.
 
 The model is one steady-state step of the training runtime (runtime/train.py), in its order:
 forward, ``zero_grad(set_to_none=True)``, backward, gradient norm and clip, optimizer step, EMA
@@ -31,11 +32,8 @@ peaks on CPU (examples/bench_memory_plan.py, docs/memory.md).
 """
 from __future__ import annotations
 
-import json
 import re
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import networkx as nx
@@ -46,10 +44,12 @@ from ..ops.net_descriptions import Kept, Precision
 from ..ops.registry import MemoryIn, OpEnv
 from ..ops.shapes import numel
 from ..language.evaluate import split_overrides
-from ..language.load import load
 from ..language.models import Spec, TrainSpec
-from .builder import INPUT, build, step_path
-from .check import CheckReport, check_graph
+from . import schema as S
+from .builder import step_path
+from .check import CheckReport
+from .pipeline import analyze
+from .schema import INPUT, PARAMS, SAMPLE, EdgeInfo
 
 PRECISIONS: dict[str, Precision] = {"fp32": Precision(4, 4, 4), "bf16": Precision(4, 2, 4),
                                     "bf16-cpu": Precision(4, 2, 2)}  # CPU autocast: exp, norms, softmax in bf16
@@ -58,11 +58,11 @@ PARAM_BYTES = 4  # parameters, gradients and optimizer state stay float32 (autoc
 
 
 # ----------------------------------------------------------------------------------------------
-# the plan
+# the estimate
 # ----------------------------------------------------------------------------------------------
 
 class UnitMemory(BaseModel):
-    """One unit (or q-network) of the plan, in forward order; bytes at the plan's batch."""
+    """One unit (or q-network) of the estimate, in forward order; bytes at the estimate's batch."""
 
     unit: str
     activations: int = 0     # kept for the backward by the unit's steps
@@ -77,7 +77,7 @@ class FitAnswer(BaseModel):
     peak: int                # the estimated peak at that batch (at batch 1 when none fits)
 
 
-class MemoryPlan(BaseModel):
+class MemoryEstimate(BaseModel):
     """What ``check --memory`` reports; ``--json`` prints this model (bytes throughout)."""
 
     name: str
@@ -145,41 +145,40 @@ class _Walk:
     def nets(self, node: str) -> dict[str, Kept]:
         """What each conditioner net of ``node`` keeps; their own tensors join the node's unit."""
         out = {}
-        for u, _, e in self.g.in_edges(node, data=True):
-            if e["kind"] != "params":
-                continue
-            d = self.g.nodes[u]
-            k = d["call"].definition.net_memory(d["call"].args, d["io"], self.p)
-            self.add(self.g.nodes[node]["unit"], Kept(k.out, own=k.own, fixed=k.fixed))
-            out[d["slot"]] = k
+        unit = S.node(self.g, node).unit
+        for u, _ in S.in_edges(self.g, node, PARAMS):
+            d = S.node(self.g, u)
+            k = d.call.definition.net_memory(d.call.args, d.io, self.p)
+            self.add(unit, Kept(k.out, own=k.own, fixed=k.fixed))
+            out[d.slot] = k
         return out
 
     def step(self, node: str, x: _Tensor, outputs: dict[str, _Tensor], base: bool = False) -> _Tensor:
         """One step of a chain reading ``x``; returns its output tensor."""
-        d = self.g.nodes[node]
-        unit = d["unit"]
-        qnets = [e for _, _, e in self.g.in_edges(node, data=True) if e["kind"] == "sample"]
+        d = S.node(self.g, node)
+        unit = d.unit
+        qnets = [e for _, e in S.in_edges(self.g, node, SAMPLE)]
         for e in qnets:  # q-networks run inside the step, first
             self.qnet(e, x)
-        call = d["call"]
-        if not (x.grad or qnets or d.get("params_total", d.get("params", 0))):
+        call = d.call
+        if not (x.grad or qnets or d.params_total or d.params):
             # nothing before it needs a gradient and it has no parameters: autograd keeps nothing
-            k = call.definition.memory(call.args, tuple(d["shape_in"]), d.get("env") or OpEnv(),
+            k = call.definition.memory(call.args, tuple(d.shape_in), d.env or OpEnv(),
                                        MemoryIn(self.p, {}, base))
             self.add(unit, Kept(k.out))
             return x if k.passes_input else self.tensor(k.out.bytes, unit, grad=False)
         nets = self.nets(node)
-        k = call.definition.memory(call.args, tuple(d["shape_in"]), d.get("env") or OpEnv(),
+        k = call.definition.memory(call.args, tuple(d.shape_in), d.env or OpEnv(),
                                    MemoryIn(self.p, nets, base))
         self.add(unit, k)
         if k.input:
             x.kept = True
-        reads = d.get("reads", ())
+        reads = d.reads
         if k.context and reads:
-            if len(reads) == 1:  # the plan hands the one tensor itself (compiler/model.py)
+            if len(reads) == 1:  # the compiled step plan hands the one tensor itself (compiler/model.py)
                 outputs[reads[0]].kept = True
             else:  # cat of the tensors it reads: a new tensor
-                ctx = sum(numel(self.g.nodes[r]["shape_out"]) for r in reads) * self.p.flow
+                ctx = sum(numel(S.node(self.g, r).shape_out) for r in reads) * self.p.flow
                 self.add(unit, Kept(k.out, own=ctx))
         if k.passes_input:
             return x
@@ -187,19 +186,19 @@ class _Walk:
             return self.tensor(0, unit)
         return self.tensor(k.out.bytes, unit, k.output)
 
-    def qnet(self, edge: dict, given: _Tensor) -> None:
-        """A q-network sampling inside a step: its context net reads the step's input, its base
-        draws, its flow runs from the base's sample."""
-        g = self.g
-        if edge["context"] is not None:
-            d = g.nodes[edge["context"]]
-            call = d["call"]
-            k = call.definition.memory(call.args, tuple(d["shape_in"]), OpEnv(), MemoryIn(self.p))
-            self.add(d["unit"], k)
+    def qnet(self, edge: EdgeInfo, given: _Tensor) -> None:
+        """A q-network sampling inside a step (``edge``: its sample edge): its context net reads
+        the step's input, its base draws, its flow runs from the base's sample."""
+        g, q = self.g, edge.q
+        if q.context is not None:
+            d = S.node(g, q.context)
+            call = d.call
+            k = call.definition.memory(call.args, tuple(d.shape_in), OpEnv(), MemoryIn(self.p))
+            self.add(d.unit, k)
             if k.input:
                 given.kept = True
-        cur = self.step(edge["base"], self.tensor(0, g.nodes[edge["base"]]["unit"], grad=False), {}, base=True)
-        for n in edge["flow"]:
+        cur = self.step(q.base, self.tensor(0, S.node(g, q.base).unit, grad=False), {}, base=True)
+        for n in q.flow:
             cur = self.step(n, cur, {})
 
     def run(self) -> list[tuple[str, _Unit]]:
@@ -221,7 +220,7 @@ class _Walk:
 
 @dataclass(frozen=True)
 class _Model:
-    """What the plan needs of a checked spec."""
+    """What the estimate needs of a checked spec."""
 
     spec: Spec
     g: nx.DiGraph
@@ -237,14 +236,12 @@ class _Model:
 
 def _load(spec: Spec | str, overrides=None) -> _Model:
     """Load (a path) with ``overrides`` (``NAME=VALUE`` strings or a mapping; ``train.KEY=VALUE``
-    changes the ``train:`` block) and build; raises SpecError for a spec that does not load or check."""
+    changes the ``train:`` block), build and check (:func:`~.pipeline.analyze`); raises SpecError
+    for a spec that does not load (the loader's own error) or check."""
     variables, train_over = split_overrides(overrides)
-    if not isinstance(spec, Spec):
-        spec = load(spec, variables)
-    g, diag = build(spec)
-    report = check_graph(spec, g, diag)
-    if not report.valid:
-        raise SpecError(f"{spec.file}: the spec is not valid, so there is no memory plan: {report.errors[0]['text']}")
+    a = analyze(spec, variables)
+    spec, g, report = a.spec, a.graph, a.report
+    a.raise_if_invalid(f"{spec.file if spec else ''}: the spec is not valid, so there is no memory estimate")
     try:
         train = spec.train.merged(train_over)
     except ValueError as e:  # an unknown or ill-typed train.* key
@@ -252,9 +249,9 @@ def _load(spec: Spec | str, overrides=None) -> _Model:
     return _Model(spec, g, report, train)
 
 
-def plan(spec: Spec | str, batch: int | None = None, precision: str = "fp32", overrides=None,
-         fit: int | None = None) -> MemoryPlan:
-    """The memory plan of ``spec`` (a Spec or a path) at ``batch`` (default: its ``train.batch``);
+def estimate(spec: Spec | str, batch: int | None = None, precision: str = "fp32", overrides=None,
+             fit: int | None = None) -> MemoryEstimate:
+    """The memory estimate of ``spec`` (a Spec or a path) at ``batch`` (default: its ``train.batch``);
     ``fit``: a budget in bytes, answered with the largest batch whose estimated peak fits."""
     m = _load(spec, overrides)
     if precision not in PRECISIONS:  # bf16-cpu: CPU's autocast op lists (tests, benchmarks)
@@ -262,13 +259,13 @@ def plan(spec: Spec | str, batch: int | None = None, precision: str = "fp32", ov
     batch = m.train.batch if batch is None else batch
     if batch < 1:
         raise ValueError(f"batch must be at least 1; got {batch}")
-    out = _plan(m, batch, precision)
+    out = _estimate(m, batch, precision)
     if fit is not None:
         out.fit = _fit(m, precision, fit)
     return out
 
 
-def _plan(m: _Model, batch: int, precision: str) -> MemoryPlan:
+def _estimate(m: _Model, batch: int, precision: str) -> MemoryEstimate:
     units, total = [], 0
     for name, u in m.profile(precision):
         acts = u.per_example * batch + u.fixed
@@ -295,11 +292,11 @@ def _plan(m: _Model, batch: int, precision: str) -> MemoryPlan:
     step = static + params  # CUDA's foreach update: one parameter-sized temporary list
     if step > peak:
         peak, where, unit, transient = step, "optimizer step", last, step - static
-    return MemoryPlan(name=m.spec.name, file=m.spec.file, batch=batch, precision=precision,
-                      optimizer=m.train.optimizer, ema=ema, parameters=n_params, params=params, grads=params,
-                      optimizer_state=states * params, ema_copy=params if ema else 0, data=data, static=static,
-                      activations=total, transient=transient, peak=peak, peak_at=where, peak_unit=unit,
-                      units=units)
+    return MemoryEstimate(name=m.spec.name, file=m.spec.file, batch=batch, precision=precision,
+                          optimizer=m.train.optimizer, ema=ema, parameters=n_params, params=params, grads=params,
+                          optimizer_state=states * params, ema_copy=params if ema else 0, data=data, static=static,
+                          activations=total, transient=transient, peak=peak, peak_at=where, peak_unit=unit,
+                          units=units)
 
 
 def _unit_params(report: CheckReport) -> dict[str, int]:
@@ -312,7 +309,7 @@ def _unit_params(report: CheckReport) -> dict[str, int]:
 def _fit(m: _Model, precision: str, budget: int) -> FitAnswer:
     """The largest batch whose estimated peak is at most ``budget`` (the peak grows with the batch)."""
     def peak(n: int) -> int:
-        return _plan(m, n, precision).peak
+        return _estimate(m, n, precision).peak
 
     if peak(1) > budget:
         return FitAnswer(memory=budget, batch=0, peak=peak(1))
@@ -348,97 +345,3 @@ def parse_size(text: str) -> int:
     if value < 1:
         raise ValueError(f"'{text}' is less than one byte")
     return int(value)
-
-
-# ----------------------------------------------------------------------------------------------
-# the command
-# ----------------------------------------------------------------------------------------------
-
-def mib(n: int) -> str:
-    return f"{n / 2**20:,.1f} MiB"
-
-
-def size(n: int) -> str:
-    """Bytes in the largest binary unit that keeps the number at least 1."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:,.1f} {unit}"
-    return f"{n:,} B"
-
-
-def print_plan(pl: MemoryPlan, console) -> None:
-    """The plan as a table (one row per unit) and its totals."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=escape(f"{pl.name}  ({pl.file}): training memory at batch {pl.batch}, {pl.precision}"),
-                  header_style="bold")
-    for col in ("unit", "kept per example", "activations", "cumulative", "transient"):
-        table.add_column(col, justify="left" if col == "unit" else "right")
-    for u in pl.units:
-        mark = "  <- peak" if u.unit == pl.peak_unit and pl.peak_at != "optimizer step" else ""
-        table.add_row(escape(u.unit) + mark, size(u.per_example), mib(u.activations), mib(u.cumulative),
-                      mib(u.transient))
-    console.print(table)
-    ema = f"EMA copy {mib(pl.ema_copy)}" if pl.ema else "no EMA"
-    console.print(f"parameters {pl.parameters:,}: weights {mib(pl.params)}, gradients {mib(pl.grads)}, "
-                  f"{pl.optimizer} state {mib(pl.optimizer_state)}, {ema}, batch {mib(pl.data)}  = static "
-                  f"{mib(pl.static)}", soft_wrap=True)
-    transient = f"; transient at the peak: {mib(pl.transient)}" if pl.transient else ""
-    console.print(f"activations kept for the backward: {mib(pl.activations)}{transient}", soft_wrap=True)
-    where = pl.peak_at if pl.peak_at == "optimizer step" else f"{pl.peak_at}, {pl.peak_unit}"
-    console.print(f"estimated peak: [bold]{size(pl.peak)}[/bold] ({pl.peak:,} bytes), at {escape(where)}",
-                  soft_wrap=True)
-    if pl.fit is not None:
-        f = pl.fit
-        if f.batch:
-            console.print(f"fits {size(f.memory)}: batch up to [bold]{f.batch:,}[/bold] (estimated peak "
-                          f"{size(f.peak)})", soft_wrap=True)
-        else:
-            console.print(f"fits {size(f.memory)}: not even batch 1 (its estimated peak is {size(f.peak)})",
-                          soft_wrap=True)
-
-
-def cmd_memory(args) -> int:
-    """``check --memory``: one plan per spec (``--json``: one JSON array of plans). Exit 0, 1 for a
-    spec that does not load or check, 2 for a usage error."""
-    from ..cli import common as cli
-
-    out, err = cli.console(), cli.console(stderr=True)
-    if not args.memory:
-        flags = ", ".join(f"--{f}" for f in ("batch", "precision", "fit") if getattr(args, f) is not None)
-        err.print(f"error: {flags} belongs to the memory plan: add --memory "
-                  f"(augflow-dsl check SPEC --memory --batch N [--precision fp32|bf16] [--fit 80GiB])", markup=False)
-        return 2
-    if args.summary:
-        err.print("error: --summary and --memory are two different reports; give one", markup=False)
-        return 2
-    try:
-        budget = parse_size(args.fit) if args.fit is not None else None
-    except ValueError as e:
-        err.print(f"[red]error: --fit: {e}[/red]", markup=True)
-        return 2
-    missing = [path for path in args.spec if not Path(path).is_file()]
-    if missing:
-        for path in missing:
-            err.print(f"error: no such spec file: {path}", markup=False)
-        return 2
-    plans, worst = [], 0
-    for path in args.spec:
-        try:
-            pl = plan(path, args.batch, args.precision or "fp32", args.set, budget)
-        except SpecError as e:
-            err.print(str(e), markup=False, soft_wrap=True)
-            worst = 1
-            continue
-        plans.append(pl)
-        if not args.json:
-            print_plan(pl, out)
-    if args.json:
-        print(json.dumps([pl.model_dump() for pl in plans], separators=(",", ":")))
-    return worst
-
-
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - a convenience
-    from ..cli import main as cli_main
-    return cli_main(["check", "--memory", *(argv if argv is not None else sys.argv[1:])])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import networkx as nx
 
-from ..errors import Diagnostics, Source, SpecError, all_errors
+from ..errors import Diagnostics, SpecError, all_errors
 from ..language.load import load
 from ..language.models import Spec
 from .builder import build
@@ -18,27 +18,26 @@ from .check import CheckReport, check_graph
 @dataclass(frozen=True)
 class Analysis:
     """A spec, its graph and its report. ``spec`` and ``graph`` are None when the spec did not
-    load (the report then holds the load errors)."""
+    load; ``load_error`` then holds the loader's error and the report its messages."""
 
     spec: Spec | None
     graph: nx.DiGraph | None
     diagnostics: Diagnostics | None
     report: CheckReport
+    load_error: SpecError | None = None
 
     @property
     def valid(self) -> bool:
         return self.report.valid
 
-    def raise_if_invalid(self) -> Analysis:
-        """Raise the first error as a located :class:`SpecError` (with every other error
-        listed after it) unless the spec is valid; returns self."""
-        if self.valid:
-            return self
-        if self.spec is None or self.graph is None:
-            raise SpecError("\n".join(e.get("text") or e.get("message", "") for e in self.report.errors))
-        src = Source(self.spec.text, self.spec.file)
-        texts = [e.get("text") or e.get("message", "") for e in self.report.errors]
-        raise SpecError(texts[0] + ("" if len(texts) == 1 else "\n" + "\n".join(texts[1:])), None, src)
+    def raise_if_invalid(self, refusal: str = "the spec is not valid") -> Analysis:
+        """Returns self for a valid spec. Otherwise raises: the loader's own SpecError for a spec
+        that did not load, else a SpecError ``"<refusal>: <the first error, file:line:col>"``."""
+        if self.load_error is not None:
+            raise self.load_error
+        if not self.valid:
+            raise SpecError(f"{refusal}: {self.report.errors[0]['text']}")
+        return self
 
 
 def analyze(spec: Spec | str | Path, overrides=None) -> Analysis:
@@ -50,6 +49,6 @@ def analyze(spec: Spec | str | Path, overrides=None) -> Analysis:
         except SpecError as e:  # the spec did not load: no graph, so the report is not complete
             report = CheckReport(name=str(spec), file=str(spec), valid=False, complete=False,
                                  errors=[x.to_dict() | {"text": str(x)} for x in all_errors(e)])
-            return Analysis(None, None, None, report)
+            return Analysis(None, None, None, report, e)
     g, diag = build(spec)
     return Analysis(spec, g, diag, check_graph(spec, g, diag))

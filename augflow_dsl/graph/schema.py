@@ -17,6 +17,10 @@ Edges carry a tensor of ``shape`` and one of five kinds:
 * :data:`CONTEXT`: a q-network's context net feeds a conditioner;
 * :data:`SAMPLE`: a q-network hands its sample to a dequantizer or augment point; ``slot`` is
   the op's q slot and ``q`` the q-network's parts (:class:`QParts`).
+
+Records are frozen: a change is a new record (:func:`update_node`, :func:`update_edge`). What a
+pass derives from the graph is that pass's result, not an attribute: the supports the audit
+propagates are :class:`augflow_dsl.graph.support_audit.Supports`, by node id.
 """
 from __future__ import annotations
 
@@ -192,7 +196,7 @@ def nodes(g: nx.DiGraph) -> list[tuple[str, NodeInfo]]:
 
 def in_edges(g: nx.DiGraph, n: str, *kinds: str) -> Iterator[tuple[str, EdgeInfo]]:
     """(source, record) of ``n``'s in-edges, of ``kinds`` only when given."""
-    for u, _, d in g.in_edges(n, data=True):
+    for u, d in g.pred[n].items():  # what g.in_edges(n, data=True) walks, without building a view
         e = d[INFO]
         if not kinds or e.kind in kinds:
             yield u, e
@@ -200,7 +204,7 @@ def in_edges(g: nx.DiGraph, n: str, *kinds: str) -> Iterator[tuple[str, EdgeInfo
 
 def out_edges(g: nx.DiGraph, n: str, *kinds: str) -> Iterator[tuple[str, EdgeInfo]]:
     """(target, record) of ``n``'s out-edges, of ``kinds`` only when given."""
-    for _, v, d in g.out_edges(n, data=True):
+    for v, d in g.succ[n].items():
         e = d[INFO]
         if not kinds or e.kind in kinds:
             yield v, e
@@ -225,6 +229,13 @@ def update_node(g: nx.DiGraph, n: str, **changes) -> NodeInfo:
 
 def add_edge(g: nx.DiGraph, u: str, v: str, info: EdgeInfo) -> None:
     g.add_edge(u, v, **{INFO: info})
+
+
+def update_edge(g: nx.DiGraph, u: str, v: str, **changes) -> EdgeInfo:
+    """Replace edge ``(u, v)``'s record by a copy with ``changes`` (a hand-edited graph, tests)."""
+    info = replace(edge(g, u, v), **changes)
+    g.edges[u, v][INFO] = info
+    return info
 
 
 def set_graph_info(g: nx.DiGraph, info: GraphInfo) -> None:

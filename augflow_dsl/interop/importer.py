@@ -82,19 +82,12 @@ def import_checkpoint(kind: str, source: str | Path, spec_path: str | Path, sets
 
 
 def save_imported(imp: Imported, out: str | Path) -> None:
-    """Write ``imp`` as an augflow-dsl checkpoint (runtime/checkpoint.py's format)."""
-    from ..runtime.checkpoint import save_checkpoint, spec_hash
-    from ..runtime.train import versions
+    """Write ``imp`` as an augflow-dsl model file of kind "imported" (compiler/model_file.py)."""
+    from ..compiler.model_file import save_imported as write
 
     ema = None
     if imp.ema is not None:  # the layout of torch.optim.swa_utils.AveragedModel, as training writes it
         ema = {f"module.{k}": v for k, v in imp.ema.items()}
         ema["n_averaged"] = torch.tensor(1, dtype=torch.long)
-    train = imp.spec.train.model_dump() if getattr(imp.spec, "train", None) is not None else None
-    save_checkpoint(out, {
-        "spec_text": imp.spec.text, "spec_file": imp.spec.file, "spec_hash": spec_hash(imp.spec.text, imp.overrides),
-        "overrides": imp.overrides, "model": imp.state, "ema": ema, "optimizer": None, "step": 0, "epoch": 0,
-        "position": 0, "rng": None, "train": train, "best_bpd": None, "world_size": 1,
-        "versions": {k: str(v) for k, v in versions().items()},  # TorchVersion is not weights_only-loadable
-        "imported": {"kind": imp.kind, "from": imp.source, "tensors": imp.tensors},
-    })
+    write(out, imp.spec, imp.overrides, imp.state, ema,
+          imported={"kind": imp.kind, "from": imp.source, "tensors": imp.tensors})

@@ -371,13 +371,3 @@ def _dedent_loc(text: str) -> Loc:
             if indent != stack[-1]:
                 return Loc(i, indent + 1)
     return Loc(1, 1)
-
-
-def parse_file(path: str | Path) -> tuple[ast.Document, Source]:
-    p = Path(path)
-    data = p.read_bytes()
-    source = Source("", str(path))
-    text = _check_bytes(data, source)
-    doc = parse_text(text, str(path))
-    source.text = text[1:] if text.startswith("\ufeff") else text
-    return doc, source

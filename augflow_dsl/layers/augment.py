@@ -4,10 +4,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..ops import augment as op_defs
 from .base import Step, UsesNets, draw
 from .priors import normal_log_prob
+from .registry import implements
 
 
+@implements(op_defs.CrossUnit)
 class CrossUnit(UsesNets, Step):
     """DenseFlow cross-unit coupling (eq. 6-9): e' = mu + sigma * e, e ~ N(0, I),
     (mu, u) = g(context), log sigma = 2 tanh(u/2); y = cat(x, e'); the term
@@ -36,6 +39,7 @@ class CrossUnit(UsesNets, Step):
         return y[:, :-self.growth]
 
 
+@implements(op_defs.InputAugment)
 class InputAugment(Step):
     """VFlow input augmentation (eq. 4-7): y = cat(x, z), z ~ q(z | x) from the step's own
     q-network (built from the graph's q chain, slot ``q``); the ELBO gains -log q(z | x).

@@ -160,7 +160,7 @@ def zero_init(layer: nn.Module) -> nn.Module:
 class UsesNets:
     """Mixin of layers that call conditioner nets. ``autocast_dtype`` (set by
     ``FlowModel.set_precision``) runs the nets under autocast (bf16 on CUDA) while the flow's own
-    arithmetic -- log-dets, the mixture CDF and its bisection -- stays in float32."""
+    arithmetic -- log-dets, the mixture CDF and its Newton inverse -- stays in float32."""
 
     autocast_dtype: torch.dtype | None = None
 

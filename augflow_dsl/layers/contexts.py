@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 
 from ..ops import net_descriptions as nl
-from ..ops import registry
+from ..ops import contexts as op_defs
 from .base import ContextModule
 from .instantiate import build_children
+from .registry import implements, op_of
 
 __all__ = ["GatedContext", "DenseContext", "DataContext"]
 
@@ -23,6 +24,7 @@ def _need_bits(bits, name: str) -> int:
     return int(bits)
 
 
+@implements(op_defs.GatedContext)
 class GatedContext(ContextModule):
     """Flow++ context net of r(u|x) (Ho et al. 2019, Sec. 3.4; run_cifar.py:25-31): scale
     (``centered``: x / 2^bits - 0.5; ``raw``: as given), even/odd columns concatenated on
@@ -40,7 +42,7 @@ class GatedContext(ContextModule):
         c, h, w = in_shape
         if w % 2:
             raise ValueError(f"gated_context splits columns: width {w} is odd")
-        return cls(registry.op_of_layer(cls).describe(args, in_shape), args.input, bits)
+        return cls(op_of(cls).describe(args, in_shape), args.input, bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale is not None:
@@ -52,6 +54,7 @@ class GatedContext(ContextModule):
         return h
 
 
+@implements(op_defs.DenseContext)
 class DenseContext(ContextModule):
     """DenseFlow context net of the dequantizer (Grcic et al. 2021, App. B; dequantization.py:
     46-61): 2x/(2^bits - 1) - 1, dense block C -> F at H x W, 2x2 stride-2 conv F -> F, dense
@@ -67,13 +70,14 @@ class DenseContext(ContextModule):
         c, h, w = in_shape
         if h % 2 or w % 2:
             raise ValueError(f"dense_context downsamples by 2: {h}x{w} has an odd side")
-        op = registry.op_of_layer(cls)
+        op = op_of(cls)
         return cls(op.describe(args, in_shape), _need_bits(bits, op.name))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(2 * x / self.max - 1)
 
 
+@implements(op_defs.DataContext)
 class DataContext(ContextModule):
     """The conditioning data itself as the context (no parameters)."""
 

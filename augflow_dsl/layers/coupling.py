@@ -6,9 +6,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..ops import coupling as op_defs
 from .base import Bijection, UsesNets, sum_except_batch
 from .mixture import bisection_steps, mixture_logit_and_logpdf, newton_logit  # noqa: F401 (re-exported)
 from .splits import checkerboard, merge, split
+from .registry import implements
 
 
 class _Coupling(UsesNets, Bijection):
@@ -21,6 +23,7 @@ class _Coupling(UsesNets, Bijection):
         return self.run_net(self.net, x1, cond)
 
 
+@implements(op_defs.AffineCoupling)
 class AffineCoupling(_Coupling):
     """y1 = x1; y2 = x2 * exp(log s) + t with (log s, t) from net(x1) (RealNVP eq. 7-8).
 
@@ -78,6 +81,7 @@ def _mixture(p: torch.Tensor, c: int, k: int):
             log_scales.clamp(min=-7.0))
 
 
+@implements(op_defs.MixtureCoupling)
 class MixtureCoupling(_Coupling):
     """Flow++ coupling (eq. 17-20): y2 = logit(F(x2)) * exp(a) + b, F a K-component logistic
     mixture CDF, a = tanh(raw a), log-scales clamped at -7. ``smooth``: VFlow's

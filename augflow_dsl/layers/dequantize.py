@@ -13,9 +13,12 @@ import math
 import torch
 from torch import nn
 
+from ..ops import dequantize as op_defs
 from .base import Step, draw
+from .registry import implements
 
 
+@implements(op_defs.Uniform)
 class Uniform(Step):
     """u ~ U[0, 1)^D (Theis et al. 2016)."""
 
@@ -44,6 +47,7 @@ class Uniform(Step):
         return torch.floor(v * self.levels).clamp(0.0, self.levels - 1)
 
 
+@implements(op_defs.Variational)
 class Variational(Uniform):
     """u ~ r(u | x), a conditional flow ending in (0, 1) (Flow++ Sec. 3.1.2), built from the
     graph's q chain (slot ``q``)."""

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import torch
 from ..ops import net_descriptions as nl
-from ..ops import registry
+from ..ops import drops as op_defs
 from .base import Step, draw
 from .instantiate import build_children
 from .priors import normal_log_prob
 from .reshape import squeeze, unsqueeze
+from .registry import implements, op_of
 
 
+@implements(op_defs.FactorOut)
 class FactorOut(Step):
     """Keep the first C/2 channels; score the rest with N(0, I) or, with ``conditional``, with a
     Gaussian whose (mean, log-std) come from a zero-initialised 3x3 conv of the kept half (the
@@ -24,7 +26,7 @@ class FactorOut(Step):
 
     @classmethod
     def from_op(cls, args, shape, env, nets):
-        return cls(registry.op_of_layer(cls).describe(args, shape))
+        return cls(op_of(cls).describe(args, shape))
 
     def _stats(self, kept):
         if self.conv is None:
@@ -60,6 +62,7 @@ class FactorOut(Step):
         return self.restore(kept, self.draws.replay(), self.draws.temperature)
 
 
+@implements(op_defs.SqueezeAndDrop)
 class SqueezeAndDrop(FactorOut):
     """DenseFlow transition (flow_modules.py:47-65): squeeze, keep the first half of the
     channels, score the second half with a fixed N(0, I)."""
@@ -70,7 +73,7 @@ class SqueezeAndDrop(FactorOut):
 
     @classmethod
     def from_op(cls, args, shape, env, nets):
-        return cls(registry.op_of_layer(cls).describe(args, shape), args.order)
+        return cls(op_of(cls).describe(args, shape), args.order)
 
     def score(self, x):
         return super().score(squeeze(x, 2, self.order))

@@ -6,7 +6,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..ops import elementwise as op_defs
 from .base import Bijection, sum_except_batch, zeros_like_batch
+from .registry import implements
 
 
 def _log_dsigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -14,6 +16,7 @@ def _log_dsigmoid(x: torch.Tensor) -> torch.Tensor:
     return sum_except_batch(-F.softplus(-x) - F.softplus(x))
 
 
+@implements(op_defs.Sigmoid)
 class Sigmoid(Bijection):
     """y = sigmoid(x); log|dy/dx| = -softplus(-x) - softplus(x)."""
 
@@ -29,6 +32,7 @@ class Sigmoid(Bijection):
         return x, -_log_dsigmoid(x)
 
 
+@implements(op_defs.Logit)
 class Logit(Bijection):
     """y = logit(alpha + (1 - 2 alpha) x) (RealNVP Sec. 4.1; Flow++ ImgProc with alpha 0.05)."""
 
@@ -53,6 +57,7 @@ class Logit(Bijection):
         return x, ld
 
 
+@implements(op_defs.Shift)
 class Shift(Bijection):
     """y = x + by; log-det 0."""
 

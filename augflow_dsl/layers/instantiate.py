@@ -2,7 +2,8 @@
 
 ``build(d)`` maps each description type to its module: the leaves here, the composite blocks
 (dense layer, dense block, gated convs, attentions) in :mod:`.net_modules`, which register themselves
-with ``@builds``. A composite module calls :func:`build_children`, so its submodules carry
+with ``@builds`` when the layers package is imported (it imports every module of it; nothing
+here imports :mod:`.net_modules`). A composite module calls :func:`build_children`, so its submodules carry
 the names and the registration order the description gives them (the state-dict keys).
 """
 from __future__ import annotations
@@ -79,5 +80,3 @@ builds(nl.Activation)(lambda d: _ACTIVATIONS[d.kind]())
 builds(nl.Dropout)(lambda d: Dropout(d.p))
 builds(nl.Sequential)(lambda d: nn.Sequential(*(build(x) for x in d.layers)))
 builds(nl.LayerList)(lambda d: nn.ModuleList(build(x) for x in d.layers))
-
-from . import net_modules as _nets  # noqa: E402,F401  -- registers the composite blocks

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..ops import linear as op_defs
 from .base import Bijection, is_transformed
+from .registry import implements
 
 
 def _initial(c: int, init: str, noise: float) -> torch.Tensor:
@@ -105,6 +107,7 @@ class WeightCache:
         self.entries.clear()
 
 
+@implements(op_defs.Conv1x1)
 class Conv1x1(Bijection):
     """y = W x at every position; log|det J| = positions * log|det W| (per half with ``split``)."""
 

@@ -2,7 +2,8 @@
 
 Every net is built by ``from_op(args, io)`` from its op's description (``op.describe(args,
 io)``, a tree of :mod:`augflow_dsl.ops.net_descriptions`): the constructor builds its children from
-it (:func:`~.build.build_children`); only the forward wiring is written here.
+it (:func:`~.instantiate.build_children`); only the forward wiring is written here, and a net that
+is its description alone is a :class:`DescribedNet` with a docstring.
 ``forward(x, context=None)`` returns [N, io.c_out, io.h, io.w] ([N, io.c_out] for the MLP).
 The last layer is zero-initialised (weight and bias) so that the coupling it serves starts at
 the identity. Parameter and MAC counts are the description's (see tests/test_nets.py).
@@ -18,17 +19,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import net_descriptions as nl
-from ..ops import registry
+from ..ops import net_ops as op_defs
 from .base import NetModule
 from .instantiate import build, build_children, builds
 from .dense_kernel import DenseBlockFunction, dense_block_inference
 from .modules import ChannelLayerNorm, DataInitConv2d, Dropout, GemmConv2d, concat_elu
+from .registry import implements, op_of
 
 __all__ = [
     "GemmConv2d", "DataInitConv2d", "Dropout", "concat_elu", "ConcatELU", "GatedResNet", "ChannelLayerNorm",
     "ResBlock", "DenseLayer", "DenseBlock",
     "GatedConv1x1", "NystromAttention", "GatedAttention",
-    "MLP", "GlowNet", "ResNet", "ConvAttention", "DenseAttention", "Dense", "CrossUnitNet",
+    "DescribedNet", "MLP", "GlowNet", "ResNet", "ConvAttention", "DenseAttention", "Dense", "CrossUnitNet",
 ]
 
 
@@ -235,7 +237,7 @@ class GatedAttention(nn.Module):
 
 def _describe(layer_cls, args, io) -> nl.Net:
     """The description of the net ``layer_cls`` implements, after its op's shape check."""
-    op = registry.op_of_layer(layer_cls)
+    op = op_of(layer_cls)
     op.check_io(args, io)
     return op.describe(args, io)
 
@@ -254,40 +256,35 @@ def _with_context(x: torch.Tensor, context: torch.Tensor | None, channels: int) 
 # nets
 # ----------------------------------------------------------------------------------------
 
-class MLP(NetModule):
+class DescribedNet(NetModule):
+    """A conditioner net that is its op's description and nothing more: ``from_op`` builds the
+    children of ``op.describe(args, io)`` (after ``op.check_io``), ``forward`` runs the child
+    ``net`` on cat(x, context). A net op whose module is just that subclasses this with its
+    docstring and ``@implements``; one with its own wiring overrides ``forward``."""
+
+    def __init__(self, d: nl.Net, context: int = 0):
+        super().__init__()
+        self.context = context
+        build_children(self, d)
+
+    @classmethod
+    def from_op(cls, args, io):
+        return cls(_describe(cls, args, io), io.context)
+
+    def forward(self, x, context=None):
+        return self.net(_with_context(x, context, self.context))
+
+
+@implements(op_defs.MLP)
+class MLP(DescribedNet):
     """Fully connected net for vectors (VFlow Sec. 5): [Linear, ReLU] x ``layers`` of
     ``hidden`` units on cat(x, context), zero-initialised Linear -> c_out."""
 
 
-    def __init__(self, d: nl.Net, context: int = 0):
-        super().__init__()
-        self.context = context
-        build_children(self, d)
-
-    @classmethod
-    def from_op(cls, args, io):
-        return cls(_describe(cls, args, io), io.context)
-
-    def forward(self, x, context=None):
-        return self.net(_with_context(x, context, self.context))
-
-
-class GlowNet(NetModule):
+@implements(op_defs.GlowNet)
+class GlowNet(DescribedNet):
     """Glow coupling net (Kingma & Dhariwal 2018, Sec. 3.3): 3x3 -> ReLU -> 1x1 -> ReLU ->
     zero-initialised 3x3, on cat(x, context)."""
-
-
-    def __init__(self, d: nl.Net, context: int = 0):
-        super().__init__()
-        self.context = context
-        build_children(self, d)
-
-    @classmethod
-    def from_op(cls, args, io):
-        return cls(_describe(cls, args, io), io.context)
-
-    def forward(self, x, context=None):
-        return self.net(_with_context(x, context, self.context))
 
 
 @builds(nl.ResBlock)
@@ -302,25 +299,14 @@ class ResBlock(nn.Module):
         return F.relu(x + self.body(x))
 
 
-class ResNet(NetModule):
+@implements(op_defs.ResNet)
+class ResNet(DescribedNet):
     """RealNVP coupling net (Dinh et al. 2017, Sec. 4.1): 3x3 conv (c_in + context) -> F,
     ReLU, ``blocks`` residual blocks with batch norm, zero-initialised 3x3 conv F -> c_out."""
 
 
-    def __init__(self, d: nl.Net, context: int = 0):
-        super().__init__()
-        self.context = context
-        build_children(self, d)
-
-    @classmethod
-    def from_op(cls, args, io):
-        return cls(_describe(cls, args, io), io.context)
-
-    def forward(self, x, context=None):
-        return self.net(_with_context(x, context, self.context))
-
-
-class ConvAttention(NetModule):
+@implements(op_defs.ConvAttention)
+class ConvAttention(DescribedNet):
     """Flow++ conditioning net (Ho et al. 2019, Sec. 3.3; flows.py:488-498): 3x3 conv c_in -> F;
     ``blocks`` x [gated conv (+ context), layer norm, gated attention (x + pos), layer norm];
     zero-initialised 3x3 conv F -> c_out. Inner convs use the reference's data-dependent init
@@ -328,16 +314,11 @@ class ConvAttention(NetModule):
     that the coupling starts at the identity. The context (same h x w) enters every gated conv as
     1x1(concat_elu(context)); the learned position embedding [F, h, w] only the attention."""
 
-
     def __init__(self, d: nl.Net, context: int = 0):
-        super().__init__()
+        NetModule.__init__(self)
         self.context = context
         self.pos = None  # position: none
         build_children(self, d)
-
-    @classmethod
-    def from_op(cls, args, io):
-        return cls(_describe(cls, args, io), io.context)
 
     def forward(self, x, context=None):
         if self.context:
@@ -356,21 +337,12 @@ class ConvAttention(NetModule):
         return self.proj_out(h).contiguous()
 
 
-class DenseAttention(NetModule):
+@implements(op_defs.DenseAttention)
+class DenseAttention(DescribedNet):
     """DenseFlow intra-module coupling net (Grcic et al. 2021, Sec. 2.4, Fig. 3): 1x1 conv
     (c_in + context) -> P; Nystrom attention and a dense block side by side on it;
     cat -> BatchNorm -> ReLU -> 1x1 2P -> P (no bias); zero-initialised 1x1 P -> c_out.
     ``tokens`` picks the attention's token layout (:class:`NystromAttention`)."""
-
-
-    def __init__(self, d: nl.Net, context: int = 0):
-        super().__init__()
-        self.context = context
-        build_children(self, d)
-
-    @classmethod
-    def from_op(cls, args, io):
-        return cls(_describe(cls, args, io), io.context)
 
     def forward(self, x, context=None):
         h = self.proj_in(_with_context(x, context, self.context))
@@ -378,39 +350,23 @@ class DenseAttention(NetModule):
         return self.proj_out(h).contiguous()
 
 
-class Dense(NetModule):
+@implements(op_defs.Dense)
+class Dense(DescribedNet):
     """DenseFlow's dequantizer coupling net (Grcic et al. 2021, App. B; dequantization.py:11-39):
     1x1 conv (c_in + context) -> mid, dense block mid -> mid (gated, + its input when
     ``residual``), zero-initialised 1x1 conv mid -> c_out."""
 
-
-    def __init__(self, d: nl.Net, context: int = 0):
-        super().__init__()
-        self.context = context
-        build_children(self, d)
-
-    @classmethod
-    def from_op(cls, args, io):
-        return cls(_describe(cls, args, io), io.context)
-
     def forward(self, x, context=None):
-        return self.net(_with_context(x, context, self.context)).contiguous()
+        return super().forward(x, context).contiguous()
 
 
-class CrossUnitNet(NetModule):
+@implements(op_defs.CrossUnitNet)
+class CrossUnitNet(DescribedNet):
     """DenseFlow cross-unit g-network (Grcic et al. 2021, eq. 6; flow_modules.py:31-44):
     3x3 conv c_in -> expansion*c_in, ReLU, zero-initialised 1x1 conv -> c_out. No context."""
-
-
-    def __init__(self, d: nl.Net):
-        super().__init__()
-        build_children(self, d)
 
     @classmethod
     def from_op(cls, args, io):
         if io.context:
             raise ValueError("cross_unit_net takes no context")
-        return cls(_describe(cls, args, io))
-
-    def forward(self, x, context=None):
-        return self.net(_with_context(x, context, 0))
+        return super().from_op(args, io)

@@ -4,9 +4,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..ops import normalize as op_defs
 from .base import Bijection, InitOnce
+from .registry import implements
 
 
+@implements(op_defs.ActNorm)
 class ActNorm(InitOnce, Bijection):
     """y = x * exp(log s) + b; log|det| = sum of log s over all elements.
 

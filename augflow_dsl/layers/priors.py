@@ -6,7 +6,9 @@ import math
 import torch
 from torch import nn
 
+from ..ops import priors as op_defs
 from .base import Step, draw, sum_except_batch
+from .registry import implements
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -18,6 +20,7 @@ def normal_log_prob(z: torch.Tensor, loc=0.0, log_scale=None) -> torch.Tensor:
     return sum_except_batch(-0.5 * e * e - HALF_LOG_2PI - log_scale)
 
 
+@implements(op_defs.Normal)
 class Normal(Step):
     """N(0, I). As the model's last step it drops every dim: ``forward(z)`` scores z (and
     records it on the tape) and hands on an empty [N, 0] tensor; ``inverse`` replays the
@@ -52,6 +55,7 @@ class Normal(Step):
         return z, self.log_prob(z)
 
 
+@implements(op_defs.LearnedNormal)
 class LearnedNormal(Normal):
     """Diagonal Gaussian, a mean and a log-std per channel, zero-initialised (normal.py:30-55)."""
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..ops import reshape as op_defs
 from .base import Bijection, zeros_like_batch
+from .registry import implements
 
 
 def squeeze(x: torch.Tensor, factor: int, order: str) -> torch.Tensor:
@@ -22,6 +24,7 @@ def unsqueeze(y: torch.Tensor, factor: int, order: str) -> torch.Tensor:
     return F.pixel_shuffle(y, factor)
 
 
+@implements(op_defs.Squeeze)
 class Squeeze(Bijection):
     """C x H x W -> 4C x H/2 x W/2 (RealNVP Sec. 3.6)."""
 
@@ -40,6 +43,7 @@ class Squeeze(Bijection):
         return unsqueeze(y, self.factor, self.order), zeros_like_batch(y)
 
 
+@implements(op_defs.Unsqueeze)
 class Unsqueeze(Squeeze):
     """The inverse of Squeeze with the same order."""
 
@@ -50,6 +54,7 @@ class Unsqueeze(Squeeze):
         return super().forward(y)
 
 
+@implements(op_defs.Swap)
 class Swap(Bijection):
     """Exchange the two parts of a split: cat(x2, x1) for channels, even <-> odd columns."""
 

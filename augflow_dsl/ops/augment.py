@@ -31,7 +31,6 @@ class CrossUnit(Op):
     role = AUGMENT
     site = AUGMENT_AT_BLOCK
     scored_by = SCORED_BY_NET
-    layer = "augflow_dsl.layers.augment:CrossUnit"
 
     class Args(OpArgs):
         growth: int = Field(gt=0, description="channels appended (DenseFlow's growth rate)")
@@ -91,7 +90,6 @@ class InputAugment(Op):
     name = "input"
     role = AUGMENT
     site = AUGMENT_AT_INPUT
-    layer = "augflow_dsl.layers.augment:InputAugment"
 
     class Args(OpArgs):
         channels: int = Field(gt=0, description="channels of z appended to the data (VFlow's D_Z)")

@@ -24,7 +24,6 @@ class GatedContext(Op):
 
     name = "gated_context"
     role = CONTEXT
-    layer = "augflow_dsl.layers.contexts:GatedContext"
 
     class Args(OpArgs):
         filters: int = Field(default=32, gt=0, description="output channels F")
@@ -73,7 +72,6 @@ class DenseContext(Op):
 
     name = "dense_context"
     role = CONTEXT
-    layer = "augflow_dsl.layers.contexts:DenseContext"
 
     class Args(OpArgs):
         filters: int = Field(default=64, gt=0, description="output channels F")
@@ -120,7 +118,6 @@ class DataContext(Op):
 
     name = "data_context"
     role = CONTEXT
-    layer = "augflow_dsl.layers.contexts:DataContext"
 
     def memory(self, a, shape, env, m: MemoryIn) -> Kept:
         """Returns its input."""

@@ -90,7 +90,6 @@ class AffineCoupling(_CouplingBase):
                   "the net maps the identity part's channels to 2 x the transformed part's channels")
 
     name = "affine_coupling"
-    layer = "augflow_dsl.layers.coupling:AffineCoupling"
 
     class Args(OpArgs):
         net: OpCall = Field(description=(
@@ -139,14 +138,14 @@ class MixtureCoupling(_CouplingBase):
                   "C1 channels to (2 + 3 components) x C2")
 
     name = "mixture_coupling"
-    layer = "augflow_dsl.layers.coupling:MixtureCoupling"
     equal_halves = True
 
     class Args(OpArgs):
         net: OpCall = Field(description=(
             "the conditioner net that computes the mixture parameters, e.g. conv_attention(filters: 96)"))
         split: Split = Field(default="channels", description=(
-            "which elements condition which: channels (equal halves), columns (even columns), checkerboard"))
+            "which elements condition which: channels (equal halves) or columns (even columns; the Flow++ "
+            "code's 'checkerboard'); checkerboard (a 2-D mask) is refused: the mixture has no masked form"))
         components: int = Field(default=32, gt=0, description="number K of logistic mixture components")
         logit: Literal["exact", "smooth"] = Field(default="exact", description=(
             "exact: logit(CDF) (Flow++); smooth: logit(0.9 CDF + 0.05) (VFlow)"))

@@ -45,7 +45,6 @@ class Uniform(_Dequantizer):
     name = "uniform"
     role = DEQUANTIZER
     scored_by = SCORED_BY_FIXED
-    layer = "augflow_dsl.layers.dequantize:Uniform"
 
     class Args(OpArgs):
         then: OpList = Field(default_factory=list, description=(
@@ -69,7 +68,6 @@ class Variational(_Dequantizer):
 
     name = "variational"
     role = DEQUANTIZER
-    layer = "augflow_dsl.layers.dequantize:Variational"
 
     class Args(OpArgs):
         q: QFlow = Field(description=(

@@ -42,7 +42,6 @@ class SqueezeAndDrop(_Drop):
 
     name = "squeeze_and_drop"
     role = DROP
-    layer = "augflow_dsl.layers.drops:SqueezeAndDrop"
 
     def dropped_density(self, a):
         return Normal.name
@@ -75,7 +74,6 @@ class FactorOut(_Drop):
 
     name = "factor_out"
     role = DROP
-    layer = "augflow_dsl.layers.drops:FactorOut"
 
     class Args(OpArgs):
         prior: Literal["normal", "conditional"] = Field(default="normal", description=(

@@ -26,7 +26,6 @@ class Sigmoid(Op):
 
     name = "sigmoid"
     role = BIJECTION
-    layer = "augflow_dsl.layers.elementwise:Sigmoid"
 
     def image(self, a, s):
         s = as_interval(s)
@@ -65,7 +64,6 @@ class Logit(Op):
 
     name = "logit"
     role = BIJECTION
-    layer = "augflow_dsl.layers.elementwise:Logit"
 
     class Args(OpArgs):
         alpha: float = Field(default=0.05, ge=0.0, lt=0.5, description=(
@@ -108,7 +106,6 @@ class Shift(Op):
 
     name = "shift"
     role = BIJECTION
-    layer = "augflow_dsl.layers.elementwise:Shift"
 
     def image(self, a, s):
         return REAL if as_interval(s) == REAL else shifted(s, a.by)

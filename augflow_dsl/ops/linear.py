@@ -28,7 +28,6 @@ class Conv1x1(Op):
 
     name = "conv1x1"
     role = BIJECTION
-    layer = "augflow_dsl.layers.linear:Conv1x1"
 
     class Args(OpArgs):
         param: Literal["lu", "full"] = Field(default="lu", description=(

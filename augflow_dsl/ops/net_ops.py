@@ -33,7 +33,6 @@ class MLP(NetOp):
     shape_rule = "vector data only: (in + context) features -> hidden -> ... -> out features"
 
     name = "mlp"
-    layer = "augflow_dsl.layers.net_modules:MLP"
 
     class Args(OpArgs):
         hidden: int = Field(gt=0, description="units per hidden layer")
@@ -61,7 +60,6 @@ class GlowNet(NetOp):
     shape_rule = "images only: (in + context) x H x W -> filters -> out x H x W"
 
     name = "glow_net"
-    layer = "augflow_dsl.layers.net_modules:GlowNet"
 
     class Args(OpArgs):
         filters: int = Field(gt=0, description="width of the hidden convolutions")
@@ -88,7 +86,6 @@ class ResNet(NetOp):
     shape_rule = "images only: (in + context) x H x W -> filters -> out x H x W"
 
     name = "resnet"
-    layer = "augflow_dsl.layers.net_modules:ResNet"
 
     class Args(OpArgs):
         filters: int = Field(gt=0, description="width of the residual blocks")
@@ -119,7 +116,6 @@ class ConvAttention(NetOp):
     shape_rule = "images only: in x H x W -> filters -> out x H x W; filters divisible by heads"
 
     name = "conv_attention"
-    layer = "augflow_dsl.layers.net_modules:ConvAttention"
 
     class Args(OpArgs):
         filters: int = Field(gt=0, description="width F of the convolutions and attention")
@@ -181,7 +177,6 @@ class DenseAttention(NetOp):
                   "divisible by landmarks")
 
     name = "dense_attention"
-    layer = "augflow_dsl.layers.net_modules:DenseAttention"
 
     class Args(OpArgs):
         project: int = Field(gt=0, description="channels P of the 1x1 input projection")
@@ -245,7 +240,6 @@ class Dense(NetOp):
     shape_rule = "images only: (in + context) x H x W -> mid -> out x H x W"
 
     name = "dense"
-    layer = "augflow_dsl.layers.net_modules:Dense"
 
     class Args(OpArgs):
         mid: int = Field(gt=0, description="channels of the 1x1 projection and of the dense block's output")
@@ -274,7 +268,6 @@ class CrossUnitNet(NetOp):
     shape_rule = "images only: in x H x W -> expansion * in -> 2 growth x H x W"
 
     name = "cross_unit_net"
-    layer = "augflow_dsl.layers.net_modules:CrossUnitNet"
 
     class Args(OpArgs):
         expansion: int = Field(default=4, gt=0, description="hidden channels as a multiple of the input channels")

@@ -27,7 +27,6 @@ class ActNorm(Op):
 
     name = "actnorm"
     role = BIJECTION
-    layer = "augflow_dsl.layers.normalize:ActNorm"
 
     class Args(OpArgs):
         per: Literal["channel", "element"] = Field(default="channel", description=(

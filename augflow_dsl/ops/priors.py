@@ -15,7 +15,6 @@ class Normal(Op):
 
     name = "normal"
     role = PRIOR
-    layer = "augflow_dsl.layers.priors:Normal"
 
     def memory(self, a, shape, env, m: MemoryIn) -> Kept:
         """Scoring z: -0.5 z * z keeps z and -0.5 z. As a q-network's base it draws z (no gradient):
@@ -38,7 +37,6 @@ class LearnedNormal(Op):
 
     name = "learned_normal"
     role = PRIOR
-    layer = "augflow_dsl.layers.priors:LearnedNormal"
 
     def params(self, a, shape, env):
         return 2 * shape[0]

@@ -1,15 +1,21 @@
 """The op reference, read from the registry: what ``augflow-dsl ops`` prints and docs/ops.md holds.
 
 Every fact comes from the op's class: ``summary``, the docstring (what it computes),
-``shape_rule``, ``equation``, ``layer``, and the pydantic ``Args`` schema (each argument's
-type, constraints, default and ``description``). Pure Python, no torch.
+``shape_rule``, ``equation``, and the pydantic ``Args`` schema (each argument's type,
+constraints, default and ``description``) -- except its torch layer, which the op does not
+name: the layer class declares its op with ``@implements`` (:mod:`augflow_dsl.layers.registry`).
+The reference finds those declarations by reading the layers package's source (:func:`layer_paths`),
+never importing it: pure Python, no torch, and ops stays below layers.
 
     python -m augflow_dsl.ops.reference > docs/ops.md    # the same as: augflow-dsl ops --markdown
 """
 from __future__ import annotations
 
+import ast
 import inspect
 import sys
+from functools import cache
+from pathlib import Path
 import types
 import typing
 from dataclasses import asdict, dataclass
@@ -39,6 +45,61 @@ ROLES: dict[str, str] = {
 }
 
 _NO_LAYER = {COMPOSITE: "none: it expands into its units when the graph is built"}
+_LAYERS_DIR = Path(__file__).resolve().parent.parent / "layers"
+_LAYERS_PACKAGE = __package__.rsplit(".", 1)[0] + ".layers"  # "augflow_dsl.layers", also under `python -m`
+
+
+def _ops_module(node: ast.ImportFrom, module: str) -> str | None:
+    """The absolute module an ``ImportFrom`` in ``module`` reads (relative imports resolved)."""
+    if not node.level:
+        return node.module
+    base = module.split(".")[:-node.level]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+@cache
+def layer_paths() -> dict[tuple[str, str], str]:
+    """(op class module, op class name) -> "module:LayerClass" for every class in
+    augflow_dsl/layers/ decorated ``@implements(op_defs.OpClass)`` or ``@implements(OpClass)``,
+    read from the source with :mod:`ast` (the op class is resolved through the module's
+    ``from ..ops import x as op_defs`` / ``from ..ops.x import OpClass`` imports)."""
+    out: dict[tuple[str, str], str] = {}
+    for path in sorted(_LAYERS_DIR.glob("*.py")):
+        module = f"{_LAYERS_PACKAGE}.{path.stem}"
+        tree = ast.parse(path.read_text(), str(path))
+        modules: dict[str, str] = {}   # local alias -> ops module
+        classes: dict[str, tuple[str, str]] = {}  # local name -> (ops module, class)
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom):
+                src = _ops_module(node, module)
+                for a in node.names:
+                    local = a.asname or a.name
+                    if src and src.endswith(".ops"):
+                        modules[local] = f"{src}.{a.name}"
+                    elif src and ".ops." in src + ".":
+                        classes[local] = (src, a.name)
+        for node in tree.body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for dec in node.decorator_list:
+                if not (isinstance(dec, ast.Call) and getattr(dec.func, "id", getattr(dec.func, "attr", None))
+                        == "implements" and dec.args):
+                    continue
+                target = dec.args[0]
+                if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
+                        and target.value.id in modules:
+                    out[(modules[target.value.id], target.attr)] = f"{module}:{node.name}"
+                elif isinstance(target, ast.Name) and target.id in classes:
+                    out[classes[target.id]] = f"{module}:{node.name}"
+    return out
+
+
+def layer_path(op: Op) -> str:
+    """Where the op's torch layer lives ("module:Class"), or why it has none."""
+    found = layer_paths().get((type(op).__module__, type(op).__name__))
+    if found:
+        return found
+    return _NO_LAYER.get(op.role, "not in augflow_dsl.layers (an extension registers its own with @implements)")
 
 
 @dataclass(frozen=True)
@@ -122,7 +183,7 @@ def describe(name: str) -> OpDoc:
                         f.description or "")
                  for k, f in op.Args.model_fields.items())
     return OpDoc(name=op.name, role=op.role, summary=op.summary, computes=_computes(op), shape_rule=op.shape_rule,
-                 equation=op.equation, layer=op.layer or _NO_LAYER.get(op.role, "none"), arguments=args)
+                 equation=op.equation, layer=layer_path(op), arguments=args)
 
 
 def all_ops() -> list[OpDoc]:

@@ -10,8 +10,6 @@ An op definition declares, in one place:
   so that ``check`` never imports torch; nets, context nets and a drop's prior conv give
   instead a layer description (``describe``, :mod:`.net_descriptions`) that both formulas and the
   torch module derive from;
-* ``layer``: the dotted path of the torch module that implements it, imported lazily by
-  :mod:`augflow_dsl.compiler`;
 * ``memory``: what it keeps for the backward pass per example (:class:`~.net_descriptions.Kept`), which
   ``augflow-dsl check --memory`` adds up (:mod:`augflow_dsl.graph.memory`); a net's derives from
   its layer description;
@@ -20,12 +18,16 @@ An op definition declares, in one place:
   ``description`` on each argument's Field; :mod:`.reference` renders them
   (``augflow-dsl ops``, docs/ops.md).
 
+An op does not name its torch layer: the layer class declares the op it implements
+(``@implements(OpClass)``, :mod:`augflow_dsl.layers.registry`), and the compiler asks
+``augflow_dsl.layers.layer_of(op)``. Defining the class with ``@register`` in any module of this
+package is enough: importing :mod:`augflow_dsl.ops` imports every module of it.
+
 The graph builder, the cost report and the compiler read these definitions; adding an
 op touches neither the grammar nor any if-chain.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
@@ -172,7 +174,6 @@ class Op:
     name: ClassVar[str]
     role: ClassVar[str]
     Args: ClassVar[type[OpArgs]] = OpArgs
-    layer: ClassVar[str | None] = None
     equation: ClassVar[str] = ""    # the paper equation / reference file:line it implements
     shape_rule: ClassVar[str] = ""  # its shape rule in words (out_shape is the rule itself)
     summary: ClassVar[str] = ""
@@ -255,13 +256,6 @@ class Op:
         """Drops: the name shown for the density that scores the dropped part."""
         return self.name
 
-    # --- torch -------------------------------------------------------------------------
-    def layer_class(self):
-        if self.layer is None:
-            raise NotImplementedError(f"op '{self.name}' has no torch layer")
-        module, _, cls = self.layer.partition(":")
-        return getattr(importlib.import_module(module), cls)
-
 
 class NetOp(Op):
     """A conditioner net, described once by ``describe(a, io)`` (a :class:`NetIO` instead of a
@@ -304,15 +298,6 @@ def register(cls: type[Op]) -> type[Op]:
 
 def get(name: str) -> Op:
     return REGISTRY[name]
-
-
-def op_of_layer(layer_cls: type) -> Op:
-    """The op whose ``layer`` is ``layer_cls`` (layers name no op themselves)."""
-    path = f"{layer_cls.__module__}:{layer_cls.__qualname__}"
-    for op in REGISTRY.values():
-        if op.layer == path:
-            return op
-    raise KeyError(f"no registered op has the layer {path}")
 
 
 def names(role: str | None = None) -> list[str]:

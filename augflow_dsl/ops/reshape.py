@@ -71,7 +71,6 @@ class Squeeze(Rearrangement):
 
     name = "squeeze"
     role = BIJECTION
-    layer = "augflow_dsl.layers.reshape:Squeeze"
     Args = _SqueezeArgs
 
     def out_shape(self, a, shape, env):
@@ -91,7 +90,6 @@ class Unsqueeze(Rearrangement):
 
     name = "unsqueeze"
     role = BIJECTION
-    layer = "augflow_dsl.layers.reshape:Unsqueeze"
     Args = _SqueezeArgs
 
     def out_shape(self, a, shape, env):
@@ -112,7 +110,6 @@ class Swap(Rearrangement):
 
     name = "swap"
     role = BIJECTION
-    layer = "augflow_dsl.layers.reshape:Swap"
 
     class Args(OpArgs):
         split: Literal["channels", "columns"] = Field(default="channels", description=(

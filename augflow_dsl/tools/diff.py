@@ -1,5 +1,6 @@
-"""``augflow-dsl diff A.flow [B.flow]``: a unit-level comparison of two specs, or of one spec under
-two sets of overrides. Pure Python: loads, builds and checks both graphs, never imports torch.
+"""Spec diffs: a unit-level comparison of two specs, or of one spec under two sets of overrides.
+Pure Python: loads, builds and checks both graphs (the one pipeline, graph/pipeline.py), never
+imports torch. The command (``augflow-dsl diff A.flow [B.flow]``) is in :mod:`augflow_dsl.cli.diff`.
 
 Design (issue 13, part 3):
 
@@ -39,6 +40,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
+
+from ..graph.schema import CONDITIONER, NodeInfo, graph_info, node
 
 Status = Literal["same", "changed", "added", "removed"]
 JSONValue = Any
@@ -151,7 +154,7 @@ class _Side:
     report: Any
     graph: Any
     units: dict[str, Any] = field(default_factory=dict)      # key -> graph.check.UnitRow
-    nodes: dict[str, list[dict]] = field(default_factory=dict)  # key -> the unit's node data, in order
+    nodes: dict[str, list[NodeInfo]] = field(default_factory=dict)  # key -> the unit's node records, in order
 
 
 def _unit_key(group: str, unit: str) -> str:
@@ -160,8 +163,9 @@ def _unit_key(group: str, unit: str) -> str:
 
 
 def _data_text(g) -> str:
-    shape = "x".join(str(s) for s in g.graph["data_shape"])
-    bits = g.graph.get("bits")
+    info = graph_info(g)
+    shape = "x".join(str(s) for s in info.data_shape)
+    bits = info.bits
     return f"{shape}, {bits} bits" if bits is not None else f"{shape}, continuous"
 
 
@@ -169,8 +173,8 @@ def load_side(path: str | Path, overrides: list[str] | None = None) -> _Side:
     """Load, build and check one side; raises :class:`DiffTrouble` with the message when the spec
     is missing, does not load, or its graph stops at a shape error."""
     from ..errors import Source, SpecError
-    from ..graph.builder import build
-    from ..graph.check import check_graph, units
+    from ..graph.check import units
+    from ..graph.pipeline import analyze
     from ..language.load import load
 
     path, overrides = str(path), list(overrides or [])
@@ -180,17 +184,17 @@ def load_side(path: str | Path, overrides: list[str] | None = None) -> _Side:
         spec = load(path, overrides)
     except (SpecError, ValueError) as e:
         raise DiffTrouble(str(e)) from None
-    g, diag = build(spec)
-    if not g.graph.get("complete"):
-        msgs = [str(e.with_source(Source(spec.text, spec.file))) for e in diag.errors]
+    analysis = analyze(spec)
+    g, report = analysis.graph, analysis.report
+    if not graph_info(g).complete:
+        msgs = [str(e.with_source(Source(spec.text, spec.file))) for e in analysis.diagnostics.errors]
         raise DiffTrouble("\n".join(msgs) + f"\n{path}: the graph stops at this shape error; there is nothing "
                           "to compare after it")
-    report = check_graph(spec, g, diag)
     side = _Side(file=path, overrides=overrides, report=report, graph=g)
     for row in units(report):
         side.units[row.unit] = row
     for r in report.nodes:
-        side.nodes.setdefault(_unit_key(r.group, r.unit), []).append(g.nodes[r.id])
+        side.nodes.setdefault(_unit_key(r.group, r.unit), []).append(node(g, r.id))
     return side
 
 
@@ -214,8 +218,8 @@ def _value(v) -> JSONValue:
     return str(v)
 
 
-def _args(node: dict) -> dict[str, JSONValue]:
-    call = node.get("call")
+def _args(info: NodeInfo) -> dict[str, JSONValue]:
+    call = info.call
     if call is None or not isinstance(call.args, BaseModel):
         return {}
     return {k: _value(getattr(call.args, k)) for k in type(call.args).model_fields}
@@ -237,14 +241,14 @@ def _where(label: str, unit: str, op: str) -> str:
     return label
 
 
-def _op_changes(a_nodes: list[dict], b_nodes: list[dict]) -> list[OpChange]:
-    sig_a = [(d["role"], d["op"]) for d in a_nodes]
-    sig_b = [(d["role"], d["op"]) for d in b_nodes]
+def _op_changes(a_nodes: list[NodeInfo], b_nodes: list[NodeInfo]) -> list[OpChange]:
+    sig_a = [(d.role, d.op) for d in a_nodes]
+    sig_b = [(d.role, d.op) for d in b_nodes]
     out: list[OpChange] = []
 
-    def one(d: dict, status: Status, args=()) -> OpChange:
-        return OpChange(status=status, label=d["label"], role=d["role"], op=d["op"], args=list(args),
-                        where=_where(d["label"], d["unit"], d["op"]))
+    def one(d: NodeInfo, status: Status, args=()) -> OpChange:
+        return OpChange(status=status, label=d.label, role=d.role, op=d.op, args=list(args),
+                        where=_where(d.label, d.unit, d.op))
 
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, sig_a, sig_b, autojunk=False).get_opcodes():
         if tag == "equal":
@@ -368,7 +372,6 @@ def _cell(ops: list[OpChange]) -> list[str]:
 
 def _whole(u: UnitDiff) -> str:
     """The cell of a unit found on one side only: its steps and nets counted."""
-    from ..graph.builder import CONDITIONER
 
     nets = sum(o.role == CONDITIONER for o in u.ops)
     sign = "+" if u.status == "added" else "-"
@@ -437,50 +440,3 @@ def print_result(r: DiffResult, console, show_all: bool = False) -> None:
     else:
         console.print(f"[yellow]different[/yellow]: {counts['changed']} changed, {counts['added']} added, "
                       f"{counts['removed']} removed, {counts['same']} same (units)")
-
-
-# ---------------------------------------------------------------------------------- command
-HELP = """Compare two specs (or one spec under two sets of overrides) unit by unit: ops added, removed or
-changed (with the changed arguments, old -> new), shapes, dims, parameters and MACs per unit and in total.
-Units are those of 'check --summary', matched by label in order. Exit status (as diff(1)): 0 the two build
-the same graph, 1 they differ, 2 trouble (a missing file, a spec that does not load or stops at a shape
-error: the message is printed; a bad --set). No torch."""
-
-
-def cmd_diff(args) -> int:
-    from rich.console import Console
-    from rich.markup import escape
-    import sys
-
-    err = Console(stderr=True, highlight=False)
-    try:
-        result = diff_specs(args.a, args.b, args.set, args.set_a, args.set_b)
-    except DiffTrouble as e:
-        err.print(f"[red]{escape(str(e))}[/red]", soft_wrap=True)
-        return 2
-    for tag, s in (("A", result.a), ("B", result.b)):
-        if not s.valid:
-            err.print(f"[yellow]note: {tag} ({escape(s.file)}) fails the audit ({s.errors} error(s)); "
-                      f"'augflow-dsl check' lists them[/yellow]", soft_wrap=True)
-    if args.json:
-        print(json.dumps(result.model_dump(), separators=(",", ":")))
-    else:
-        out = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
-        print_result(result, out, args.all)
-    return 0 if result.same else 1
-
-
-def add_command(sub, common) -> None:
-    p = sub.add_parser("diff", help="compare two specs unit by unit (exit 0 same graph, 1 different, 2 trouble)",
-                       description=HELP)
-    p.add_argument("a", metavar="A.flow")
-    p.add_argument("b", metavar="B.flow", nargs="?", help="the other spec (default: A itself, with --set-a/--set-b)")
-    common(p)
-    set_type = next((a.type for a in p._actions if "--set" in a.option_strings), None)  # --set's NAME=VALUE check
-    for side in ("a", "b"):
-        p.add_argument(f"--set-{side}", action="append", default=[], metavar="NAME=VALUE", type=set_type,
-                       dest=f"set_{side}",
-                       help=f"override a 'let' variable on side {side.upper()} only (after --set; repeatable)")
-    p.add_argument("--json", action="store_true", help="print the comparison as one JSON object")
-    p.add_argument("--all", action="store_true", help="list every unit, also those that are the same")
-    p.set_defaults(func=cmd_diff)

@@ -10,19 +10,19 @@ import json
 import sys
 
 
-def add_commands(sub, common) -> None:
+def register(sub) -> None:
     p = sub.add_parser("ops", help="the op reference: every op, or one op's arguments, rule and equation")
     p.add_argument("name", nargs="?", help="an op name (e.g. affine_coupling); without it, list every op")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print the reference as JSON")
     fmt.add_argument("--markdown", action="store_true", help="print the whole reference as Markdown (docs/ops.md)")
-    p.set_defaults(func=cmd_ops)
+    p.set_defaults(func=run)
 
 
-def cmd_ops(args) -> int:
+def run(args) -> int:
     from ..errors import closest
-    from . import REGISTRY
-    from .reference import all_ops, describe, markdown
+    from ..ops import REGISTRY
+    from ..ops.reference import all_ops, describe, markdown
 
     if args.markdown:
         if args.name:
@@ -68,7 +68,7 @@ def _print_op(d) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from .reference import ROLES
+    from ..ops.reference import ROLES
 
     console = _console()
     console.print(f"[bold]{escape(d.name)}[/bold] ({d.role}): {escape(d.summary)}")

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import datetime, timezone
 from pathlib import Path
+
+from .common import EXIT_INVALID, EXIT_USAGE, add_set_flag, positive_int
 
 # train: keys a --set may reach as train.KEY=VALUE are TrainSpec's fields (checked by pydantic)
 
 
 def add_train_flags(p: argparse.ArgumentParser) -> None:
     """The flags of a training run, shared by ``train`` and ``compile --train``."""
-    from ..cli.common import positive_int
-
     p.add_argument("--run", "--run-dir", dest="run",
                    help="run folder (default: runs/<spec name>/<UTC time>/); an existing one resumes. Under "
                         "torchrun write --run-dir: torchrun's own parser takes --run as its --run-path")
@@ -46,17 +45,15 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
 
 OPTION_FLAGS = ("steps", "epochs", "batch", "device", "precision", "compile", "data_root", "download", "seed",
                 "checkpoint_every", "log_every", "eval_every", "eval_images", "max_bad_steps", "workers", "force")
-RESUME_MAY_CHANGE = {"steps", "epochs", "device", "data_root", "download", "checkpoint_every", "log_every",
-                     "eval_every", "eval_images", "max_bad_steps", "workers", "compile"}
 
 
-def add_commands(sub, common) -> None:
+def register(sub) -> None:
     p = sub.add_parser("train", help="train a spec (one device, or many under torchrun)")
     p.add_argument("spec", nargs="?", help="the .flow spec (omit with --resume)")
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder with its own spec and settings")
     add_train_flags(p)
-    common(p)
-    p.set_defaults(func=cmd_train)
+    add_set_flag(p)
+    p.set_defaults(func=run)
 
 
 class _Usage(Exception):
@@ -68,13 +65,13 @@ def _console():
     return Console(stderr=True, highlight=False)
 
 
-def cmd_train(args) -> int:
+def run(args) -> int:
     from ..errors import SpecError
     from ..language.evaluate import split_overrides
-    from ..language.load import load, loads
-    from .checkpoint import CheckpointError
-    from .data import DataError
-    from .train import TrainError, TrainOptions, Trainer
+    from ..compiler.model_file import ModelFileError
+    from ..runtime.data import DataError
+    from ..runtime.launch import RESUME_MAY_CHANGE, InvalidSpec, NotARunFolder, new_run, resume_run
+    from ..runtime.train import TrainError
 
     err = _console()
     try:
@@ -88,16 +85,11 @@ def cmd_train(args) -> int:
             if refused:
                 raise _Usage("--resume keeps the run's settings; these cannot change: "
                              + ", ".join("--" + k.replace("_", "-") for k in refused))
-            run = Path(args.resume)
-            cfg_path = run / "config.json"
-            if not cfg_path.is_file():
-                err.print(f"error: {run} is not a run folder (no config.json)", markup=False)
-                return 1
-            cfg = json.loads(cfg_path.read_text())
-            spec = loads(cfg["spec_text"], cfg.get("spec_file", str(run)), cfg.get("overrides") or {})
-            variables, train_over = cfg.get("overrides") or {}, cfg.get("train_overrides") or {}
-            opts_d = {**cfg.get("options", {}), **given, "run": str(run)}
-            opts = TrainOptions(**{k: v for k, v in opts_d.items() if k in TrainOptions.__dataclass_fields__})
+            try:
+                setup = resume_run(args.resume, given)
+            except NotARunFolder as e:
+                err.print(f"error: {e}", markup=False)
+                return EXIT_INVALID
         else:
             if not args.spec:
                 raise _Usage("train needs a SPEC (or --resume RUN)")
@@ -107,36 +99,31 @@ def cmd_train(args) -> int:
                 variables, train_over = split_overrides(args.set)
             except SpecError as e:
                 raise _Usage(str(e)) from None
-            spec = load(args.spec, variables)
-            from ..graph.check import check_graph
-            from ..graph.builder import build
-            g, diag = build(spec)
-            report = check_graph(spec, g, diag)
-            if not report.valid:
-                for e in report.errors:
-                    err.print(e.get("text") or e.get("message"), markup=False, soft_wrap=True)
-                return 1
-            run = args.run or str(Path("runs") / spec.name / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
-            opts = TrainOptions(run=str(run), **given)
-        if opts.device is None:
-            opts.device = "cpu"
-        return _train(spec, variables, train_over, opts, args.json, err)
+            try:
+                setup = new_run(args.spec, variables, train_over, given, args.run)
+            except InvalidSpec as e:
+                for message in e.messages:
+                    err.print(message, markup=False, soft_wrap=True)
+                return EXIT_INVALID
+        return _train(setup, args.json, err)
     except _Usage as e:
         err.print(f"usage error: {e}", markup=False)
-        return 2
-    except (SpecError, CheckpointError, DataError, TrainError) as e:
+        return EXIT_USAGE
+    except (SpecError, ModelFileError, DataError, TrainError) as e:
         err.print(f"error: {e}", markup=False, soft_wrap=True)
-        return 1
+        return EXIT_INVALID
 
 
-def _train(spec, variables, train_over, opts, as_json: bool, err) -> int:
+def _train(setup, as_json: bool, err) -> int:
+    """Run the set-up training under a progress bar (the main process only); print its result."""
     import os
 
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
-    from .train import Trainer
+    from ..runtime.train import Trainer
 
+    spec, opts = setup.spec, setup.opts
     main = int(os.environ.get("RANK", "0")) == 0
     show = main and not as_json and err.is_terminal
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -154,7 +141,7 @@ def _train(spec, variables, train_over, opts, as_json: bool, err) -> int:
         if main and not show and not as_json and (step % trainer.opts.log_every == 0 or step == total):
             err.print(f"step {step}/{total}  loss {loss:.4f}  bpd {bpd:.4f}  {ips or 0:.0f} img/s", markup=False)
 
-    trainer = Trainer(spec, variables, train_over, opts, console=err if main else None, on_progress=on_progress)
+    trainer = Trainer(spec, setup.variables, setup.train_over, opts, console=err if main else None, on_progress=on_progress)
     if main and not as_json:
         err.print(f"run folder: {opts.run}", markup=False)
     with progress:
@@ -196,12 +183,3 @@ def _summary(result, console) -> None:
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
-
-
-def main_compile_train(args) -> int:
-    """``compile --train SPEC ...`` is ``train SPEC ...``."""
-    args.resume = None
-    return cmd_train(args)
-
-
-__all__ = ["add_commands", "add_train_flags", "cmd_train"]

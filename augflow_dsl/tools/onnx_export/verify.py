@@ -1,0 +1,121 @@
+"""Verification: the ONNX file run with onnxruntime on fresh inputs and compared with torch, the
+weights' derived matrices frozen as initializers for both."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+from .diagnosis import ExportError
+from .noise import NoiseInput, draw_noise
+
+TOLERANCE = 1e-4  # the check's bound: relative for log_prob, absolute for samples
+
+class _FrozenCache:
+    """Stands in for a module's :class:`~augflow_dsl.layers.linear.WeightCache` during export: each
+    value derived from the weights alone (W, W^-1, log|det W|) is computed once from the real
+    weights, as the eager cache does in no-grad evaluation, and served as a buffer of the module,
+    so it becomes an ONNX initializer (ONNX has no matrix inverse or log-determinant op)."""
+
+    def __init__(self):
+        self.keys: dict[str, list[str]] = {}
+
+    def get(self, module, name: str, compute):
+        import torch
+        if name not in self.keys:
+            with torch.no_grad():
+                value = compute()
+            keys = []
+            for j, t in enumerate(value):
+                key = f"_export_{name}_{j}"
+                module.register_buffer(key, t.detach().clone(), persistent=False)
+                keys.append(key)
+            self.keys[name] = keys
+        return tuple(getattr(module, k) for k in self.keys[name])
+
+    def clear(self) -> None:
+        pass
+
+
+@contextmanager
+def frozen_weights(model):
+    """Within, every module with a weight cache serves its derived weights as buffers."""
+    from ...layers.linear import WeightCache
+    saved = [(m, m.cache) for m in model.modules() if isinstance(getattr(m, "cache", None), WeightCache)]
+    frozen = [(m, _FrozenCache()) for m, _ in saved]
+    for m, f in frozen:
+        m.cache = f
+    try:
+        yield
+    finally:
+        for (m, cache), (_, f) in zip(saved, frozen):
+            m.cache = cache
+            for keys in f.keys.values():
+                for k in keys:
+                    delattr(m, k)
+
+
+def has_iterative_inverse(model) -> bool:
+    from ...layers.coupling import MixtureCoupling
+    return any(isinstance(m, MixtureCoupling) for m in model.modules())
+
+
+def verify_onnx(model, path: str | Path, what: str, names: list[str], noise: list[NoiseInput], batch: int,
+                seed: int, tolerance: float = TOLERANCE) -> dict:
+    """Run the file with onnxruntime and eager torch on the same fresh inputs (a batch size other
+    than the export's, so the dynamic batch is exercised); the largest difference and whether it
+    is within ``tolerance``."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from ...layers.base import NoiseFeed, feeding
+
+    dtype = model._dtype()
+    g = torch.Generator().manual_seed(seed)
+    if what == "log_prob":
+        if model.bits is not None:
+            first = torch.randint(0, 2 ** model.bits, (batch, *model.data_shape), generator=g).to(dtype)
+        else:
+            first = torch.randn(batch, *model.data_shape, generator=g, dtype=dtype)
+    else:
+        first = torch.tensor(0.9, dtype=dtype)
+    eps = draw_noise(noise, batch, seed + 7, dtype)
+    with torch.no_grad(), feeding(NoiseFeed(eps)):
+        if what == "log_prob":
+            ref = model._forward_plan(first)
+        else:
+            with model._drawing(first):
+                ref = model._inverse_plan(batch)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        got = sess.run(None, {k: v.numpy() for k, v in zip(names, [first, *eps])})[0]
+    except Exception as e:  # noqa: BLE001
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ExportError(f"onnxruntime cannot run {path}: {first_line[:300]}") from None
+    ref, got = ref.double().numpy(), got.astype(np.float64)
+    if got.shape != ref.shape:
+        raise ExportError(f"onnxruntime returned shape {list(got.shape)} where torch returns {list(ref.shape)}")
+    # torch's own non-finite values (a model that overflows at these inputs) must be matched
+    # exactly; the figures are over the values finite in both
+    same = bool(np.array_equal(np.isnan(got), np.isnan(ref))
+                and np.array_equal(np.where(np.isinf(got), got, 0), np.where(np.isinf(ref), ref, 0)))
+    finite = np.isfinite(got) & np.isfinite(ref)
+    diff = np.abs(got - ref)[finite]
+    out = {"batch": batch, "values": int(ref.size), "nonfinite_torch": int((~np.isfinite(ref)).sum()),
+           "nonfinite_agree": same, "max_abs_diff": float(diff.max()) if diff.size else 0.0}
+    if what == "log_prob":
+        out["max_rel_diff"] = float((diff / np.maximum(1.0, np.abs(ref[finite]))).max()) if diff.size else 0.0
+        out["measure"] = "max |ort - torch| / max(1, |torch|)"
+        worst = out["max_rel_diff"]
+    else:
+        out["measure"] = "max |ort - torch|"
+        worst = out["max_abs_diff"]
+        if model.bits is not None:
+            out["levels_differing"] = int((diff > 0.5).sum())
+    out["tolerance"] = tolerance
+    out["ok"] = bool(same and diff.size and worst <= tolerance)
+    return out
+
+
