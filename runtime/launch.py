@@ -28,11 +28,13 @@ class InvalidSpec(Exception):
 @dataclass
 class TrainSetup:
     """What :class:`~augflow_dsl.runtime.train.Trainer` takes: the spec, its ``let`` overrides,
-    its ``train.KEY`` overrides and the run's options."""
+    its ``train.KEY`` overrides, the run's options and, for a new run, the spec's checked
+    :class:`~augflow_dsl.graph.pipeline.Analysis` (so the pipeline runs once)."""
     spec: Any
     variables: dict
     train_over: dict
     opts: Any  # TrainOptions
+    analysis: Any = None
 
 
 def _options(values: dict):
@@ -57,7 +59,7 @@ def new_run(spec_path: str | Path, variables: dict, train_over: dict, options: d
         raise InvalidSpec([e.get("text") or e.get("message") for e in a.report.errors])
     spec = a.spec
     run = run or str(Path("runs") / spec.name / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
-    return TrainSetup(spec, variables, train_over, _options({"run": str(run), **options}))
+    return TrainSetup(spec, variables, train_over, _options({"run": str(run), **options}), a)
 
 
 def resume_run(run: str | Path, options: dict) -> TrainSetup:

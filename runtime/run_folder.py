@@ -42,6 +42,7 @@ class TrainOptions:
     log_every: int = 50
     eval_every: int | None = None      # steps; default: each epoch, at most ~10 times a run (and at the end)
     eval_images: int = 1000            # test images of the in-training evaluation
+    final_eval: bool = True            # end a finished run with the IW evaluation (train.eval_samples)
     sample_n: int = 64                 # images in each samples/step-N.png
     max_bad_steps: int = 20
     workers: int = 0
@@ -57,6 +58,7 @@ class RunResult:
     stopped: str                       # "done", "signal SIGTERM", "bad steps"
     train_bpd: float | None = None
     test_bpd: float | None = None
+    test_iw_bpd: float | None = None   # the final evaluation's, with train.eval_samples importance samples
     best_bpd: float | None = None
     images_per_s: float | None = None
     seconds: float = 0.0

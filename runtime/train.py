@@ -43,7 +43,10 @@ class Trainer:
 
     def __init__(self, spec, overrides: dict[str, Any], train_overrides: dict[str, Any], opts: TrainOptions,
                  console=None, on_progress: Callable | None = None, resume_from: dict | None = None,
-                 hooks: TrainHooks | None = None):
+                 hooks: TrainHooks | None = None, analysis=None):
+        """``analysis``: the spec's :class:`~augflow_dsl.graph.pipeline.Analysis` when the caller
+        has already checked it (its graph is compiled as it is); else :meth:`run` analyses ``spec``."""
+        self.analysis = analysis
         self.spec, self.overrides, self.train_overrides, self.opts = spec, dict(overrides), dict(train_overrides), opts
         try:
             self.train = spec.train.merged(train_overrides, batch=opts.batch, steps=opts.steps, epochs=opts.epochs,
@@ -75,7 +78,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> RunResult:
-        from ..compiler.model import compile_spec
+        from ..compiler.model import FlowModel, compile_spec
         from .data import BatchStream, batches_per_epoch, init_batch, open_dataset
 
         opts = self.opts
@@ -95,7 +98,9 @@ class Trainer:
             total = total_steps(self.train, spe)
 
             seed_everything(self.train.seed, world.rank)  # before the model exists: its initial weights
-            model = compile_spec(self.spec).to(world.device)
+            a = self.analysis
+            model = (FlowModel(a.spec, a.graph) if a is not None and a.spec is self.spec
+                     else compile_spec(self.spec)).to(world.device)
             if opts.precision == "bf16":
                 model.set_precision(torch.bfloat16)
             ckpt = self._existing_checkpoint(world)
@@ -202,7 +207,8 @@ class Trainer:
         window_loss, window_n, window_t0, window_images = 0.0, 0, time.perf_counter(), 0
         t_start = time.perf_counter()
         result = RunResult(str(self.run_dir), step, epoch, "done")
-        last_train_bpd = last_test = None
+        last_train_bpd = last_test = final_iw = None
+        step0 = step
         ips = None
         stopped = None
         try:
@@ -257,6 +263,8 @@ class Trainer:
                         break
                     if step % eval_every == 0 or step == total:
                         last_test = self._evaluate(model, ema, source, world, log, step)
+                        if step == total and train.eval_samples > 1 and opts.final_eval:
+                            final_iw = self._evaluate(model, ema, source, world, log, step, train.eval_samples)
                         if last_test is not None and last_test < best:
                             best = last_test
                             self._checkpoint(model, optimizer, ema, world, step, epoch, position, best,
@@ -276,6 +284,7 @@ class Trainer:
         result.step, result.epoch = step, epoch
         result.stopped = stopped or "done"
         result.train_bpd, result.test_bpd = last_train_bpd, last_test
+        result.test_iw_bpd = final_iw if step > step0 else None
         result.best_bpd = best if math.isfinite(best) else None
         result.images_per_s = ips
         result.seconds = elapsed0 + time.perf_counter() - t_start
@@ -313,9 +322,11 @@ class Trainer:
         D.barrier(world)
         return True
 
-    def _evaluate(self, model, ema, source, world, log, step) -> float | None:
-        """One-sample ELBO bits/dim on a fixed subset of the test split (EMA weights when kept) and a
-        sample grid; under its own RNG so the training noise stream is unchanged."""
+    def _evaluate(self, model, ema, source, world, log, step, samples: int = 1) -> float | None:
+        """Bits/dim on a fixed subset of the test split (EMA weights when kept) and, for the periodic
+        one-sample ELBO, a sample grid; under its own RNG so the training noise stream is unchanged.
+        ``samples`` > 1 (the run's last step, ``train.eval_samples``): the importance-weighted
+        figure, logged as its own row; it picks no checkpoint."""
         if not world.main:
             return D.broadcast_float(None, world)  # rank 0's figure, so that every rank takes the same branch
         from .scoring import evaluate
@@ -325,9 +336,11 @@ class Trainer:
         n = min(self.opts.eval_images, len(source.test))
         idx = torch.randperm(len(source.test), generator=torch.Generator().manual_seed(self.train.seed))[:n]
         data = torch.stack([source.test[int(i)] for i in idx])
-        res = evaluate(net, data, samples=1, batch=self.train.batch, seed=self.train.seed + 7919 * step)
-        bpd = float(res.elbo_bpd)
-        log.write({"step": step, "split": "test", "bpd": bpd, "samples": 1, "images": n})
+        res = evaluate(net, data, samples=samples, batch=self.train.batch, seed=self.train.seed + 7919 * step)
+        bpd = float(res.elbo_bpd if samples == 1 else res.iw_bpd)
+        log.write({"step": step, "split": "test", "bpd": bpd, "samples": samples, "images": n})
+        if samples > 1:
+            return D.broadcast_float(bpd, world)
         devices = [world.device] if world.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.train.seed + 7919 * step)

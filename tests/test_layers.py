@@ -191,4 +191,4 @@ def test_the_reader_sees_relative_and_function_local_imports():
     assert "augflow_dsl.runtime.launch" in {t for _, t in imports("augflow_dsl.cli.train")}  # inside run()
     # runtime/ is augflow_dsl.runtime: its relative imports resolve inside it and above it
     assert {"augflow_dsl.compiler.model_file", "augflow_dsl.runtime.data"} <= {
-        t for _, t in imports("augflow_dsl.runtime.evaluation")}
+        t for _, t in imports("augflow_dsl.runtime.run_io")}

@@ -123,8 +123,12 @@ def test_loss_falls_and_run_folder_is_complete(tmp_path, here):
     for key in ("step", "epoch", "loss", "bpd", "lr", "grad_norm", "images_per_s"):
         assert all(key in x for x in train_rows), key
     assert train_rows[-1]["bpd"] < train_rows[0]["bpd"] - 0.3, [x["bpd"] for x in train_rows]
-    evals = [x for x in rows if x.get("split") == "test"]
+    evals = [x for x in rows if x.get("split") == "test" and x["samples"] == 1]
     assert [e["step"] for e in evals] == [20, 40] and all(math.isfinite(e["bpd"]) for e in evals)
+    # the run ends with the spec's importance-weighted figure (digits-small: train.eval_samples 64)
+    final = [x for x in rows if x.get("split") == "test" and x["samples"] > 1]
+    assert [(e["step"], e["samples"], e["images"]) for e in final] == [(40, 64, 32)]
+    assert final[0]["bpd"] == result["test_iw_bpd"] and math.isfinite(final[0]["bpd"])
     for f in ("config.json", "checkpoints/last.pt", "checkpoints/best.pt", "samples/step-20.png",
               "samples/step-40.png", "curves.png"):
         assert (run / f).is_file(), f

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from ..ops.shapes import fmt, fmt_count
 from .common import EXIT_USAGE, add_set_flag, console, missing_spec_files, positive_int
 
 
@@ -55,16 +56,6 @@ def run(args) -> int:
     return worst
 
 
-def _fmt_shape(s) -> str:
-    return "x".join(str(v) for v in s)
-
-
-def _num(n: int) -> str:
-    if n >= 10**9:
-        return f"{n / 1e9:.2f} G"
-    if n >= 10**6:
-        return f"{n / 1e6:.2f} M"
-    return f"{n:,}"
 
 
 def _print_report(report, summary: bool, console) -> None:
@@ -79,21 +70,21 @@ def _print_report(report, summary: bool, console) -> None:
         for col in ("unit", "ops", "shape in -> out", "dims", "augmented", "dropped", "params", "MACs"):
             table.add_column(col, justify="left" if col in ("unit", "shape in -> out") else "right")
         for u in units(report):
-            table.add_row(escape(u.unit), str(u.ops), f"{_fmt_shape(u.shape_in)} -> {_fmt_shape(u.shape_out)}",
+            table.add_row(escape(u.unit), str(u.ops), f"{fmt(u.shape_in)} -> {fmt(u.shape_out)}",
                           f"{math.prod(u.shape_out):,}", f"{u.augmented_so_far:,}", f"{u.dropped:,}",
-                          f"{u.params:,}", _num(u.macs))
+                          f"{u.params:,}", fmt_count(u.macs))
         console.print(table)
     else:
         # node by node: hundreds of rows, so aligned plain text rather than a rich Table, whose
         # per-cell measuring would double the command's run time (DenseFlow-74-10 has 412 nodes)
         headers = ("#", "node", "op", "shape in -> out", "dims", "aug. so far", "dropped", "params", "MACs")
-        rows = [(str(i), r.label, r.op, f"{_fmt_shape(r.shape_in)} -> {_fmt_shape(r.shape_out)}",
+        rows = [(str(i), r.label, r.op, f"{fmt(r.shape_in)} -> {fmt(r.shape_out)}",
                  f"{math.prod(r.shape_out):,}", f"{r.augmented_so_far:,}", f"{r.dropped:,}" if r.dropped else "",
-                 f"{r.params:,}", _num(r.macs)) for i, r in enumerate(report.nodes)]
+                 f"{r.params:,}", fmt_count(r.macs)) for i, r in enumerate(report.nodes)]
         _plain_table(console, title, headers, rows, left={1, 2, 3})
     p, d = report.parameters, report.dims
     console.print(f"parameters: [bold]{p.total:,}[/bold]  (flow {p.flow:,}, q {p.q:,}, dequantizer {p.dequantizer:,})"
-                  f"   MACs per example: {_num(report.macs)}")
+                  f"   MACs per example: {fmt_count(report.macs)}")
     if not report.complete:
         console.print(f"dims: data {d.data:,}; the graph stops at the first shape error, so the totals above "
                       f"cover only the nodes before it")

@@ -51,7 +51,7 @@ def guarded(fn, args) -> int:
     from ..errors import SpecError
     from ..compiler.model_file import ModelFileError
     from ..runtime.data import DataError
-    from ..runtime.evaluation import DeviceUnavailable
+    from ..runtime.run_io import DeviceUnavailable
     from ..runtime.fid import FIDError
     err = Console(stderr=True, highlight=False)
     try:
@@ -71,7 +71,7 @@ def run(args) -> int:
 def _eval(args, err) -> int:
     import time
 
-    from ..runtime.evaluation import check_fid_request, load_on_device, open_split
+    from ..runtime.run_io import check_fid_request, load_on_device, open_split
     from ..runtime.fid import fid
     from ..runtime.sampling import generate
     from ..runtime.scoring import evaluate

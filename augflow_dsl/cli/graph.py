@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import SpecError
-from .common import add_set_flag
+from .common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, add_set_flag, missing_spec_files
 
 
 def register(sub) -> None:
@@ -20,26 +19,22 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..errors import Source
-    from ..graph.builder import build
+    from ..graph.pipeline import analyze
     from ..graph.serialize import export
-    from ..language.load import load
 
-    if not Path(args.spec).is_file():
-        print(f"error: no such spec file: {args.spec}", file=sys.stderr)
-        return 2
-    try:
-        spec = load(args.spec, args.set)
-    except SpecError as e:
-        print(str(e), file=sys.stderr)
-        return 1
-    g, diag = build(spec)
-    if diag.errors:  # a shape error: the graph stops there, so there is no graph to export
-        for e in diag.errors:
-            print(str(e.with_source(Source(spec.text, spec.file))), file=sys.stderr)
-        return 1
-    text = export(g, args.format)
+    if missing_spec_files([args.spec]):
+        return EXIT_USAGE
+    a = analyze(args.spec, args.set)
+    if a.load_error is not None:
+        print(str(a.load_error), file=sys.stderr)
+        return EXIT_INVALID
+    if a.diagnostics.errors:  # a shape error: the graph stops there, so there is no graph to export
+        for e in a.diagnostics.errors:
+            print(str(e.with_source(Source(a.spec.text, a.spec.file))), file=sys.stderr)
+        return EXIT_INVALID
+    text = export(a.graph, args.format)
     if args.out:
         Path(args.out).write_text(text)
     else:
         sys.stdout.write(text)
-    return 0
+    return EXIT_OK

@@ -33,7 +33,7 @@ def run(args) -> int:
 def _sample(args, err) -> int:
     import time
 
-    from ..runtime.evaluation import load_on_device, write_samples
+    from ..runtime.run_io import load_on_device, write_samples
     from ..runtime.sampling import generate
     from .common import progress_bar
 

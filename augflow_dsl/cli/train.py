@@ -141,7 +141,8 @@ def _train(setup, as_json: bool, err) -> int:
         if main and not show and not as_json and (step % trainer.opts.log_every == 0 or step == total):
             err.print(f"step {step}/{total}  loss {loss:.4f}  bpd {bpd:.4f}  {ips or 0:.0f} img/s", markup=False)
 
-    trainer = Trainer(spec, setup.variables, setup.train_over, opts, console=err if main else None, on_progress=on_progress)
+    trainer = Trainer(spec, setup.variables, setup.train_over, opts, console=err if main else None,
+                      on_progress=on_progress, analysis=setup.analysis)
     if main and not as_json:
         err.print(f"run folder: {opts.run}", markup=False)
     with progress:
@@ -152,7 +153,7 @@ def _train(setup, as_json: bool, err) -> int:
         from dataclasses import asdict
         print(json.dumps(asdict(result)))
     else:
-        _summary(result, err)
+        _summary(result, err, trainer.train.eval_samples)
     if result.stopped == "bad steps":
         err.print(f"error: {opts.max_bad_steps} non-finite steps in a row at step {result.step}; stopped. The last "
                   f"good checkpoint is {result.checkpoint or '(none written yet)'}; lower the learning rate "
@@ -165,7 +166,7 @@ def _train(setup, as_json: bool, err) -> int:
     return 0
 
 
-def _summary(result, console) -> None:
+def _summary(result, console, train_samples: int) -> None:
     from rich.table import Table
 
     t = Table(title="training run", show_header=False)
@@ -178,6 +179,7 @@ def _summary(result, console) -> None:
     rows = [("run folder", result.run), ("stopped", result.stopped), ("steps", f"{result.step:,}"),
             ("epochs", str(result.epoch)), ("train bits/dim (last window)", f(result.train_bpd)),
             ("test bits/dim (last eval, ELBO)", f(result.test_bpd)), ("best test bits/dim", f(result.best_bpd)),
+            *([(f"final test bits/dim (IW, S = {train_samples})", f(result.test_iw_bpd))] if train_samples > 1 else []),
             ("images/s", f(result.images_per_s, "{:.1f}")), ("time", f"{result.seconds:.1f} s"),
             ("checkpoint", result.checkpoint or "-")]
     for k, v in rows:

@@ -48,10 +48,12 @@ class TrainSpec(_Model):
     no EMA); ``clip`` the gradient-norm bound; ``init_batch`` the images of the data-dependent
     init; ``augment`` a list of ``flip`` and ``translate`` (DenseFlow's, reference-facts).
     ``eval_samples`` is the number of importance samples S of the model's reported test figure:
-    ``sweep`` evaluates each trained point with it unless ``--samples`` is given (importance-weighted
-    bits/dim when S > 1; ``eval --samples S`` gives that figure for one run). ``train``'s periodic in-training
-    evaluations stay one-sample ELBO bits/dim (their metrics rows say ``"samples": 1``): they pick
-    ``best.pt`` and draw the curves, and S of 1000-4096 on each would cost more than the training."""
+    ``train`` ends a run that reaches its last step with one importance-weighted evaluation with S
+    samples on the in-training evaluation's test images (a metrics row with ``"samples": S``, the
+    summary's "final test bits/dim"; S = 1 skips it), and ``sweep`` scores each trained point with it
+    unless ``--samples`` is given (``eval --samples S`` gives that figure for any run). The periodic
+    in-training evaluations stay one-sample ELBO bits/dim (``"samples": 1``): they pick ``best.pt``
+    and draw the curves, and S of 1000-4096 on each would cost more than the training."""
 
     optimizer: Literal["adam", "adamax", "adamw"] = "adam"
     lr: float = Field(default=1e-3, gt=0)

@@ -30,6 +30,15 @@ def fmt(shape: Shape) -> str:
     return "x".join(str(s) for s in shape)
 
 
+def fmt_count(n: int) -> str:
+    """A large count for reports: ``1.23 G``, ``45.60 M``, else with thousands separators."""
+    if n >= 10**9:
+        return f"{n / 1e9:.2f} G"
+    if n >= 10**6:
+        return f"{n / 1e6:.2f} M"
+    return f"{n:,}"
+
+
 def halves(split: str, shape: Shape, equal: bool = False) -> tuple[Shape, Shape]:
     """The shapes of the two parts of a split: (identity part, transformed part).
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ...ops.shapes import fmt_count
+
 MAX_CELLS = 18        # a block with more units shows two rows: its first and last units
 CELLS_PER_ROW = 6
 MAX_PERIOD = 32       # the longest repeated op sequence looked for (keeps compress linear in practice)
@@ -54,12 +56,7 @@ def shape_text(s) -> str:
     return "\u00d7".join(str(v) for v in s)
 
 
-def num(n: int) -> str:
-    if n >= 10**9:
-        return f"{n / 1e9:.2f} G"
-    if n >= 10**6:
-        return f"{n / 1e6:.2f} M"
-    return f"{n:,}"
+num = fmt_count  # MACs and parameters in pictures as in check's tables
 
 
 def short(n: int) -> str:

@@ -27,6 +27,7 @@ class Point:
     run: Path
     parameters: int | None = None
     error: str | None = None
+    analysis: Any = None  # the checked spec (graph.pipeline.Analysis), compiled as it is when trained
 
 
 def parse_grid(items: list[str]) -> Grid:
@@ -94,7 +95,8 @@ def train_options(cfg: SweepConfig, run: Path):
     given = {k: v for k, v in {**cfg.train, **cfg.options}.items()
              if v is not None and k in TrainOptions.__dataclass_fields__}
     given.setdefault("device", "cpu")
-    return TrainOptions(run=str(run), **given)
+    # the sweep scores each trained point itself, on the whole test split (evaluate_run)
+    return TrainOptions(run=str(run), final_eval=False, **given)
 
 
 def check_points(points: list[Point], cfg: SweepConfig) -> None:
@@ -111,7 +113,8 @@ def check_points(points: list[Point], cfg: SweepConfig) -> None:
         except SpecError as e:
             p.error = "; ".join(x.message for x in all_errors(e))
             continue
-        report = analyze(spec).report
+        p.analysis = analyze(spec)
+        report = p.analysis.report
         if not report.valid:
             p.error = "; ".join(e.get("message") or e.get("text") or "?" for e in report.errors)
             continue

@@ -7,8 +7,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 FORMAT = "augflow-dsl-sweep"
-EVAL_BATCH = 64   # eval's default --batch: the noise each example draws depends on it
-EVAL_SEED = 0     # eval's default --seed
 
 Status = Literal["done", "invalid", "pending", "failed"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from .folder import append_result, load_results, write_atomic
 from .grid import Grid, Point, check_points, points_of, train_options
-from .records import (EVAL_BATCH, EVAL_SEED, PointResult, Stopped, SweepConfig, SweepError, SweepResult,
+from .records import (PointResult, Stopped, SweepConfig, SweepError, SweepResult,
                       SweepUsageError)
 from .table import save
 
@@ -135,7 +135,7 @@ def _run_point(p: Point, cfg: SweepConfig, rows: dict[str, PointResult], tag: st
     from ...language.load import loads
     from ...runtime.train import Trainer
 
-    spec = loads(cfg.spec_text, cfg.spec_file, p.variables)
+    spec = p.analysis.spec if p.analysis is not None else loads(cfg.spec_text, cfg.spec_file, p.variables)
     opts = train_options(cfg, p.run)
     resuming = (p.run / "checkpoints" / "last.pt").is_file()
     say(f"{tag}: {p.parameters:,} parameters, {'resuming' if resuming else 'training'} in {p.run}")
@@ -149,7 +149,7 @@ def _run_point(p: Point, cfg: SweepConfig, rows: dict[str, PointResult], tag: st
             task["id"] = progress.add_task(p.name, total=total, completed=step - 1, info="")
         progress.update(task["id"], completed=step, info=f"bpd {bpd:.3f}  {ips or 0:.0f} img/s")
 
-    trainer = Trainer(spec, p.variables, p.train, opts, console=err, on_progress=on_progress)
+    trainer = Trainer(spec, p.variables, p.train, opts, console=err, on_progress=on_progress, analysis=p.analysis)
     with progress:
         result = trainer.run()
     resumed_from = (first.get("step", result.step) if resuming else None)
@@ -206,7 +206,8 @@ def evaluate_run(run: Path, samples: int, cfg: SweepConfig, err=None, show: bool
         def on_eval(done: int, total: int, s: dict) -> None:
             progress.update(task, completed=done, total=total, info=f"bpd {s['bpd']:.4f}")
 
-        res = evaluate(model, source.test, samples=samples, batch=EVAL_BATCH, seed=EVAL_SEED, progress=on_eval)
+        # evaluate's own batch and seed, which are eval's defaults: the noise each example draws depends on them
+        res = evaluate(model, source.test, samples=samples, progress=on_eval)
     return {"weights": meta.get("weights"), "n": res.n, "samples": res.samples, "elbo_bpd": res.elbo_bpd,
             "elbo_se": res.elbo_se, "iw_bpd": res.iw_bpd, "iw_se": res.iw_se, "eval_seconds": res.seconds}
 
