@@ -8,7 +8,8 @@ still an arrow between layers; it only moves the cost to call time). ``runtime``
 share a rank but import neither one the other (neither needs to today: interop maps weights onto
 the compiler's FlowModel and writes the compiler's model file; runtime reads that file). The
 package root (``augflow_dsl/__init__.py``, the public API) and ``augflow_dsl/__main__.py`` may
-import anything, and any module may read the root (``from .. import __version__``).
+import anything; only ``cli`` may import the root (``from .. import __version__``), which imports
+language, graph and compiler and so stands above every layer but ``cli``.
 
 Also: no import cycle between modules (function-local imports included), and no module over
 500 lines. ``runtime/`` is installed as ``augflow_dsl.runtime``.
@@ -27,7 +28,7 @@ LAYERS = ("errors", "ops", "language", "graph", "layers", "compiler", "runtime",
 RANK = {name: i for i, name in enumerate(LAYERS)}
 RANK["interop"] = RANK["runtime"]  # the same rank ...
 SIBLINGS_APART = {("runtime", "interop"), ("interop", "runtime")}  # ... but neither imports the other
-TOP = {PACKAGE, f"{PACKAGE}.__main__"}  # may import anything; the root may be read by anything
+TOP = {PACKAGE, f"{PACKAGE}.__main__"}  # may import anything; only cli may read the root
 MAX_LINES = 500
 
 # Modules still over MAX_LINES while the restructuring is under way (paths relative to the repo
@@ -128,6 +129,10 @@ def test_no_module_imports_a_higher_layer():
             continue
         for line, target in imports(module):
             theirs = layer(target)
+            if target == PACKAGE and mine != "cli":  # the root is the public API: above all but cli
+                violations.append(f"{_where(module, line)} imports the package root {PACKAGE} (only cli may: "
+                                  f"the root imports language, graph and compiler)")
+                continue
             if theirs is None or theirs == mine:
                 continue
             if theirs in RANK and (RANK[theirs] > RANK[mine] or (mine, theirs) in SIBLINGS_APART):

@@ -62,11 +62,16 @@ def spec_hash(text: str, overrides: dict[str, Any] | None = None) -> str:
 
 def versions() -> dict[str, str]:
     """Versions of what wrote a file (plain strings: TorchVersion is not weights_only-loadable)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import numpy as np
     import torch
 
-    from .. import __version__
-    return {"augflow_dsl": str(__version__), "torch": str(torch.__version__), "python": platform.python_version(),
+    try:
+        ours = version("augflow-dsl")  # the installed distribution: what augflow_dsl.__version__ says
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        ours = "unknown"
+    return {"augflow_dsl": ours, "torch": str(torch.__version__), "python": platform.python_version(),
             "numpy": str(np.__version__)}
 
 
