@@ -29,7 +29,7 @@ def backward_and_clip(loss: torch.Tensor, optimizer: torch.optim.Optimizer, para
                       clip: float | None) -> torch.Tensor:
     """A training step up to the optimizer's update: zero the gradients, backpropagate ``loss``,
     clip the gradients' total norm to ``clip`` (None: no clipping). Returns the norm before
-    clipping. (examples/bench_memory_plan.py measures a step made of the same calls.)"""
+    clipping. (examples/bench_memory_estimate.py measures a step made of the same calls.)"""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])

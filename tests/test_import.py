@@ -47,14 +47,14 @@ def df_full():
     spec = load(DF_SPEC)
     with torch.device("meta"):
         model = compile_spec(loads(denseflow.reference_spec_text(spec.text), spec.file))
-    return model, denseflow.plan_for(model)
+    return model, denseflow.weight_map_for(model)
 
 
 @pytest.fixture(scope="module")
 def vf_full():
     with torch.device("meta"):
         model = compile_spec(VF_SPEC)
-    return model, vflow.plan_for(model)
+    return model, vflow.weight_map_for(model)
 
 
 # ------------------------------------------------------------------ token layout
@@ -139,58 +139,58 @@ def test_reference_spec_text_sets_channel_runs_and_keeps_the_parameters(df_full)
 
 # ------------------------------------------------------------------ full-size mappings from the fixtures
 def test_denseflow_fixture_maps_every_key_both_ways(df_full):
-    model, plan = df_full
+    model, wmap = df_full
     keys = _fixture("denseflow-74-10.keys.json")
     assert len(keys) == 3725
-    check(plan, keys, _ours(model), "DenseFlow")  # raises on any unmatched or mis-shaped key
-    assert set(plan.reference_shapes()) == set(keys)
+    check(wmap, keys, _ours(model), "DenseFlow")  # raises on any unmatched or mis-shaped key
+    assert set(wmap.reference_shapes()) == set(keys)
     fake = {k: torch.empty(s, device="meta") for k, s in keys.items()}
-    state = fill(plan, fake.__getitem__, model)
+    state = fill(wmap, fake.__getitem__, model)
     assert set(state) == set(model.state_dict()) and all(tuple(state[k].shape) == s for k, s in _ours(model).items())
 
 
 def test_vflow_fixture_maps_every_key_both_ways(vf_full):
-    model, plan = vf_full
+    model, wmap = vf_full
     keys = _fixture("vflow6ch.keys.json")
     params = {k: s for k, s in keys.items() if not vflow.is_optimizer_state(k) and not k.endswith(vflow.EMA)}
     assert sum(math.prod(s) for s in params.values()) == 39_700_096
-    check(plan, keys, _ours(model), "VFlow")
-    check(plan, vflow.ema_shapes(keys), _ours(model), "VFlow EMA")
-    assert set(plan.reference_shapes()) == set(params) == set(vflow.ema_shapes(keys))
+    check(wmap, keys, _ours(model), "VFlow")
+    check(wmap, vflow.ema_shapes(keys), _ours(model), "VFlow EMA")
+    assert set(wmap.reference_shapes()) == set(params) == set(vflow.ema_shapes(keys))
     fake = {k: torch.empty(s, device="meta") for k, s in keys.items()}
-    assert set(fill(plan, fake.__getitem__, model)) == set(model.state_dict())
+    assert set(fill(wmap, fake.__getitem__, model)) == set(model.state_dict())
 
 
 # ------------------------------------------------------------------ refusals name the first mismatched keys
-def _refusal(plan, keys, model, what="DenseFlow") -> str:
+def _refusal(wmap, keys, model, what="DenseFlow") -> str:
     with pytest.raises(ImportMismatch) as e:
-        check(plan, keys, _ours(model), what)
+        check(wmap, keys, _ours(model), what)
     return str(e.value)
 
 
 def test_refuses_a_mis_shaped_key(df_full):
-    model, plan = df_full
+    model, wmap = df_full
     keys = _fixture("denseflow-74-10.keys.json")
     keys["base_dist.loc"] = (1, 300, 1, 1)
-    msg = _refusal(plan, keys, model)
+    msg = _refusal(wmap, keys, model)
     assert "mis-shaped: base_dist.loc is [1, 300, 1, 1], the spec needs [1, 308, 1, 1]" in msg
 
 
 def test_refuses_a_missing_and_an_extra_key(df_full):
-    model, plan = df_full
+    model, wmap = df_full
     keys = _fixture("denseflow-74-10.keys.json")
     gone = "transforms.3.noise_params.0.transformation.0.weight"
     del keys[gone]
     keys["transforms.9.blocks.0.weight"] = (3, 3)
-    msg = _refusal(plan, keys, model)
+    msg = _refusal(wmap, keys, model)
     assert f"missing from the checkpoint: {gone} [48, 12, 3, 3]" in msg
     assert "in the checkpoint but not in the spec: transforms.9.blocks.0.weight [3, 3]" in msg
 
 
 def test_refuses_another_architecture(df_full, vf_full):
     """VFlow's names against DenseFlow's spec and the other way round: nothing fits."""
-    model, plan = df_full
-    msg = _refusal(plan, _fixture("vflow6ch.keys.json"), model)
+    model, wmap = df_full
+    msg = _refusal(wmap, _fixture("vflow6ch.keys.json"), model)
     assert "missing from the checkpoint: transforms.0.encoder.context_init.1.0.nn.0.weight [3, 3, 1, 1]" in msg
     assert "in the checkpoint but not in the spec: context_proc/proj/W [3, 3, 6, 32]" in msg and "(6302 in all)" in msg
     vmodel, vplan = vf_full
@@ -203,7 +203,7 @@ def test_refuses_a_spec_of_other_sizes(df_full):
     spec = load(ROOT / "specs" / "denseflow-45-6.flow")
     with torch.device("meta"):
         model = compile_spec(loads(denseflow.reference_spec_text(spec.text), spec.file))
-    msg = _refusal(denseflow.plan_for(model), _fixture("denseflow-74-10.keys.json"), model)
+    msg = _refusal(denseflow.weight_map_for(model), _fixture("denseflow-74-10.keys.json"), model)
     assert "mis-shaped: " in msg and "in the checkpoint but not in the spec: " in msg
 
 
@@ -212,9 +212,9 @@ def test_vflow_norm_and_pointwise_halves_are_put_back_in_place():
     """flows.py Norm: y = x max(g, 1e-10) + b per half [H, W', C']; Pointwise: y = x W per half."""
     torch.manual_seed(0)
     model = compile_spec(VF_SPEC, VF_SMALL)
-    plan = vflow.plan_for(model)
-    fake = {k: torch.rand(s) + 0.5 for k, s in plan.reference_shapes().items()}
-    model.load_state_dict(fill(plan, fake.__getitem__, model))
+    wmap = vflow.weight_map_for(model)
+    fake = {k: torch.rand(s) + 0.5 for k, s in wmap.reference_shapes().items()}
+    model.load_state_dict(fill(wmap, fake.__getitem__, model))
     from augflow_dsl.interop.walk import parts
     steps = parts(model).steps  # the chain between the augment point and the prior
     for i, split in ((0, "columns"), (8, "channels")):  # p's first column step, first channel step
@@ -245,7 +245,7 @@ def df_small_checkpoint(tmp_path_factory):
         model = compile_spec(loads(denseflow.reference_spec_text(spec.text), spec.file, DF_SMALL))
     gen = torch.Generator().manual_seed(0)
     sd = {}
-    for k, s in denseflow.plan_for(model).reference_shapes().items():
+    for k, s in denseflow.weight_map_for(model).reference_shapes().items():
         if k.endswith("ldj_per_dim"):
             sd[k] = torch.tensor(-math.log(256.0))
         elif k.endswith("_shift"):
@@ -351,7 +351,7 @@ def test_cli_imports_vflow_with_its_ema(tmp_path, monkeypatch, capsys):
         model = compile_spec(VF_SPEC, VF_SMALL)
     gen = torch.Generator().manual_seed(0)
     tensors = {}
-    for k, s in vflow.plan_for(model).reference_shapes().items():
+    for k, s in vflow.weight_map_for(model).reference_shapes().items():
         tensors[k] = torch.rand(s, generator=gen) + 0.5
         tensors[k + vflow.EMA] = torch.rand(s, generator=gen) + 0.5
         tensors[k + "/Adam"] = tensors[k + "/Adam_1"] = torch.zeros(s)

@@ -226,10 +226,10 @@ def test_activations_match_what_autograd_saves(name, batch, precision, tiny_path
 
 def test_peak_matches_the_allocator_over_a_training_step():
     """The whole estimate (static + activations + transient) against the peak of the bytes torch's
-    CPU allocator holds over one steady-state training step (examples/bench_memory_plan.py)."""
+    CPU allocator holds over one steady-state training step (examples/bench_memory_estimate.py)."""
     sys.path.insert(0, str(ROOT / "examples"))
     try:
-        import bench_memory_plan as bench
+        import bench_memory_estimate as bench
     finally:
         sys.path.pop(0)
     got = bench.child(DIGITS, 16, "alloc", "cpu", "fp32", 1)["alloc"]

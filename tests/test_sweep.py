@@ -34,7 +34,6 @@ INVALID = ["growth=0,units=2", "growth=0,units=3"]
 
 def sweep(*args: str) -> subprocess.CompletedProcess:
     """``augflow-dsl sweep ARGS`` in this process, its output captured."""
-    os.environ.pop("AUGFLOW_FAULT", None)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

@@ -28,7 +28,7 @@ the nets run under autocast (:class:`~augflow_dsl.ops.net_descriptions.Precision
 arithmetic stays float32.
 
 Validated against what autograd saves (tests/test_memory.py) and against measured training-step
-peaks on CPU (examples/bench_memory_plan.py, docs/memory.md).
+peaks on CPU (examples/bench_memory_estimate.py, docs/memory.md).
 """
 from __future__ import annotations
 

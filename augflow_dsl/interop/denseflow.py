@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .mapping import ImportMismatch, Plan
+from .mapping import ImportMismatch, WeightMap
 from .walk import key_prefix, parts
 
 TOKENS = "channel_runs"
@@ -86,61 +86,61 @@ def _depth(module: nn.Module, prefix: str) -> int:
     return max(idx) + 1 if idx else 0
 
 
-def _gaussian(plan: Plan, pre: str, module: nn.Module, ref: str) -> None:
+def _gaussian(wmap: WeightMap, pre: str, module: nn.Module, ref: str) -> None:
     for name in ("loc", "log_scale"):
         t = getattr(module, name, None)
         if isinstance(t, torch.Tensor) and t.dim() == 3:
-            plan.copy(pre + name, ref + name, t.shape, (1, *t.shape))
+            wmap.copy(pre + name, ref + name, t.shape, (1, *t.shape))
 
 
-def _actnorm(plan: Plan, pre: str, m: nn.Module, ref: str) -> None:
+def _actnorm(wmap: WeightMap, pre: str, m: nn.Module, ref: str) -> None:
     shape = tuple(m.log_scale.shape)
     rs = (1, *shape)
-    plan.add(pre + "log_scale", [ref + "log_scale"], [rs], lambda ls, s=shape: -ls.reshape(s))
-    plan.add(pre + "bias", [ref + "shift", ref + "log_scale"], [rs, rs],
+    wmap.add(pre + "log_scale", [ref + "log_scale"], [rs], lambda ls, s=shape: -ls.reshape(s))
+    wmap.add(pre + "bias", [ref + "shift", ref + "log_scale"], [rs, rs],
              lambda sh, ls, s=shape: (-sh * torch.exp(-ls)).reshape(s))
-    plan.add(pre + "initialized", [ref + "initialized"], [(1,)], lambda i: (i > 0).reshape(()))
+    wmap.add(pre + "initialized", [ref + "initialized"], [(1,)], lambda i: (i > 0).reshape(()))
 
 
-def plan_for(model: nn.Module) -> Plan:
+def weight_map_for(model: nn.Module) -> WeightMap:
     """Where each tensor of a DenseFlow checkpoint goes in ``model`` (a compiled DenseFlow spec)."""
-    plan = Plan()
+    wmap = WeightMap()
     p, pre = parts(model), key_prefix(model)
     if p.dequant is not None:
-        plan.constant("transforms.0.ldj_per_dim", (), -(model.bits or 0) * math.log(2))
+        wmap.constant("transforms.0.ldj_per_dim", (), -(model.bits or 0) * math.log(2))
         enc = "transforms.0.encoder."
         if p.dequant.context is not None:
             c = p.dequant.context
             rules = (_dense_block(r"net\.0\.", f"{enc}context_init.1.", _depth(c, r"net\.0\."))
                      + [(r"net\.1\.(weight|bias)", rf"{enc}context_init.2.\1")]
                      + _dense_block(r"net\.2\.", f"{enc}context_init.3.", _depth(c, r"net\.2\.")))
-            plan.rename(c, pre(c), rules)
-        _gaussian(plan, pre(p.dequant.base), p.dequant.base, f"{enc}base_dist.")
+            wmap.rename(c, pre(c), rules)
+        _gaussian(wmap, pre(p.dequant.base), p.dequant.base, f"{enc}base_dist.")
         for i, layer in enumerate(p.dequant.flow):
             kind, r = type(layer).__name__, f"{enc}transforms.{i}."
             if kind == "Conv1x1":
-                plan.rename(layer, pre(layer), [(r"mats\.0\.weight", rf"{r}weight")])
+                wmap.rename(layer, pre(layer), [(r"mats\.0\.weight", rf"{r}weight")])
             elif kind == "AffineCoupling":
                 t = f"{r}coupling_net.0.transform."
                 rules = ([(r"net\.net\.0\.(weight|bias)", rf"{t}0.\1")]
                          + _dense_block(r"net\.net\.1\.", f"{t}1.dense.", _depth(layer, r"net\.net\.1\."))
                          + [(r"net\.net\.2\.(weight|bias)", rf"{t}2.\1")])
-                plan.rename(layer, pre(layer), rules)
+                wmap.rename(layer, pre(layer), rules)
             elif kind == "Sigmoid":
-                plan.constant(f"{r}temperature", (1,), 1.0)
+                wmap.constant(f"{r}temperature", (1,), 1.0)
     for i, layer in enumerate(p.then):
         if type(layer).__name__ == "Shift":
-            plan.constant(f"transforms.{1 + i}._shift", (), layer.by)
-            plan.constant(f"transforms.{1 + i}._scale", (), 1.0)
+            wmap.constant(f"transforms.{1 + i}._shift", (), layer.by)
+            wmap.constant(f"transforms.{1 + i}._scale", (), 1.0)
     t, unit, module = 3, 0, -1  # transforms.3 is the first dense block (after dequantize, shift, squeeze)
     for layer in p.steps:
         kind, m = type(layer).__name__, pre(layer)
         r = f"transforms.{t}.blocks.{unit}.transforms.{module}.transforms."
         if kind == "ActNorm":
             module += 1
-            _actnorm(plan, m, layer, f"transforms.{t}.blocks.{unit}.transforms.{module}.transforms.0.")
+            _actnorm(wmap, m, layer, f"transforms.{t}.blocks.{unit}.transforms.{module}.transforms.0.")
         elif kind == "Conv1x1":
-            plan.rename(layer, m, [(r"mats\.0\.weight", rf"{r}1.weight")])
+            wmap.rename(layer, m, [(r"mats\.0\.weight", rf"{r}1.weight")])
         elif kind == "AffineCoupling":
             d = f"{r}2.coupling_net.0.dn.transform."
             rules = ([(r"net\.proj_in\.(weight|bias)", rf"{d}0.\1"),
@@ -150,14 +150,14 @@ def plan_for(model: nn.Module) -> Plan:
                       (r"net\.fuse\.2\.weight", rf"{d}1.mix_conv.2.weight"),
                       (r"net\.proj_out\.(weight|bias)", rf"{d}2.\1")]
                      + _dense_block(r"net\.dense\.", f"{d}1.dense.", _depth(layer, r"net\.dense\.")))
-            plan.rename(layer, m, rules)
+            wmap.rename(layer, m, rules)
         elif kind == "CrossUnit":
             g = f"transforms.{t}.noise_params.{unit}.transformation."
-            plan.rename(layer, m, [(r"g\.net\.([02])\.(weight|bias)", rf"{g}\1.\2")])
+            wmap.rename(layer, m, [(r"g\.net\.([02])\.(weight|bias)", rf"{g}\1.\2")])
             unit, module = unit + 1, -1
         elif kind == "SqueezeAndDrop":
-            plan.constant(f"transforms.{t + 1}.dist.buffer", (1,), 0.0)
+            wmap.constant(f"transforms.{t + 1}.dist.buffer", (1,), 0.0)
             t, unit, module = t + 2, 0, -1
     if p.prior is not None:
-        _gaussian(plan, pre(p.prior), p.prior, "base_dist.")
-    return plan
+        _gaussian(wmap, pre(p.prior), p.prior, "base_dist.")
+    return wmap

@@ -64,20 +64,20 @@ def import_checkpoint(kind: str, source: str | Path, spec_path: str | Path, sets
     ours = _shapes(model)
     if kind == "denseflow":
         sd = source_ckpt
-        plan = denseflow.plan_for(model)
-        check(plan, {k: tuple(v.shape) for k, v in sd.items()}, ours, "DenseFlow")
-        state, ema = fill(plan, sd.__getitem__, model), None
-        n = len(plan.reference_shapes())
+        wmap = denseflow.weight_map_for(model)
+        check(wmap, {k: tuple(v.shape) for k, v in sd.items()}, ours, "DenseFlow")
+        state, ema = fill(wmap, sd.__getitem__, model), None
+        n = len(wmap.reference_shapes())
     else:
         ckpt = source_ckpt
-        plan = vflow.plan_for(model)
-        check(plan, ckpt.shapes, ours, "VFlow")
+        wmap = vflow.weight_map_for(model)
+        check(wmap, ckpt.shapes, ours, "VFlow")
         shadows = vflow.ema_shapes(ckpt.shapes)
         if shadows is not None:
-            check(plan, shadows, ours, "VFlow checkpoint's EMA (ExponentialMovingAverage): the")
-        state = fill(plan, ckpt.read, model)
-        ema = fill(plan, lambda k: ckpt.read(k + vflow.EMA), model) if shadows is not None else None
-        n = len(plan.reference_shapes()) * (2 if ema is not None else 1)
+            check(wmap, shadows, ours, "VFlow checkpoint's EMA (ExponentialMovingAverage): the")
+        state = fill(wmap, ckpt.read, model)
+        ema = fill(wmap, lambda k: ckpt.read(k + vflow.EMA), model) if shadows is not None else None
+        n = len(wmap.reference_shapes()) * (2 if ema is not None else 1)
     return Imported(kind, str(source), spec, overrides, model, state, ema, n)
 
 

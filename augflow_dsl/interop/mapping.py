@@ -1,10 +1,10 @@
-"""A name-by-name import plan: which reference tensors fill which of our parameters and buffers.
+"""A name-by-name import weight map: which reference tensors fill which of our parameters and buffers.
 
-A :class:`Plan` is built from OUR compiled model (see :mod:`.walk`) and lists, for every key of
+A :class:`WeightMap` is built from OUR compiled model (see :mod:`.walk`) and lists, for every key of
 our state dict, the reference tensors it is computed from and how. :func:`check` compares the
-plan with a checkpoint's names and shapes before any value is read and refuses, naming the first
-mismatched keys, when the spec does not fit: a reference key the plan has no place for, one the
-plan needs but the checkpoint lacks, a shape that differs, or one of our keys no entry fills.
+weight map with a checkpoint's names and shapes before any value is read and refuses, naming the first
+mismatched keys, when the spec does not fit: a reference key the weight map has no place for, one the
+weight map needs but the checkpoint lacks, a shape that differs, or one of our keys no entry fills.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class Constant:
 
 
 @dataclass
-class Plan:
+class WeightMap:
     """Every entry, constant and ignored reference key, plus our keys set without a reference
     tensor (``fixed``: our key -> value, e.g. ActNorm's ``initialized`` flag)."""
 
@@ -83,7 +83,7 @@ class Plan:
 
     # ---------------------------------------------------------------- using
     def reference_shapes(self) -> dict[str, Shape]:
-        """What the plan expects of the checkpoint: name -> shape."""
+        """What the weight map expects of the checkpoint: name -> shape."""
         want: dict[str, Shape] = {}
         for e in self.entries:
             want.update(zip(e.refs, e.ref_shapes))
@@ -99,16 +99,16 @@ def _show(keys: Sequence[str], shapes: Mapping[str, Shape] | None = None) -> str
     return head + (f", ... ({len(keys)} in all)" if len(keys) > SHOWN else "")
 
 
-def check(plan: Plan, have: Mapping[str, Shape], ours: Mapping[str, Shape], what: str) -> None:
+def check(wmap: WeightMap, have: Mapping[str, Shape], ours: Mapping[str, Shape], what: str) -> None:
     """Refuse (ImportMismatch) unless ``have`` (the checkpoint's name -> shape, ignored keys
-    included) and the plan match key for key and shape for shape, and the plan fills every key of
+    included) and the weight map match key for key and shape for shape, and the weight map fills every key of
     ``ours`` (our state dict's name -> shape)."""
-    want = plan.reference_shapes()
-    have = {k: tuple(v) for k, v in have.items() if not plan.ignore(k)}
+    want = wmap.reference_shapes()
+    have = {k: tuple(v) for k, v in have.items() if not wmap.ignore(k)}
     extra = [k for k in have if k not in want]
     missing = [k for k in want if k not in have]
     bad = [k for k in want if k in have and have[k] != want[k]]
-    filled = {e.ours for e in plan.entries} | set(plan.fixed)
+    filled = {e.ours for e in wmap.entries} | set(wmap.fixed)
     unfilled = [k for k in ours if k not in filled]
     problems = []
     if bad:
@@ -126,11 +126,11 @@ def check(plan: Plan, have: Mapping[str, Shape], ours: Mapping[str, Shape], what
 
 
 @torch.no_grad()
-def fill(plan: Plan, read: Callable[[str], torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+def fill(wmap: WeightMap, read: Callable[[str], torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """Our state dict computed from the reference tensors (``read(name)``), constants checked.
     Values are cast to our dtype; ``model`` supplies our keys, shapes and dtypes."""
     ours = model.state_dict()
-    for c in plan.constants:
+    for c in wmap.constants:
         v = read(c.ref)
         if not v.is_meta and not torch.allclose(v.double(), torch.full_like(v.double(), c.value), rtol=1e-6, atol=1e-6):
             raise ImportMismatch(f"{c.ref} holds {v.flatten()[:4].tolist()}; the spec fixes it at {c.value}")
@@ -142,12 +142,12 @@ def fill(plan: Plan, read: Callable[[str], torch.Tensor], model: nn.Module) -> d
             cache[k] = read(k)
         return cache[k]
 
-    for e in plan.entries:
+    for e in wmap.entries:
         ref = ours[e.ours]
         v = e.convert(*[get(k).to(torch.float64) if get(k).is_floating_point() else get(k) for k in e.refs])
         if tuple(v.shape) != tuple(ref.shape):
             raise ImportMismatch(f"{e.ours}: converted to {list(v.shape)}, the spec needs {list(ref.shape)}")
         out[e.ours] = v.to(ref.dtype)
-    for k, v in plan.fixed.items():
+    for k, v in wmap.fixed.items():
         out[k] = v.to(ours[k].dtype).expand(ours[k].shape).clone()
     return out

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .mapping import ImportMismatch, Plan, Shape
+from .mapping import ImportMismatch, WeightMap, Shape
 from .walk import key_prefix, parts
 
 EMA = "/ExponentialMovingAverage"
@@ -124,18 +124,18 @@ CONVERT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-def _map(plan: Plan, module: nn.Module, prefix: str, rules: list[tuple[str, str, str]], scope: str) -> None:
+def _map(wmap: WeightMap, module: nn.Module, prefix: str, rules: list[tuple[str, str, str]], scope: str) -> None:
     """Every tensor of ``module`` whose local name matches a rule (regex, TF name, kind; first match
     wins) comes from ``scope/<TF name>``; DataInitConv2d's ``initialized`` flags are set."""
     compiled = [(re.compile(rx), rep, kind) for rx, rep, kind in rules]
     for local, t in module.state_dict(keep_vars=True).items():
         if local.endswith("initialized"):
-            plan.fixed[prefix + local] = torch.tensor(True)
+            wmap.fixed[prefix + local] = torch.tensor(True)
             continue
         for rx, rep, kind in compiled:
             if rx.fullmatch(local):
                 shape = tuple(t.shape)
-                plan.copy(prefix + local, f"{scope}/{rx.sub(rep, local)}", shape, _ref_shape(kind, shape),
+                wmap.copy(prefix + local, f"{scope}/{rx.sub(rep, local)}", shape, _ref_shape(kind, shape),
                           CONVERT[kind])
                 break
 
@@ -184,7 +184,7 @@ class _Counter:
         return _scope(kind, i)
 
 
-def _steps(plan: Plan, layers: list[nn.Module], pre, count: _Counter) -> None:
+def _steps(wmap: WeightMap, layers: list[nn.Module], pre, count: _Counter) -> None:
     for layer in layers:
         kind, m = type(layer).__name__, pre(layer)
         if kind == "ActNorm" and layer.per == "element" and layer.split in ("columns", "channels"):
@@ -192,34 +192,34 @@ def _steps(plan: Plan, layers: list[nn.Module], pre, count: _Counter) -> None:
             c, h, w = shape
             half = (h, w // 2, c) if layer.split == "columns" else (h, w, c // 2)
             refs = [f"{scope}/norm0/g", f"{scope}/norm1/g"]
-            plan.add(m + "log_scale", refs, [half, half],
+            wmap.add(m + "log_scale", refs, [half, half],
                      lambda g0, g1, sp=layer.split, s=shape: torch.log(_halves(sp, s, [g0, g1]).clamp(min=1e-10)))
-            plan.add(m + "bias", [f"{scope}/norm0/b", f"{scope}/norm1/b"], [half, half],
+            wmap.add(m + "bias", [f"{scope}/norm0/b", f"{scope}/norm1/b"], [half, half],
                      lambda b0, b1, sp=layer.split, s=shape: _halves(sp, s, [b0, b1]))
-            plan.fixed[m + "initialized"] = torch.tensor(True)
+            wmap.fixed[m + "initialized"] = torch.tensor(True)
         elif kind == "Conv1x1" and layer.split in ("columns", "channels"):
             scope = count.next("Pointwise")
             for i, mat in enumerate(layer.mats):
                 if getattr(mat, "param", None) == "full":
-                    plan.copy(f"{m}mats.{i}.weight", f"{scope}/W{i}", tuple(mat.weight.shape), convert=lambda t: t.t())
+                    wmap.copy(f"{m}mats.{i}.weight", f"{scope}/W{i}", tuple(mat.weight.shape), convert=lambda t: t.t())
         elif kind == "MixtureCoupling":
-            _map(plan, layer, m, COUPLING_NET, count.next("MixLogisticAttnCoupling"))
+            _map(wmap, layer, m, COUPLING_NET, count.next("MixLogisticAttnCoupling"))
 
 
-def plan_for(model: nn.Module) -> Plan:
+def weight_map_for(model: nn.Module) -> WeightMap:
     """Where each variable of a VFlow checkpoint goes in ``model`` (a compiled VFlow spec). Names
     are the parameters' own; EMA shadows and optimizer slots are handled by :func:`import_vflow`."""
-    plan = Plan(ignore=lambda k: is_optimizer_state(k) or k.endswith(EMA))
+    wmap = WeightMap(ignore=lambda k: is_optimizer_state(k) or k.endswith(EMA))
     p, pre = parts(model), key_prefix(model)
     count = _Counter()
     for q, (proj, block) in ((p.dequant, ("proj", "c")), (p.augment, ("proj_q", "q_c"))):
         if q is None:
             continue
         if q.context is not None:
-            _map(plan, q.context, pre(q.context), _context(proj, block), count.next("context_proc"))
-        _steps(plan, q.flow, pre, count)
-    _steps(plan, p.steps, pre, count)
-    return plan
+            _map(wmap, q.context, pre(q.context), _context(proj, block), count.next("context_proc"))
+        _steps(wmap, q.flow, pre, count)
+    _steps(wmap, p.steps, pre, count)
+    return wmap
 
 
 def ema_shapes(shapes: dict[str, Shape]) -> dict[str, Shape] | None:

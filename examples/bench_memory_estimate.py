@@ -28,7 +28,7 @@ What is compared (CPU):
 CUDA (``--device cuda``): ``torch.cuda.max_memory_allocated`` over step 2 after
 ``reset_peak_memory_stats``; written to the torch documentation, not run here (no GPU was lent).
 
-    python examples/bench_memory_plan.py [--runs digits-small:64,256 flowpp:4,8 ...] [--json]
+    python examples/bench_memory_estimate.py [--runs digits-small:64,256 flowpp:4,8 ...] [--json]
         [--threads 2] [--device cpu|cuda] [--precision fp32|bf16] [--measure alloc rss]
         [--mmap-threshold 65536]
 
@@ -140,7 +140,7 @@ def _profiler_peak(prof, window: str) -> int:
 
 
 def estimate(spec_path: str, batch: int, precision: str, device: str = "cpu") -> dict:
-    """The plan's figures; bf16 on CPU is planned with CPU autocast's op lists (``bf16-cpu``)."""
+    """The estimate's figures; bf16 on CPU is estimated with CPU autocast's op lists (``bf16-cpu``)."""
     from augflow_dsl.graph.memory import estimate as memory_estimate
     p = memory_estimate(spec_path, batch=batch, precision="bf16-cpu" if precision == "bf16" and device == "cpu" else precision)
     return {"estimate": p.peak, "activations": p.activations, "static": p.static, "step": p.peak - p.static,
