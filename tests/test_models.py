@@ -22,6 +22,7 @@ SMALL = {
     "budget-vflow6ch": VFLOW_SMALL, "budget-vflow4ch": VFLOW_SMALL,
     "glow": dict(size=8, hidden=8, steps=2), "realnvp": dict(size=8, features=4, resblocks=1),
     "toy-glow3": {}, "toy-glow20": {}, "toy-vflow3-10d": {}, "digits-small": {},
+    "spline-moons": {}, "maf-toy": {},
 }
 
 EXACT = {

@@ -8,29 +8,18 @@ Pure Python, no torch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import networkx as nx
 
 from ..ops.registry import AUGMENT, BIJECTION, CONTEXT, DEQUANTIZER, DROP, PRIOR, SCORED_BY_FIXED, SCORED_BY_NET
 from ..ops.regions import Read, Region
 from ..ops.shapes import numel
 from . import schema as S
-from . import support_audit
-from .findings import Finding
+from . import coverage_audit, support_audit
+from .findings import Finding, Property
 from .schema import CONDITION, CONDITIONER, DATA, DROPPED, INPUT, MODEL, PARAMS, Q_BASE, SAMPLE, EdgeInfo
 
 DATA_PATH_ROLES = {INPUT, BIJECTION, AUGMENT, DROP, DEQUANTIZER, PRIOR}
 _GRAPH_ONLY = "this cannot be written in a spec: the graph was built or edited wrongly"
-
-
-@dataclass(frozen=True)
-class Property:
-    id: str
-    statement: str      # one line: what holds
-    derivation: str     # how the audit derives it from the graph
-    construction: str | None = None  # why a spec cannot violate it, where it cannot
-    short: str = ""     # a few words for `augflow-dsl check`
 
 
 PROPERTIES: tuple[Property, ...] = (
@@ -87,6 +76,7 @@ PROPERTIES: tuple[Property, ...] = (
              "supports propagated backward from the prior's samples (R) through each op's declared inverse image, "
              "compared with each inverse's declared domain",
              short="sampling, every inverse reads inside its domain"),
+    coverage_audit.PROPERTY,
 )
 PROPERTY_IDS = tuple(p.id for p in PROPERTIES)
 
@@ -393,7 +383,8 @@ def audit_graph(g: nx.DiGraph, chain: list[str]) -> tuple[list[Finding], dict[st
     for check in CHECKS.values():
         found += check(g)
     supported, supports = support_audit.propagate(g, chain)
-    return found + supported, _evidence(g, supports)
+    uncovered, covered = coverage_audit.coverage(g, chain)
+    return found + supported + uncovered, _evidence(g, supports) | {"coverage": covered}
 
 
 __all__ = ["PROPERTIES", "PROPERTY_IDS", "Property", "Finding", "audit_graph"]

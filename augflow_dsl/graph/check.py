@@ -128,10 +128,10 @@ def units(report: "CheckReport") -> list[UnitRow]:
 
 
 def audit(g: nx.DiGraph) -> list[str]:
-    """The audit's findings on a complete graph, each message opening with the node's label and
-    a colon (graph/audit.py holds the properties)."""
+    """The audit's errors on a complete graph, each message opening with the node's label and
+    a colon (graph/audit.py holds the properties; its warnings, coverage's, are left out)."""
     found, _ = audit_graph(g, data_chain(g, MODEL))
-    return [str(f) for f in found]
+    return [str(f) for f in found if f.kind == "error"]
 
 
 def dims_table(g: nx.DiGraph) -> tuple[Dims, list[StageDims], dict[str, tuple[int, int]]]:
@@ -183,6 +183,10 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
             locs.setdefault(d.label, d.loc or (S.node(g, d.owner).loc if d.owner is not None else None))
         found, covered = audit_graph(g, data_chain(g, MODEL))
         for f in found:
+            if f.kind == "warning":  # flagged, not refused (graph/coverage_audit.py says why)
+                w = SpecError(f.message, locs.get(f.node), Source(spec.text, spec.file), node=f.node, kind="warning")
+                report.warnings.append(w.to_dict() | {"text": str(w), "property": f.prop})
+                continue
             errors.append(SpecError(f.message, locs.get(f.node), node=f.node))
             props[id(errors[-1])] = f.prop
         failed = {f.prop for f in found}

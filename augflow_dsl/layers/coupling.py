@@ -1,4 +1,4 @@
-"""Coupling layers: affine (RealNVP eq. 7-8) and logistic-mixture CDF (Flow++ eq. 17-20)."""
+"""Coupling layers: affine (RealNVP eq. 7-8), additive (NICE eq. 6) and logistic-mixture CDF (Flow++ eq. 17-20)."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import coupling as op_defs
-from .base import Bijection, UsesNets, sum_except_batch
+from .base import Bijection, UsesNets, sum_except_batch, zeros_like_batch
 from .mixture import bisection_steps, mixture_logit_and_logpdf, newton_logit  # noqa: F401 (re-exported)
 from .splits import checkerboard, merge, split
 from .registry import implements
@@ -23,55 +23,96 @@ class _Coupling(UsesNets, Bijection):
         return self.run_net(self.net, x1, cond)
 
 
-@implements(op_defs.AffineCoupling)
-class AffineCoupling(_Coupling):
-    """y1 = x1; y2 = x2 * exp(log s) + t with (log s, t) from net(x1) (RealNVP eq. 7-8).
+class _MaskedCoupling(_Coupling):
+    """A coupling that splits x (channels, columns) or masks it (a checkerboard keeping the squares of
+    ``parity``, i + j even or odd: RealNVP eq. 9); ``_map`` transforms the second part."""
 
-    log s = 2 tanh(r/2) (``tanh2``, DenseFlow affine_coupling.py), log sigmoid(r + 2) (``sigmoid``,
-    Glow) or r (``exp``). ``checkerboard`` masks instead of splitting (RealNVP eq. 9).
+    def __init__(self, net, how: str = "channels", parity: str = "even"):
+        super().__init__(net, how)
+        self.parity = parity
+
+    def _map(self, x2, p, inverse: bool):
+        """(the transformed part, its elementwise log-det or None for 0) from the net's output p."""
+        raise NotImplementedError
+
+    def _couple(self, x, cond, inverse: bool):
+        if self.how == "checkerboard":
+            m = checkerboard(x.shape[-2], x.shape[-1], x, self.parity)
+            y2, ld = self._map(x, self._params(x * m, cond), inverse)
+            return x * m + (1 - m) * y2, zeros_like_batch(x) if ld is None else sum_except_batch((1 - m) * ld)
+        x1, x2 = split(x, self.how)
+        y2, ld = self._map(x2, self._params(x1, cond), inverse)
+        return merge(x1, y2, self.how), zeros_like_batch(x) if ld is None else sum_except_batch(ld)
+
+    def forward(self, x, cond=None):
+        return self._couple(x, cond, False)
+
+    def inverse_and_logdet(self, y, cond=None):
+        return self._couple(y, cond, True)
+
+
+@implements(op_defs.AffineCoupling)
+class AffineCoupling(_MaskedCoupling):
+    """y1 = x1; y2 = x2 * s + t with (log s, t) from net(x1) (RealNVP eq. 7-8), or (x2 - t) * s
+    (``shift_then_scale``, normflows).
+
+    With u = r + offset: log s = 2 tanh(u/2) (``tanh2``, DenseFlow affine_coupling.py), log sigmoid(u)
+    (``sigmoid``, Glow; offset 2 unless given), u (``exp``) or clamp 0.636 atan(u) (``softclamp``,
+    FrEIA); s = exp(log s) + eps (nflows' floor) when eps > 0.
     """
 
-    def __init__(self, net, how: str = "channels", scale: str = "tanh2", layout: str = "interleaved"):
-        super().__init__(net, how)
-        self.scale, self.layout = scale, layout
+    def __init__(self, net, how: str = "channels", scale: str = "tanh2", layout: str = "interleaved",
+                 parity: str = "even", first: str = "scale", offset: float = 0.0, eps: float = 0.0,
+                 clamp: float = 2.0, order: str = "scale_then_shift"):
+        super().__init__(net, how, parity)
+        self.scale, self.layout, self.first, self.order = scale, layout, first, order
+        self.offset, self.eps, self.clamp = offset, eps, clamp
 
     @classmethod
     def from_op(cls, args, shape, env, nets):
-        return cls(nets["net"], args.split, args.scale, args.layout)
+        return cls(nets["net"], args.split, args.scale, args.layout, args.parity, args.first,
+                   op_defs.AffineCoupling.offset(args), args.eps, args.clamp, args.order)
 
     def _st(self, p):
+        """(log s, s, t) from the net's output."""
         # unbind / chunk: one backward pass (stack / cat), not a zero-filled copy per slice
-        if self.layout == "interleaved":
-            raw, t = p.unflatten(1, (-1, 2)).unbind(2)
-        else:
-            raw, t = p.chunk(2, dim=1)
+        pair = p.unflatten(1, (-1, 2)).unbind(2) if self.layout == "interleaved" else p.chunk(2, dim=1)
+        raw, t = pair if self.first == "scale" else pair[::-1]
+        if self.offset:
+            raw = raw + self.offset
         if self.scale == "tanh2":
             logs = 2 * torch.tanh(raw / 2)
         elif self.scale == "sigmoid":
-            logs = F.logsigmoid(raw + 2)
+            logs = F.logsigmoid(raw)
+        elif self.scale == "softclamp":
+            logs = self.clamp * 0.636 * torch.atan(raw)
         else:
             logs = raw
-        return logs, t
+        s = torch.exp(logs)
+        if self.eps:
+            s = s + self.eps
+            logs = torch.log(s)
+        return logs, s, t
 
-    def forward(self, x, cond=None):
-        if self.how == "checkerboard":
-            m = checkerboard(x.shape[-2], x.shape[-1], x)
-            logs, t = self._st(self._params(x * m, cond))
-            y = x * m + (1 - m) * (x * torch.exp(logs) + t)
-            return y, sum_except_batch((1 - m) * logs)
-        x1, x2 = split(x, self.how)
-        logs, t = self._st(self._params(x1, cond))
-        return merge(x1, x2 * torch.exp(logs) + t, self.how), sum_except_batch(logs)
+    def _map(self, x2, p, inverse):
+        logs, s, t = self._st(p)
+        first = self.order == "scale_then_shift"
+        if not inverse:
+            return (x2 * s + t if first else (x2 - t) * s), logs
+        s_inv = torch.exp(-logs) if not self.eps else 1 / s
+        return ((x2 - t) * s_inv if first else x2 * s_inv + t), -logs
 
-    def inverse_and_logdet(self, y, cond=None):
-        if self.how == "checkerboard":
-            m = checkerboard(y.shape[-2], y.shape[-1], y)
-            logs, t = self._st(self._params(y * m, cond))
-            x = y * m + (1 - m) * (y - t) * torch.exp(-logs)
-            return x, -sum_except_batch((1 - m) * logs)
-        y1, y2 = split(y, self.how)
-        logs, t = self._st(self._params(y1, cond))
-        return merge(y1, (y2 - t) * torch.exp(-logs), self.how), -sum_except_batch(logs)
+
+@implements(op_defs.AdditiveCoupling)
+class AdditiveCoupling(_MaskedCoupling):
+    """y1 = x1; y2 = x2 + t(x1), log-det 0 (NICE eq. 6); inverse x2 = y2 - t(y1)."""
+
+    @classmethod
+    def from_op(cls, args, shape, env, nets):
+        return cls(nets["net"], args.split, args.parity)
+
+    def _map(self, x2, p, inverse):
+        return (x2 - p if inverse else x2 + p), None
 
 
 def _mixture(p: torch.Tensor, c: int, k: int):

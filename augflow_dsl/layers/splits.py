@@ -22,8 +22,9 @@ def merge(x1: torch.Tensor, x2: torch.Tensor, how: str) -> torch.Tensor:
     raise ValueError(f"split '{how}' is mask-based or unknown")
 
 
-def checkerboard(h: int, w: int, like: torch.Tensor) -> torch.Tensor:
-    """1 where (i + j) is even (the identity part), shape [1, 1, H, W]."""
+def checkerboard(h: int, w: int, like: torch.Tensor, parity: str = "even") -> torch.Tensor:
+    """1 where (i + j) has ``parity`` (the identity part: even, RealNVP's first mask, or odd), shape
+    [1, 1, H, W]; ops/regions.py:split_parts gives the audit the same squares."""
     i = torch.arange(h, device=like.device).view(-1, 1)
     j = torch.arange(w, device=like.device).view(1, -1)
-    return ((i + j) % 2 == 0).to(like.dtype).view(1, 1, h, w)
+    return ((i + j) % 2 == (1 if parity == "odd" else 0)).to(like.dtype).view(1, 1, h, w)

@@ -8,7 +8,7 @@ from pydantic import Field
 from .net_descriptions import Act, Kept
 from .registry import BIJECTION, MemoryIn, NetIO, Op, OpArgs, OpCall, OpShapeError, get, register
 from .regions import split_parts
-from .shapes import Split, halves, numel, spatial
+from .shapes import Parity, Split, halves, numel, spatial
 
 
 def _context_fix(op, a, shape, context) -> str:
@@ -30,11 +30,19 @@ def _context_fix(op, a, shape, context) -> str:
             "net of the coupling's resolution")
 
 
+def _parity(a) -> str:
+    """A checkerboard's parity; ops without the argument use RealNVP's first mask, i + j even."""
+    return getattr(a, "parity", "even")
+
+
 class _CouplingBase(Op):
     role = BIJECTION
     equal_halves = False
 
     def _io(self, a, shape, env) -> NetIO:
+        if _parity(a) != "even" and a.split != "checkerboard":
+            raise OpShapeError(f"`parity: {_parity(a)}` picks a checkerboard's squares; a {a.split} split has none: "
+                               "use `split: checkerboard`, or alternate a channel or column split with `swap`")
         x1, x2 = halves(a.split, shape, equal=self.equal_halves)
         h, w = spatial(x1)
         ctx = 0
@@ -66,11 +74,35 @@ class _CouplingBase(Op):
 
     def reads(self, a, shape):
         """The net reads x1 (layers/coupling.py: ``split(x)[0]``, or ``x * mask`` for a checkerboard)."""
-        return split_parts(a.split, shape)[0]
+        return split_parts(a.split, shape, _parity(a))[0]
 
     def unchanged(self, a, shape):
-        """y1 = x1: the identity part of the split passes through."""
-        return split_parts(a.split, shape)[0]
+        """y1 = x1: the identity part of the split passes through (a checkerboard's squares of its parity)."""
+        return split_parts(a.split, shape, _parity(a))[0]
+
+
+class _MaskedArgs(OpArgs):
+    """The arguments of a coupling with a split or a checkerboard mask (affine, additive)."""
+
+    net: OpCall = Field(description="the conditioner net reading the identity part")
+    split: Split = Field(default="channels", description=(
+        "which elements condition which: channels (first ceil(C/2) channels), columns (even columns), "
+        "checkerboard (2-D mask)"))
+    parity: Parity = Field(default="even", description=(
+        "checkerboard only: the squares that stay unchanged and condition the others, even (i + j even) or "
+        "odd; alternate them, as RealNVP does, so that every element is transformed"))
+
+
+def _masked_memory(a, shape, m: MemoryIn, masks: int) -> tuple[int, int, int, bool]:
+    """(transformed elements, bytes of x * mask when the net keeps it, bytes of ``masks`` H x W masks,
+    whether the net keeps a view of x): a checkerboard transforms (and its net reads) the whole tensor,
+    its net x * mask; a split, the second part, its net x1, a view of x."""
+    net = m.nets.get("net")
+    keeps = net is not None and net.input
+    if a.split != "checkerboard":
+        return numel(halves(a.split, shape)[1]), 0, 0, keeps
+    n = numel(shape)
+    return n, (n * m.precision.flow if keeps else 0), masks * shape[1] * shape[2] * 4, False
 
 
 @register
@@ -78,10 +110,16 @@ class AffineCoupling(_CouplingBase):
     """Affine coupling (RealNVP eq. 7-8; DenseFlow affine_coupling.py): y1 = x1,
     y2 = x2 * s(x1) + t(x1), log|det J| = sum log s.
 
-    ``scale`` picks the parameterisation of log s from the raw net output r:
-    ``tanh2``: 2 tanh(r/2) (DenseFlow), ``sigmoid``: log sigmoid(r + 2) (Glow),
-    ``exp``: r. ``layout: interleaved`` reads channel 2k as the scale and 2k+1 as the
-    shift of x2[k] (DenseFlow ElementwiseParams2d); ``halves`` the first half as scales.
+    ``scale`` picks the parameterisation of log s from the raw net output r plus ``offset``
+    (u = r + offset; offset none: 2 for sigmoid, else 0): ``tanh2``: 2 tanh(u/2) (DenseFlow),
+    ``sigmoid``: log sigmoid(u) (Glow), ``exp``: u, ``softclamp``: clamp 0.636 atan(u) (FrEIA's
+    ATAN clamp); ``eps`` adds a floor, s = exp(log s) + eps (nflows: sigmoid(r + 2) + 1e-3).
+    ``order: shift_then_scale`` computes y2 = (x2 - t) s instead (normflows, density direction).
+    ``layout: interleaved`` reads net channels 2k and 2k+1 as the pair of x2[k] (DenseFlow
+    ElementwiseParams2d); ``halves`` the first half and the second; ``first`` says which of the
+    pair is the scale (scale: DenseFlow, Glow; shift: nflows, normflows).
+    ``split: checkerboard`` keeps the squares of its ``parity`` (i + j even, or odd) and transforms
+    the others; RealNVP alternates the two (Sec. 3.4), which the coverage audit checks.
     """
 
     summary = "affine coupling: x2 scaled and shifted by a net reading x1"
@@ -91,34 +129,73 @@ class AffineCoupling(_CouplingBase):
 
     name = "affine_coupling"
 
-    class Args(OpArgs):
+    class Args(_MaskedArgs):
         net: OpCall = Field(description=(
             "the conditioner net that computes (log s, t) from the identity part, e.g. glow_net(filters: 512)"))
-        split: Split = Field(default="channels", description=(
-            "which elements condition which: channels (first ceil(C/2) channels), columns (even columns), "
-            "checkerboard (2-D mask)"))
-        scale: Literal["tanh2", "sigmoid", "exp"] = Field(default="tanh2", description=(
-            "log s from the raw net output r: tanh2 = 2 tanh(r/2), sigmoid = log sigmoid(r + 2), exp = r"))
+        scale: Literal["tanh2", "sigmoid", "exp", "softclamp"] = Field(default="tanh2", description=(
+            "log s from u = raw net output + offset: tanh2 = 2 tanh(u/2), sigmoid = log sigmoid(u), exp = u, "
+            "softclamp = clamp 0.636 atan(u) (FrEIA)"))
         layout: Literal["interleaved", "halves"] = Field(default="interleaved", description=(
-            "interleaved: net channel 2k scales and 2k+1 shifts x2[k] (DenseFlow); halves: scales first, then shifts"))
+            "interleaved: net channels 2k, 2k+1 are the (scale, shift) pair of x2[k] (DenseFlow); halves: the "
+            "first half of the channels, then the second"))
+        first: Literal["scale", "shift"] = Field(default="scale", description=(
+            "which of each pair the net emits first: scale (DenseFlow, Glow) or shift (nflows, normflows)"))
+        offset: float | None = Field(default=None, description=(
+            "added to the raw scale before the nonlinearity; none: 2 for sigmoid (Glow), 0 otherwise"))
+        eps: float = Field(default=0.0, ge=0, description="a floor added to the scale: s = exp(log s) + eps "
+                           "(nflows: 1e-3)")
+        clamp: float = Field(default=2.0, gt=0, description="softclamp's factor: log s = clamp 0.636 atan(u)")
+        order: Literal["scale_then_shift", "shift_then_scale"] = Field(default="scale_then_shift", description=(
+            "scale_then_shift: y2 = x2 s + t (RealNVP); shift_then_scale: y2 = (x2 - t) s (normflows)"))
 
     def out_per_channel(self, a):
         return 2
 
+    @staticmethod
+    def offset(a) -> float:
+        """The offset added to the raw scale: the argument, or the scale's own (2 for sigmoid, Glow)."""
+        return a.offset if a.offset is not None else (2.0 if a.scale == "sigmoid" else 0.0)
+
     def memory(self, a, shape, env, m: MemoryIn) -> Kept:
         """x2 * exp(log s) keeps x (x2 is a view of it; a checkerboard keeps x itself) and exp(log s);
-        log s keeps tanh's output (tanh2), log_sigmoid's input and buffer (sigmoid) or nothing
-        (exp). A checkerboard's net reads x * mask, a new tensor; its products keep the H x W mask
-        and 1 - mask (per batch)."""
-        b, n = m.precision.flow, numel(shape)
-        net = m.nets.get("net")
-        fixed = 0
-        if a.split == "checkerboard":
-            e2, own, fixed = n, (n * b if net is not None and net.input else 0), 3 * shape[1] * shape[2] * 4
-        else:
-            e2, own = numel(halves(a.split, shape)[1]), 0
-        own += {"tanh2": 2, "sigmoid": 3, "exp": 1}[a.scale] * e2 * b
-        return Kept(Act(n, b), own=own, input=True, fixed=fixed)
+        log s keeps tanh's output (tanh2), log_sigmoid's input and buffer (sigmoid), atan's input
+        (softclamp) or nothing (exp), an input that is r + offset or, offset 0, r, a view of the whole
+        net output (2 x the elements); eps keeps s = exp(log s) + eps too (log reads it), and
+        shift_then_scale x2 - t instead of x. A checkerboard's net reads x * mask, a new tensor; its
+        products keep the H x W mask and 1 - mask (per batch)."""
+        e2, own, fixed, net_keeps_x = _masked_memory(a, shape, m, masks=3)
+        kept_in = 1 if self.offset(a) else 2
+        own += ({"tanh2": 2, "sigmoid": 2 + kept_in, "exp": 1, "softclamp": 1 + kept_in}[a.scale] + (a.eps > 0)
+                + (a.order == "shift_then_scale")) * e2 * m.precision.flow
+        return Kept(Act(numel(shape), m.precision.flow), own=own, fixed=fixed,
+                    input=a.order == "scale_then_shift" or net_keeps_x)
+
+
+@register
+class AdditiveCoupling(_CouplingBase):
+    """Additive coupling (NICE, Dinh et al. 2014, eq. 6): y1 = x1, y2 = x2 + t(x1), log|det J| = 0;
+    the inverse is x2 = y2 - t(y1). The net emits only the shift, one channel per transformed
+    channel (half of affine_coupling's)."""
+
+    summary = "additive coupling (NICE): x2 shifted by a net reading x1, log-det 0"
+    equation = "NICE (Dinh et al. 2014) eq. 6"
+    shape_rule = ("shape unchanged; the split must apply (channels: C >= 2; columns: W even; checkerboard: H*W >= 2); "
+                  "the net maps the identity part's channels to the transformed part's channels")
+
+    name = "additive_coupling"
+
+    class Args(_MaskedArgs):
+        net: OpCall = Field(description=(
+            "the conditioner net that computes the shift t from the identity part, e.g. glow_net(filters: 512)"))
+
+    def out_per_channel(self, a):
+        return 1
+
+    def memory(self, a, shape, env, m: MemoryIn) -> Kept:
+        """x2 + t keeps nothing; a checkerboard's net reads x * mask, a new tensor, and its products keep
+        the H x W mask and 1 - mask (per batch). x is kept only where the net keeps its view x1."""
+        _, own, fixed, net_keeps_x = _masked_memory(a, shape, m, masks=2)
+        return Kept(Act(numel(shape), m.precision.flow), own=own, input=net_keeps_x, fixed=fixed)
 
 
 @register

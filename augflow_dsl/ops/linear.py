@@ -7,6 +7,7 @@ from pydantic import Field
 
 from .net_descriptions import Act, Kept
 from .registry import BIJECTION, MemoryIn, Op, OpArgs, register
+from .regions import Region
 from .shapes import halves, numel, spatial
 
 
@@ -56,6 +57,10 @@ class Conv1x1(Op):
     def macs(self, a, shape, env):
         h, w = spatial(shape)
         return shape[0] * shape[0] * max(h * w, 1) // (2 if a.split == "channels" else 1)
+
+    def mixes(self, a, shape):
+        """Every output element is a combination of the channels (of its half) at its position."""
+        return Region.whole(shape) if self._mat(a, shape)[0] >= 2 else None
 
     def memory(self, a, shape, env, m: MemoryIn) -> Kept:
         """The product keeps x (its halves are views of it); per batch, each matrix's pieces: its LU

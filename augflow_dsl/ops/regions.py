@@ -5,7 +5,8 @@ structure every split of :func:`augflow_dsl.ops.shapes.halves` has:
 
 * ``channels``: identity part = channels ``[0, ceil(C/2))`` at all positions;
 * ``columns``: all channels at the even columns (``x[..., 0::2]``);
-* ``checkerboard``: all channels where ``(i + j)`` is even (RealNVP's mask, layers/splits.py).
+* ``checkerboard``: all channels where ``(i + j)`` is even (RealNVP's mask, layers/splits.py), or
+  odd with ``parity: odd`` (the alternating mask of RealNVP's Sec. 3.4).
 
 The audit asks ``read ⊆ unchanged``: a coupling's net may read only elements the coupling
 passes through unchanged, for then the inverse has them before it runs the net and the
@@ -25,6 +26,10 @@ Positions = Literal["all", "even_columns", "odd_columns", "checker_even", "check
 _WORDS = {"all": "every position", "even_columns": "the even columns", "odd_columns": "the odd columns",
           "checker_even": "the checkerboard squares with i + j even",
           "checker_odd": "the checkerboard squares with i + j odd"}
+
+
+_AT = {"all": lambda i, j: True, "even_columns": lambda i, j: j % 2 == 0, "odd_columns": lambda i, j: j % 2 == 1,
+       "checker_even": lambda i, j: (i + j) % 2 == 0, "checker_odd": lambda i, j: (i + j) % 2 == 1}
 
 
 @dataclass(frozen=True)
@@ -49,14 +54,24 @@ class Region:
         channels_ok = other.channels[0] <= lo and hi <= other.channels[1]
         return channels_ok and (other.positions == "all" or other.positions == self.positions)
 
+    def contains(self, shape: Shape) -> list[bool]:
+        """One flag per element of a tensor of ``shape`` (flat, channel-major order): is it in the region?"""
+        c = shape[0]
+        h, w = (shape[1], shape[2]) if len(shape) == 3 else (1, 1)
+        at = _AT[self.positions]
+        plane = [at(i, j) for i in range(h) for j in range(w)]
+        lo, hi = self.channels
+        return [lo <= ch < hi and p for ch in range(c) for p in plane]
+
     def __str__(self) -> str:
         lo, hi = self.channels
         ch = f"channel {lo}" if hi - lo == 1 else f"channels {lo}..{hi - 1}"
         return f"{ch} at {_WORDS[self.positions]}"
 
 
-def split_parts(split: str, shape: Shape) -> tuple[Region, Region]:
-    """(identity part, transformed part) of ``split`` on ``shape``, as regions."""
+def split_parts(split: str, shape: Shape, parity: str = "even") -> tuple[Region, Region]:
+    """(identity part, transformed part) of ``split`` on ``shape``, as regions. ``parity`` (a
+    checkerboard's only): which squares stay unchanged, ``even`` (i + j even) or ``odd``."""
     c = shape[0]
     if split == "channels":
         c1 = (c + 1) // 2
@@ -64,7 +79,8 @@ def split_parts(split: str, shape: Shape) -> tuple[Region, Region]:
     if split == "columns":
         return Region((0, c), "even_columns"), Region((0, c), "odd_columns")
     if split == "checkerboard":
-        return Region((0, c), "checker_even"), Region((0, c), "checker_odd")
+        even, odd = Region((0, c), "checker_even"), Region((0, c), "checker_odd")
+        return (odd, even) if parity == "odd" else (even, odd)
     raise ValueError(f"unknown split '{split}'")
 
 

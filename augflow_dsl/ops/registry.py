@@ -212,6 +212,18 @@ class Op:
         None when it changes every element. The audit demands ``reads`` within it."""
         return None
 
+    # --- how elements move (graph/coverage_audit.py) ---------------------------------------
+    def moves(self, a, shape: Shape) -> list[int] | None:
+        """For an op that only permutes elements within a shape (swap): output element k (flat,
+        channel-major) is input element ``moves(...)[k]``. None: each element stays in place."""
+        return None
+
+    def mixes(self, a, shape: Shape) -> Region | None:
+        """The region of its output whose every element the op itself (its nets aside) computes from
+        more than one input element (a 1x1 convolution's channels at a position). None: none.
+        The default, none, can only make the coverage audit warn, never hide an untouched element."""
+        return None
+
     # --- supports (ops/supports.py): the sets inputs and outputs lie in ------------------
     def domain(self, a, bits: int | None) -> Support:
         """The set the op's input must lie in (``bits``: the data's bit depth)."""

@@ -102,7 +102,11 @@ class Unsqueeze(Rearrangement):
 @register
 class Swap(Rearrangement):
     """Exchange the two parts of a split (DenseFlow channel_switch.py: cat(x2, x1); Flow++
-    TupleFlip). For an odd channel count the first ceil(C/2) channels move to the end."""
+    TupleFlip). For an odd channel count the first ceil(C/2) channels move to the end.
+
+    There is no ``split: checkerboard``: on an even width ``split: columns`` already exchanges the
+    two checkerboard parities (each square moves to its row neighbour, of the other parity), and
+    checkerboard couplings alternate without a swap through ``parity: odd`` (RealNVP Sec. 3.4)."""
 
     summary = "exchange the two parts of a split"
     equation = "DenseFlow channel_switch.py; Flow++ TupleFlip"
@@ -118,3 +122,11 @@ class Swap(Rearrangement):
     def out_shape(self, a, shape, env):
         halves(a.split, shape)
         return shape
+
+    def moves(self, a, shape):
+        """Output element k is input element moves[k] (layers/reshape.py:Swap.forward)."""
+        c, plane = shape[0], numel(shape[1:])
+        if a.split == "columns":
+            return [k ^ 1 for k in range(c * plane)]  # (c, i, j) <- (c, i, j xor 1), W even
+        c1 = (c + 1) // 2
+        return [((ch + c1) % c) * plane + p for ch in range(c) for p in range(plane)]

@@ -10,6 +10,7 @@ from typing import Literal
 from .registry import OpShapeError, Shape
 
 Split = Literal["channels", "columns", "checkerboard"]
+Parity = Literal["even", "odd"]  # a checkerboard's unchanged squares: i + j even (RealNVP's first mask) or odd
 
 
 def numel(shape: Shape) -> int:
