@@ -111,3 +111,20 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(scope="session")
 def base_text() -> str:
     return BASE
+
+
+@pytest.fixture
+def float64():
+    """Run a test in float64 (torch's default dtype restored after): round trips and log-dets
+    against the autograd Jacobian at float precision. Use with ``pytestmark = pytest.mark.usefixtures("float64")``."""
+    import torch
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def op_call(name: str, **args):
+    """An OpCall of registered op ``name`` with ``args`` validated by its argument model."""
+    from augflow_dsl.ops.registry import OpCall, get
+    return OpCall(name, get(name).Args(**args))

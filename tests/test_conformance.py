@@ -23,18 +23,13 @@ from augflow_dsl.layers.base import Draws, Step
 from augflow_dsl.layers.priors import normal_log_prob
 from augflow_dsl.ops.registry import (AUGMENT, BIJECTION, DEQUANTIZER, DROP, PRIOR, REGISTRY, OpCall, OpEnv, QFlow,
                                       get)
+from conftest import op_call
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
-def call(name: str, **args) -> OpCall:
-    return OpCall(name, get(name).Args(**args))
+call = op_call
 
 
 def net(name: str, **args) -> OpCall:

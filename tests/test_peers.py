@@ -16,19 +16,14 @@ import torch
 from torch import nn
 
 from augflow_dsl.compiler.plan import layer_for
-from augflow_dsl.ops.registry import OpCall, OpEnv, get
+from augflow_dsl.ops.registry import OpEnv, get
+from conftest import op_call
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
-def call(name: str, **args) -> OpCall:
-    return OpCall(name, get(name).Args(**args))
+call = op_call
 
 
 def _ours(shape, hidden, **args):
