@@ -23,6 +23,7 @@ from augflow_dsl.layers.base import Draws, Step
 from augflow_dsl.layers.priors import normal_log_prob
 from augflow_dsl.ops.registry import (AUGMENT, BIJECTION, DEQUANTIZER, DROP, PRIOR, REGISTRY, OpCall, OpEnv, QFlow,
                                       get)
+from augflow_dsl.ops.net_list import NET_LAYERS, NetLayerCall
 from conftest import op_call
 
 
@@ -39,6 +40,21 @@ def net(name: str, **args) -> OpCall:
 TINY_ATTN = dict(filters=8, blocks=1, heads=2)
 TINY_DENSE_ATTN = dict(project=8, depth=2, growth=4, landmarks=4)
 GLOW = net("glow_net", filters=6)
+
+
+def layered(*layers: tuple) -> OpCall:
+    """A net written as layers (issue 22): each layer (name, positional args..., {keyword args}?)."""
+    calls = []
+    for name, *args in layers:
+        kw = args.pop() if args and isinstance(args[-1], dict) else {}
+        schema = NET_LAYERS[name].Args
+        calls.append(NetLayerCall(name, schema(**dict(zip(schema.model_fields, args)), **kw)))
+    return net("layers", list=tuple(calls))
+
+
+LAYERED_IMAGE = layered(("conv", 3, 6), ("actnorm",), ("relu",), ("conv", 1, 6), ("concat_elu",), ("gated_conv",),
+                        ("zero_conv", 3, {"logscale": 3.0}))
+LAYERED_VECTOR = layered(("linear", 7), ("layernorm",), ("elu",), ("linear", 5), ("tanh",), ("zero_linear",))
 
 # (op, args, input shape, context shape or None, domain of x)
 CASES = [
@@ -73,6 +89,10 @@ CASES = [
     ("affine_coupling", {"net": net("dense_attention", **TINY_DENSE_ATTN)}, (4, 4, 4), None, "real"),
     ("affine_coupling", {"net": net("dense", mid=6, depth=2, growth=4)}, (4, 4, 4), (5, 4, 4), "real"),
     ("affine_coupling", {"net": net("mlp", hidden=7)}, (5,), None, "real"),
+    # nets written as layers (issue 22), images and vectors, with a context
+    ("affine_coupling", {"net": LAYERED_IMAGE}, (4, 4, 4), None, "real"),
+    ("affine_coupling", {"net": LAYERED_IMAGE, "split": "checkerboard"}, (3, 4, 4), (2, 4, 4), "real"),
+    ("affine_coupling", {"net": LAYERED_VECTOR, "layout": "halves"}, (5,), (2,), "real"),
     ("affine_coupling", {"net": net("mlp", hidden=7), "layout": "halves"}, (4,), (2,), "real"),
     # the peer libraries' conventions (issue 22): FrEIA's soft clamp, nflows, normflows, an offset tanh2
     ("affine_coupling", {"net": GLOW, "scale": "softclamp", "clamp": 1.5}, (4, 4, 4), None, "real"),

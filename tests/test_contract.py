@@ -26,7 +26,7 @@ TINY_INTS = {"filters": [4, 8], "blocks": [0, 1], "heads": [1, 2], "components":
              "embed": [2, 4], "expansion": [1, 2], "factor": [2], "units": [1, 2, 3], "channels": [1, 2]}
 FLOATS = {"dropout": [0.0], "noise": [0.0, 0.01], "alpha": [0.0, 0.05], "by": [-0.5, 0.5]}
 VECTOR_NETS = ["mlp"]
-IMAGE_NETS = [n for n in names(NET) if n not in VECTOR_NETS]
+IMAGE_NETS = [n for n in names(NET) if n not in VECTOR_NETS + ["layers"]]  # layers: a list (test_net_layers.py)
 COUPLINGS = [n for n in names(BIJECTION) if "net" in REGISTRY[n].Args.model_fields]
 
 Pick = typing.Callable[[list], typing.Any]

@@ -85,8 +85,19 @@ stages: [affine_coupling(split: checkerboard, scale: exp, net: resnet(filters: 8
 prior: learned_normal
 """
 
+# nets written as layers (issue 22): each net layer's rule (ops/net_layers.py)
+TINY_LAYERED = """\
+flow: tiny-layered
+data: {shape: [3, 8, 8], bits: 5}
+net g(f): [conv(3, f), actnorm, relu, conv(1, f), actnorm, elu, gelu, zero_conv(3, logscale: 3)]
+net h(f): [conv(3, f), concat_elu, conv(1, f), tanh, resblock, zero_conv(3)]
+stages: [affine_coupling(split: checkerboard, scale: sigmoid, net: g(8)), actnorm,
+         squeeze, affine_coupling(split: channels, net: h(8)), conv1x1, affine_coupling(net: g(16)), factor_out]
+prior: learned_normal
+"""
+
 TINY = {"tiny-flowpp": TINY_FLOWPP, "tiny-vflow": TINY_VFLOW, "tiny-denseflow": TINY_DENSEFLOW,
-        "tiny-realnvp": TINY_REALNVP}
+        "tiny-realnvp": TINY_REALNVP, "tiny-layered": TINY_LAYERED}
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +224,7 @@ def _saved_bytes(path: str, batch: int, precision: str = "fp32") -> int:
     ("digits-small", 8, "fp32"), ("tiny-flowpp", 4, "fp32"), ("tiny-vflow", 4, "fp32"),
     ("tiny-denseflow", 4, "fp32"), ("tiny-realnvp", 4, "fp32"), ("toy-vflow3-10d", 64, "fp32"),
     ("digits-small", 8, "bf16-cpu"), ("tiny-flowpp", 4, "bf16-cpu"), ("tiny-denseflow", 4, "bf16-cpu"),
+    ("tiny-layered", 4, "fp32"), ("tiny-layered", 4, "bf16-cpu"),
 ])
 def test_activations_match_what_autograd_saves(name, batch, precision, tiny_paths):
     """Fails when a rule is wrong: the rules agree with torch to 1.4% or better on these (docs/memory.md);

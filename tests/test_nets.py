@@ -25,6 +25,17 @@ from augflow_dsl.layers import contexts as ctx_layers, layer_of  # noqa: E402
 from augflow_dsl.layers.instantiate import build  # noqa: E402
 from augflow_dsl.layers import net_modules as net_layers  # noqa: E402
 from augflow_dsl.layers.dense_kernel import DenseBlockFunction  # noqa: E402
+from augflow_dsl.layers import net_list as list_layers  # noqa: E402
+from augflow_dsl.ops.net_list import NET_LAYERS, NetLayerCall  # noqa: E402
+
+
+def _layers(*calls) -> tuple:
+    """A net written as layers (issue 22): (name, positional args...) per layer."""
+    out = []
+    for name, *args in calls:
+        schema = NET_LAYERS[name].Args
+        out.append(NetLayerCall(name, schema(**dict(zip(schema.model_fields, args)))))
+    return tuple(out)
 
 
 # FlopCounterMode has no formula for the CPU flash-attention kernel that
@@ -55,6 +66,9 @@ NET_CASES = [
     ("dense_attention", dict(project=6, depth=1, growth=2, heads=3, landmarks=8, embed=6), NetIO(1, 2, 8, 4, context=2)),
     ("dense_attention", dict(project=8, depth=1, growth=2, heads=2, landmarks=2, tokens="channel_runs"),
      NetIO(2, 2, 4, 4)),
+    ("layers", dict(list=_layers(("conv", 3, 6), ("actnorm",), ("relu",), ("resblock",), ("zero_conv", 3))),
+     NetIO(3, 4, 4, 4, context=2)),
+    ("layers", dict(list=_layers(("linear", 5), ("batchnorm",), ("gelu",), ("zero_linear",))), NetIO(2, 4)),
 ]
 
 # (op, args, in_shape, bits)
@@ -124,7 +138,7 @@ def test_every_net_and_context_op_is_covered():
 def test_layer_paths_resolve():
     for name in registry.names("net") + registry.names("context"):
         cls = layer_of(name)
-        module = net_layers if name in registry.names("net") else ctx_layers
+        module = (list_layers if name == "layers" else net_layers) if name in registry.names("net") else ctx_layers
         assert getattr(module, cls.__name__) is cls
 
 

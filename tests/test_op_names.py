@@ -21,6 +21,7 @@ ALLOWED = {
                                 "check --json and the graph export show it)",
     ("layers/coupling.py", "sigmoid"): "a value of affine_coupling's 'scale' argument (Glow's log-sigmoid scale)",
     ("language/values.py", "input"): "the 'input' key of pydantic's validation-error dicts",
+    ("cli/compile.py", "layers"): "a column header of the compile table (layers per stage)",
     ("interop/denseflow.py", "shift"): "the suffix of the DenseFlow code's ActNorm tensor names ('...shift')",
 }
 

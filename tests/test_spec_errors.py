@@ -217,7 +217,13 @@ CASES = [
               "q 'post' needs a 'flow: [...]' list", 5, 1),
     load_case("variational-without-q", mutate("stages:", "dequantize: variational(then: [shift])\nstages:"),
               "'variational' needs the argument 'q'", 5, 13),
+    # nets written as layers (issue 22): located at the layer
+    load_case("unknown-net-layer", mutate("glow_net(filters: width)", "[conv(3, width), rleu, zero_conv]"),
+              "unknown net layer 'rleu' (did you mean 'relu'?)", 4, 82),
     # ------------------------------------------------------------------ shapes and roles (found by check)
+    check_case("net-layers-last-width", mutate("glow_net(filters: width)", "[conv(3, width), relu, zero_conv(out: 3)]"),
+               "the net's last layer 'zero_conv' (line 4) gives 3 channels, but the coupling needs 16", 4, 88,
+               "block 1, unit 1, module 3: affine_coupling"),
     check_case("odd-squeeze", mutate("[4, 8, 8]", "[4, 6, 6]"),
                "squeeze by 2: height 3 is not divisible by 2", 8, 5, "stage 3: squeeze_and_drop"),
     check_case("odd-squeeze-first-stage", mutate("[4, 8, 8]", "[4, 7, 8]"),

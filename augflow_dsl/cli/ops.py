@@ -22,13 +22,17 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..errors import closest
     from ..ops import REGISTRY
-    from ..ops.reference import all_ops, describe, markdown
+    from ..ops.net_list import NET_LAYERS
+    from ..ops.reference import all_ops, describe, markdown, net_layers
 
     if args.markdown:
         if args.name:
             print("error: --markdown prints the whole reference; leave out the op name", file=sys.stderr)
             return 2
         sys.stdout.write(markdown())
+        return 0
+    if args.name is not None and args.name not in REGISTRY and args.name in NET_LAYERS and not args.json:
+        _print_net_layers([d for d in net_layers() if d.name == args.name])
         return 0
     if args.name is not None and args.name not in REGISTRY:
         close = closest(args.name, REGISTRY, n=3)
@@ -43,6 +47,7 @@ def run(args) -> int:
         _print_op(describe(args.name))
     else:
         _print_list(all_ops())
+        _print_net_layers(net_layers())
     return 0
 
 
@@ -61,6 +66,22 @@ def _print_list(docs) -> None:
     for i, d in enumerate(docs):
         last = i + 1 == len(docs) or docs[i + 1].role != d.role
         table.add_row(escape(d.name), d.role, escape(d.summary), end_section=last)
+    _console().print(table)
+
+
+def _print_net_layers(docs) -> None:
+    """The net layers a net written as a list is made of (ops/net_list.py)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=escape("net layers (inside a net written as a list: net NAME: [conv(3, 64), relu, "
+                               "zero_conv(3)])"),
+                  header_style="bold")
+    for col in ("net layer", "data", "arguments", "summary"):
+        table.add_column(col, overflow="fold")
+    for d in docs:
+        args = "; ".join(f"{a.name} ({a.type}, {a.default})" for a in d.arguments) or "none"
+        table.add_row(escape(d.name), d.data, escape(args), escape(d.summary))
     _console().print(table)
 
 

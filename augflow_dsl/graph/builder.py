@@ -67,16 +67,17 @@ class Builder:
     def _edge(self, u: str, v: str, kind: str, shape: Shape, **fields) -> None:
         S.add_edge(self.g, u, v, EdgeInfo(kind=kind, shape=shape, **fields))
 
-    def _fail(self, message: str, call: OpCall | None, label: str) -> None:
-        self.diag.error(message, call.loc if call is not None else None, node=label)
+    def _fail(self, message: str, call: OpCall | None, label: str, loc=None) -> None:
+        self.diag.error(message, loc or (call.loc if call is not None else None), node=label)
         raise BuildStop
 
     def _shape(self, fn, call: OpCall, label: str):
-        """Run an op's shape / cost rule; its failure becomes a located error, never a traceback."""
+        """Run an op's shape / cost rule; its failure becomes a located error, never a traceback (at
+        the op, or where the error says: a net layer of a net written as layers)."""
         try:
             return fn()
         except OpShapeError as e:
-            self._fail(str(e), call, label)
+            self._fail(str(e), call, label, getattr(e, "loc", None))
         except BuildStop:
             raise
         except Exception as e:  # an op's rule that does not guard its arguments (e.g. a zero factor)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from .. import ops as _ops  # noqa: F401  (registers every op)
 from ..errors import Loc, SpecError, all_errors, closest, did_you_mean
 from ..ops.priors import default_prior
+from ..ops.net_list import NET_LAYERS, Layers, NetLayerCall
 from ..ops.registry import REGISTRY, OpCall, QFlow
 from . import ast
 from .overrides import CONSTANTS
@@ -148,6 +149,8 @@ class Expressions:
             scope = _Scope(bound, origin=f"{d.kind} {d.name}")
             if d.kind == "q":
                 return self._qflow(d, scope)
+            if d.kind == "net" and isinstance(d.body, ast.ListLit) and not self._one_op(d.body):
+                return self._net_layers(d.body, scope)
             v = self.value(d.body, scope)
             if d.kind == "module":
                 v = v if isinstance(v, list) else [v]
@@ -185,18 +188,28 @@ class Expressions:
         given: dict[str, Any] = {}
         locs: dict[str, Loc | None] = {}
         plain = _Scope(scope.locals, scope.origin, plain=True)
+
+        def arg(f: str, node: ast.Node):
+            """A net given as a list of layers (``net: [conv(3, 64), relu, ...]``, ``layers(list: [...])``)
+            is one call of the net op ``layers``; any other argument is a value."""
+            wants_layers = "NetLayerCall" in repr(getattr(op.Args.model_fields.get(f), "annotation", ""))
+            if isinstance(node, ast.ListLit) and (f == "net" or wants_layers):
+                v = self._guard(self._net_layers, node, scope)
+                return v if f == "net" or v is _BAD else v.args.list
+            return self._guard(self.value, node, scope if _takes_ops(op, f) else plain, depth)
+
         for kw in kwargs:
             if kw.key in given:
                 self._record(SpecError(f"argument '{kw.key}' of '{name}' is given twice", kw.loc))
                 continue
-            given[kw.key] = self._guard(self.value, kw.value, scope if _takes_ops(op, kw.key) else plain, depth)
+            given[kw.key] = arg(kw.key, kw.value)
             locs[kw.key] = kw.loc
         free = [f for f in fields if f not in given]
         if len(args) > len(free):
             raise SpecError(f"'{name}' takes at most {len(fields)} argument(s) ({', '.join(fields) or 'none'}); "
                             f"got {len(args) + len(given)}", loc)
         for f, a in zip(free, args):
-            given[f] = self._guard(self.value, a, scope if _takes_ops(op, f) else plain, depth)
+            given[f] = arg(f, a)
             locs[f] = a.loc
         for f, v in given.items():
             if isinstance(v, list) and _is_ops(v):
@@ -294,6 +307,88 @@ class Expressions:
         if not number_ok(r):
             raise SpecError(f"number too large: the result of '{op}' is beyond {MAX_NUMBER:.0e}", node.loc)
         return r
+
+    # -------------------------------------------------------------- nets written as layers
+    def _net_layers(self, node: ast.ListLit, scope: _Scope) -> OpCall:
+        """A list of net layers (:mod:`augflow_dsl.ops.net_list`) -> one call of the net op :class:`Layers`.
+        Items are layer names and calls (their own namespace: ``actnorm`` is the net layer) and
+        ``n * item`` repetitions; arguments are values (numbers, the definition's parameters)."""
+        items: list = []
+        for item in node.items:
+            got = self._guard(self._net_layer_items, item, scope)
+            items.extend(got) if isinstance(got, list) else items.append(got)
+        if not items:
+            raise SpecError("a net written as layers needs at least one layer", node.loc)
+        if _poisoned(items):
+            return _BAD
+        return OpCall(Layers.name, Layers.Args(list=tuple(items)), node.loc, scope.origin)
+
+    def _one_op(self, node: ast.ListLit) -> bool:
+        """``[glow_net(filters: 8)]``: a one-item list naming an op or a definition, not a net layer (a
+        net definition written so before nets could be lists stays one op)."""
+        item = node.items[0] if len(node.items) == 1 else None
+        name = item.id if isinstance(item, ast.Name) else item.name if isinstance(item, ast.Call) else None
+        return name is not None and name not in NET_LAYERS and (name in REGISTRY or name in self.defs)
+
+    def _net_layer_items(self, node: ast.Node, scope: _Scope) -> list[NetLayerCall]:
+        plain = _Scope(scope.locals, scope.origin, plain=True)
+        if isinstance(node, ast.ListLit):
+            return [x for item in node.items for x in self._net_layer_items(item, scope)]
+        if isinstance(node, ast.BinOp) and node.op == "*":
+            count_node, item = (node.left, node.right) if isinstance(node.right, (ast.Name, ast.Call, ast.ListLit)) \
+                else (node.right, node.left)
+            count = self.value(count_node, plain)
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise SpecError(f"repetition of net layers needs a whole number of at least 1; got {count!r}",
+                                count_node.loc)
+            self._expanded += count
+            if self._expanded > MAX_EXPANSION:
+                raise _fatal(SpecError(f"the spec expands to more than {MAX_EXPANSION:,} ops", node.loc))
+            return count * self._net_layer_items(item, scope)
+        if isinstance(node, ast.Name):
+            name, args, kwargs = node.id, (), ()
+        elif isinstance(node, ast.Call):
+            name, args, kwargs = node.name, node.args, node.kwargs
+        else:
+            raise SpecError("a net's layer list holds net layers such as conv(3, 64), relu, zero_conv(3); "
+                            "got an expression", node.loc)
+        if name not in NET_LAYERS:
+            other = (" ('%s' is a flow op or a definition; a net's list holds net layers only)" % name
+                     if name in REGISTRY or name in self.defs else "")
+            raise SpecError(f"unknown net layer '{name}'{did_you_mean(name, NET_LAYERS) or other}; the net layers "
+                            f"are: {', '.join(NET_LAYERS)} (`augflow-dsl ops` describes them)", node.loc)
+        schema = NET_LAYERS[name].Args
+        fields = list(schema.model_fields)
+        locs = {kw.key: kw.loc for kw in kwargs}
+        free = [f for f in fields if f not in locs]
+        if len(args) > len(free):
+            raise SpecError(f"net layer '{name}' takes at most {len(fields)} argument(s) "
+                            f"({', '.join(fields) or 'none'}); got {len(args) + len(locs)}", node.loc)
+        given: dict[str, Any] = {}
+        for f, a in [*((kw.key, kw.value) for kw in kwargs), *zip(free, args)]:
+            locs[f] = locs.get(f) or a.loc
+            if "NetLayerCall" in repr(getattr(schema.model_fields.get(f), "annotation", "")):
+                inner = self._net_layer_items(a, scope)  # a wrapped layer: weightnorm(conv(3, 64))
+                if len(inner) != 1:
+                    raise SpecError(f"net layer '{name}' wraps one layer; got {len(inner)}", a.loc)
+                given[f] = inner[0]
+            else:
+                given[f] = self.value(a, plain)
+        if _poisoned(list(given.values())):
+            raise _Reported
+        _no_bools(schema, given, locs, f"net layer '{name}': argument", node.loc)
+        try:
+            parsed = schema.model_validate(given)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = str(err["loc"][0]) if err["loc"] else None
+            if err["type"] == "extra_forbidden":
+                msg = f"net layer '{name}' has no argument '{key}'{did_you_mean(key, fields)}; its arguments are: " \
+                      f"{', '.join(fields) or 'none'}"
+            else:
+                msg = f"net layer '{name}': argument '{key}': {_pyd_msg(err)}"
+            raise SpecError(msg, locs.get(key) or node.loc) from None
+        return [NetLayerCall(name, parsed, node.loc)]
 
     # -------------------------------------------------------------- ops
     def _op_list(self, node: ast.Node, scope: _Scope, what: str) -> list[OpCall]:

@@ -72,10 +72,10 @@ def _parameter(d: nl.Parameter) -> nn.Parameter:
     return nn.Parameter(torch.randn(d.shape) * d.std)
 
 
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU}
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
-builds(nl.BatchNorm)(lambda d: nn.BatchNorm2d(d.channels))
-builds(nl.LayerNorm)(lambda d: ChannelLayerNorm(d.channels))
+builds(nl.BatchNorm)(lambda d: nn.BatchNorm2d(d.channels) if d.image else nn.BatchNorm1d(d.channels))
+builds(nl.LayerNorm)(lambda d: ChannelLayerNorm(d.channels) if d.image else nn.LayerNorm(d.channels))
 builds(nl.Activation)(lambda d: _ACTIVATIONS[d.kind]())
 builds(nl.Dropout)(lambda d: Dropout(d.p))
 builds(nl.Sequential)(lambda d: nn.Sequential(*(build(x) for x in d.layers)))

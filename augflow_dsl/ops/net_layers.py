@@ -15,7 +15,7 @@ Init = Literal["default", "zero", "data"]
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}
 
 __all__ = ["Init", "Layer", "Leaf", "Conv", "Linear", "BatchNorm", "LayerNorm", "Activation", "Dropout",
-           "Parameter", "Sequential", "LayerList", "Net"]
+           "Parameter", "ActNorm", "ConcatELU", "WeightNorm", "ZeroConv", "Sequential", "LayerList", "Net"]
 
 
 @dataclass(frozen=True)
@@ -149,9 +149,11 @@ class Linear(Leaf):
 
 @dataclass(frozen=True)
 class BatchNorm(Leaf):
-    """Batch norm over channels: gain and bias per channel (its running statistics are buffers)."""
+    """Batch norm over channels: gain and bias per channel (its running statistics are buffers).
+    ``image``: over N, H, W of [N, C, H, W] (else over N of vectors [N, C])."""
 
     channels: int
+    image: bool = True
 
     def own_params(self) -> int:
         return 2 * self.channels
@@ -164,9 +166,10 @@ class BatchNorm(Leaf):
 @dataclass(frozen=True)
 class LayerNorm(Leaf):
     """Layer norm over the channels at each position (Flow++ code: biased variance, eps 1e-5),
-    gain and bias per channel."""
+    gain and bias per channel. ``image``: [N, C, H, W] (else vectors [N, C])."""
 
     channels: int
+    image: bool = True
 
     def own_params(self) -> int:
         return 2 * self.channels
@@ -182,13 +185,42 @@ class LayerNorm(Leaf):
 
 @dataclass(frozen=True)
 class Activation(Leaf):
-    """A parameter-free activation module (it holds a place in a sequence)."""
+    """A parameter-free elementwise activation module (it holds a place in a sequence)."""
 
-    kind: Literal["relu"] = "relu"
+    kind: Literal["relu", "elu", "gelu", "tanh"] = "relu"
 
     def kept(self, x: Act, p: Precision) -> Kept:
-        """ReLU keeps its output."""
+        """ReLU and tanh keep their output; ELU and GELU their input (torch's derivatives.yaml)."""
+        if self.kind in ("elu", "gelu"):
+            return Kept(Act(x.n, x.b, x.cl), input=True)
         return Kept(Act(x.n, x.b, x.cl), output=True)
+
+
+@dataclass(frozen=True)
+class ConcatELU(Leaf):
+    """concat_elu(x) = ELU(cat(x, -x)) over channels (PixelCNN++, Flow++): twice the channels."""
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """Keeps its two exponentials (float32 under autocast; layers/modules.py _ConcatELU), not its output."""
+        return Kept(Act(2 * x.n, x.b, x.cl), own=2 * x.n * max(x.b, p.wide))
+
+
+@dataclass(frozen=True)
+class ActNorm(Leaf):
+    """Glow's actnorm inside a net (Kingma & Dhariwal 2018, Sec. 3.1; glow model.py actnorm):
+    y = (x + b) * exp(logs) per channel, b and logs set from the first training batch so that
+    y has zero mean and unit variance per channel (data-dependent init). 2C parameters."""
+
+    channels: int
+    image: bool = True
+
+    def own_params(self) -> int:
+        return 2 * self.channels
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """Keeps x + b (a new tensor, logs' gradient reads it), float32 like b under autocast."""
+        b = max(x.b, p.flow)
+        return Kept(Act(x.n, b, x.cl), own=x.n * b, fixed=self.channels * p.flow)  # exp(logs)
 
 
 @dataclass(frozen=True)
@@ -215,6 +247,46 @@ class Parameter(Leaf):
     def kept(self, x: Act, p: Precision) -> Kept:
         """Not on the data path (the net that holds it adds it where it is used)."""
         return Kept(x, alias="input")
+
+
+@dataclass(frozen=True)
+class WeightNorm(Leaf):
+    """Weight normalisation (Salimans & Kingma 2016) of a conv or linear layer: its weight is
+    g v / ||v||, the norm per output channel, g and v learned (torch's
+    ``parametrizations.weight_norm``, dim 0). Parameters: the layer's and one g per output channel."""
+
+    layer: Conv | Linear
+
+    def own_params(self) -> int:
+        return self.layer.c_out
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """The layer's tensors, and per batch the norms and the weight it computes (fixed)."""
+        k = self.layer.kept(x, p)
+        w = self.layer.own_params() - (self.layer.c_out if self.layer.bias else 0)
+        return Kept(k.out, own=k.own, input=k.input, output=k.output, fixed=k.fixed + (w + self.layer.c_out) * p.flow)
+
+
+@dataclass(frozen=True)
+class ZeroConv(Layer):
+    """Glow's Conv2dZeros (glow model.py conv2d_zeros): a zero-initialised conv whose output is
+    multiplied by exp(logscale * logs), logs a learned per-channel vector starting at zero.
+    Parameters: the conv's and C_out."""
+
+    conv: Conv
+    logs: Parameter
+    logscale: float = 3.0
+
+    @classmethod
+    def of(cls, c_in: int, c_out: int, kernel: int, positions: int, logscale: float) -> "ZeroConv":
+        return cls(Conv(c_in, c_out, kernel, positions, init="zero"), Parameter((c_out, 1, 1), 0.0), logscale)
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """The conv's tensors, then its output (the product with exp(logscale * logs) keeps it); the
+        product is float32 like logs under autocast."""
+        k = self.conv.kept(x, p)
+        out = Act(k.out.n, max(k.out.b, p.flow), k.out.cl)
+        return Kept(out, own=k.own + k.out.bytes, input=k.input, fixed=k.fixed + self.logs.params() * p.flow)
 
 
 # ---------------------------------------------------------------------------------------

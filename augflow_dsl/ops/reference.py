@@ -133,6 +133,10 @@ def _type_name(annotation) -> str:
         return " or ".join("none" if a is type(None) else _type_name(a) for a in args)
     if origin is list:
         return "list of ops" if args and args[0] is OpCall else "list"
+    if origin is tuple and args and getattr(args[0], "__name__", "") == "NetLayerCall":
+        return "list of net layers"
+    if getattr(annotation, "__name__", "") == "NetLayerCall":
+        return "net layer"
     if annotation is OpCall:
         return "op"
     if annotation is QFlow:
@@ -192,6 +196,35 @@ def all_ops() -> list[OpDoc]:
     return [describe(n) for n in sorted(REGISTRY, key=lambda n: (order.get(REGISTRY[n].role, len(order)), n))]
 
 
+@dataclass(frozen=True)
+class NetLayerDoc:
+    name: str
+    data: str  # image, vector or any
+    summary: str
+    arguments: tuple[ArgDoc, ...]
+
+
+def net_layers() -> list[NetLayerDoc]:
+    """Every net layer (:mod:`.net_list`: the layers a net written as a list is made of), by name."""
+    from .net_list import NET_LAYERS
+    return [NetLayerDoc(n, d.data, d.summary, tuple(
+        ArgDoc(k, ", ".join([_type_name(f.annotation), *_constraints(f)]), _default(f), f.description or "")
+        for k, f in d.Args.model_fields.items())) for n, d in sorted(NET_LAYERS.items())]
+
+
+def _net_layers_markdown() -> list[str]:
+    out = ["", "## net layers", "",
+           "What a net written as a list is made of (`net NAME(params): [conv(3, f), relu, zero_conv(3)]`, or a "
+           "coupling's `net: [...]`; the op [`layers`](#layers)). Their own namespace: `actnorm` here is the net "
+           "layer, not the flow op. The first layer reads cat(x, context); `out` left out is the coupling's width, "
+           "which the last layer must give.", "",
+           "| net layer | data | arguments | summary |", "|---|---|---|---|"]
+    for d in net_layers():
+        args = "; ".join(f"`{a.name}` ({a.type}, {a.default})" for a in d.arguments) or "none"
+        out.append(f"| `{d.name}` | {d.data} | {_cell(args)} | {_cell(d.summary)} |")
+    return out
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -221,6 +254,7 @@ def markdown() -> str:
             out += ["No arguments."]
         out += ["", f"**Computes.** {d.computes}", "", f"**Shape rule.** {d.shape_rule}", "",
                 f"**Implements.** {d.equation}", "", f"**Torch layer.** `{d.layer}`", ""]
+    out += _net_layers_markdown()
     return "\n".join(out).rstrip("\n") + "\n"
 
 
