@@ -16,7 +16,16 @@ TOY = str(SPECS_DIR / "toy-glow3.flow")
 FAST = ["--log-every", "1", "--eval-every", "1000", "--eval-images", "16"]
 
 
+def _same_state(a, b) -> None:
+    """Every tensor of the state equal: a fresh flow's log_prob hides unloaded weights (its couplings
+    start at the identity and its 1x1 convolutions are rotations), the state does not."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa), [k for k in sa if not torch.equal(sa[k], sb[k])]
+
+
 def _same_log_prob(a, b, x, seed: int = 0) -> None:
+    _same_state(a, b)
     a.eval(), b.eval()
     with torch.no_grad():
         torch.manual_seed(seed)
@@ -43,6 +52,24 @@ def test_compile_out_is_a_compiled_model_file(tmp_path, capsys):
     assert meta["kind"] == "compiled" and meta["weights"] == "model" and spec.variables["hidden"] == 8
     _same_log_prob(producer, model, torch.randn(32, 2))
     assert not list(tmp_path.glob(".*.tmp"))  # the temporary file was renamed away
+
+
+def test_saved_weights_off_their_initialisation_come_back(tmp_path):
+    """Weights moved off their initialisation (couplings no longer the identity) give the producer's
+    log_prob after a save and a load, and differ from a fresh model's."""
+    torch.manual_seed(1)
+    producer = af.compile(TOY, {"hidden": 8})
+    x = torch.randn(64, 2)
+    producer.initialize(x)
+    with torch.no_grad():
+        for p in producer.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    out = tmp_path / "moved.pt"
+    mf.save_compiled(out, producer, {"hidden": 8})
+    model, _, _ = af.load_model(out)
+    _same_log_prob(producer, model, torch.randn(32, 2))
+    with torch.no_grad():
+        assert not torch.allclose(af.compile(TOY, {"hidden": 8}).eval().log_prob(x), model.log_prob(x))
 
 
 def test_train_writes_a_trained_model_file_with_its_resume_state(tmp_path, monkeypatch, capsys):
