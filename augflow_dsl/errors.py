@@ -10,8 +10,40 @@ line) and what is wrong in plain words; ``str(err)`` renders it as
 from __future__ import annotations
 
 import difflib
+import functools
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
+
+# what must not reach a terminal from user input: C0 controls but newline and tab (ESC starts the
+# terminal's escape sequences, CR rewrites the line), DEL, C1 controls (U+009B is a one-byte CSI) and
+# the bidirectional overrides that reorder the text a reader sees (CVE-2021-42574, "Trojan Source")
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\x1b``, ``\\u202e``), for
+    printing what came from user input: spec lines, names, paths. Newlines and tabs are kept."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+@functools.lru_cache(maxsize=1)
+def _safe_console_class():
+    from rich.console import Console
+
+    class SafeConsole(Console):
+        """rich's Console; every string it renders (markup included) passes :func:`printable` first."""
+
+        def render_str(self, text: str, **kwargs):
+            return super().render_str(printable(text), **kwargs)
+
+    return SafeConsole
+
+
+def SafeConsole(*args, **kwargs):  # noqa: N802 - stands in for rich.console.Console (imported only when called)
+    """A ``rich.console.Console`` whose printed strings have their control characters escaped, so a
+    path or name holding ESC cannot drive the terminal. Every command prints through one."""
+    return _safe_console_class()(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -79,18 +111,18 @@ class SpecError(Exception):
                 "node": self.node, "message": self.message, "kind": self.kind}
 
     def __str__(self) -> str:
-        where = self.file or "<spec>"
+        where = printable(self.file or "<spec>")
         if self.loc:
             where += f":{self.loc.line}:{self.loc.column}"
         text = f"{where}: {self.kind}: "
         if self.node:
-            text += f"{self.node}: "
-        text += self.message
+            text += f"{printable(self.node)}: "
+        text += printable(self.message)
         if self.source and self.loc:
             src = self.source.line_text(self.loc.line)
-            if src:
-                caret = " " * (max(self.loc.column, 1) - 1) + "^"
-                text += f"\n  {src}\n  {caret}"
+            if src:  # escaped, and the caret under the escaped text
+                caret = " " * len(printable(src[: max(self.loc.column, 1) - 1])) + "^"
+                text += f"\n  {printable(src)}\n  {caret}"
         return text
 
 

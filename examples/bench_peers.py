@@ -11,7 +11,10 @@ thread, ours and theirs alternate repeat by repeat after a warm-up each (data-de
 
 Medians over the repeats, and the ratio theirs / ours (above 1: we are faster). ``--compile`` adds a third
 side, a copy of ours with ``FlowModel.compile_nets`` (pairs whose model has conditioner nets; the
-multi-scale Glow compiles in about 20 s per process on a 2-core CPU). ``--memory``
+multi-scale Glow compiles in about 20 s per process on a 2-core CPU); ``--compile-plan`` adds a copy of ours whose
+repeated step blocks are compiled as regions (``augflow_dsl.compiler.fused.compile_steps``: the lever for the small
+flows, whose time is per-op dispatch; its first call, compilation included, is printed). ``--clock cpu`` times this
+thread's CPU time instead of wall time (steadier on a shared host). ``--memory``
 also runs one subprocess per model and side that reports the growth of its peak RSS (VmHWM, reset after a
 first step on 2 examples: lazy set-up, Adam's state) over three training steps: a step's activations and
 temporaries.
@@ -19,6 +22,8 @@ temporaries.
     python examples/bench_peers.py                # every pair, default repeats
     python examples/bench_peers.py --quick        # a few repeats, for a smoke run
     python examples/bench_peers.py --only glow2d-nflows nsf8d-zuko --repeats 30 --memory
+    python examples/bench_peers.py --only glow2d-nflows glow2d-normflows realnvp2d-zuko nsf8d-nflows nsf8d-zuko \
+        --compile-plan                            # docs/speed.md, second pass
 
 Pairs (name: ours, theirs):
 
@@ -264,15 +269,19 @@ def sample_step(side: Side, n):
         side.sample(n)
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.thread_time (this thread's CPU time: steadier on a shared host)
+
+
 def timed(side: Side, fn, *args) -> float:
-    """The call's wall time; the train/eval mode switch (a walk over every module) happens outside it."""
+    """The call's time on CLOCK; the train/eval mode switch (a walk over every module) happens outside it."""
     side.module.train(fn is train_step)
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     fn(side, *args)
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
-def run_pair(name: str, repeats: int, batch: int | None, lr: float, compiled: bool = False) -> dict:
+def run_pair(name: str, repeats: int, batch: int | None, lr: float, compiled: bool = False,
+             plan: bool = False) -> dict:
     sides, x = build(name, batch)
     o, t = sides["ours"], sides["theirs"]
     assert o.params == t.params, f"{name}: parameter counts differ: ours {o.params}, theirs {t.params}"
@@ -282,12 +291,21 @@ def run_pair(name: str, repeats: int, batch: int | None, lr: float, compiled: bo
     if compiled:  # a third side: a copy of ours with its nets regionally compiled (FlowModel.compile_nets)
         c = copy.deepcopy(o.module).compile_nets()
         sides["compiled"] = Side(c, lambda x: c(x), lambda n: c.sample(n), n_params(c))
+    if plan:  # a side with the plan's repeated blocks compiled as regions (compiler/fused.py, compile_steps)
+        from augflow_dsl.compiler.fused import compile_steps
+        cp = compile_steps(copy.deepcopy(o.module))
+        sides["plan"] = Side(cp, lambda x: cp(x), lambda n: cp.sample(n), n_params(cp))
     opts = {k: torch.optim.Adam(s.module.parameters(), lr=lr) for k, s in sides.items()}
     n = x.shape[0]
     times = {k: {"train": [], "sample": []} for k in sides}
     warm = {}
-    for k, s in sides.items():  # warm-up: data-dependent init on the peers' side, first-call costs
-        warm[k] = timed(s, train_step, opts[k], x) + timed(s, sample_step, n)
+    for k, s in sides.items():  # warm-up: data-dependent init on the peers' side, first-call costs (wall time)
+        t0 = time.perf_counter()
+        s.module.train(True)
+        train_step(s, opts[k], x)
+        s.module.train(False)
+        sample_step(s, n)
+        warm[k] = time.perf_counter() - t0
     order = list(sides)
     for r in range(repeats):
         for k in (order if r % 2 == 0 else order[::-1]):  # alternate who goes first
@@ -303,6 +321,9 @@ def run_pair(name: str, repeats: int, batch: int | None, lr: float, compiled: bo
         if compiled:
             mc = statistics.median(times["compiled"][what])
             out[what].update(compiled_ms=1e3 * mc, ratio_compiled=mt / mc)
+        if plan:
+            mp = statistics.median(times["plan"][what])
+            out[what].update(plan_ms=1e3 * mp, ratio_plan=mt / mp)
     return out
 
 
@@ -355,23 +376,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--compile", action="store_true",
                     help="also time a copy of ours with compiled nets (FlowModel.compile_nets)")
+    ap.add_argument("--compile-plan", action="store_true",
+                    help="also time a copy of ours with its repeated step blocks compiled (compiler.fused.compile_steps)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="wall: perf_counter; cpu: this thread's CPU time (steadier on a busy shared host)")
     ap.add_argument("--memory", action="store_true", help="max-RSS growth per side, one subprocess each")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--_memory", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
+    global CLOCK
+    CLOCK = time.thread_time if a.clock == "cpu" else time.perf_counter
     if a._memory:
         print(json.dumps(memory_one(a._memory[0], a._memory[1], a.batch, a.lr)))
         return 0
     results = []
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {os.getloadavg()}",
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), clock {a.clock}, "
+          f"load average {os.getloadavg()}",
           flush=True)
     for name in a.only or list(PAIRS):
         big = name.startswith("glow-ms")
         reps = a.repeats or ((2 if big else 5) if a.quick else (15 if big else 40))
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
-        r = run_pair(name, reps, a.batch, a.lr, compiled=a.compile)
+        r = run_pair(name, reps, a.batch, a.lr, compiled=a.compile, plan=a.compile_plan)
         r["wall_s"] = time.perf_counter() - t0
         r["load_before"], r["load_after"] = load0, os.getloadavg()[0]
         if a.memory:
@@ -383,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
         comp = (f"; compiled ours: train {tr['compiled_ms']:.2f} ms ({tr['ratio_compiled']:.2f}x), sample "
                 f"{sa['compiled_ms']:.2f} ms ({sa['ratio_compiled']:.2f}x), "
                 f"first call {r['warmup_s']['compiled']:.1f} s" if "compiled_ms" in tr else "")
+        if "plan_ms" in tr:
+            comp += (f"; compiled plan: train {tr['plan_ms']:.2f} ms ({tr['ratio_plan']:.2f}x), sample "
+                     f"{sa['plan_ms']:.2f} ms ({sa['ratio_plan']:.2f}x), first train + sample "
+                     f"{r['warmup_s']['plan']:.1f} s")
         print(f"{name}: params ours {r['params']:,} = theirs {r['params_theirs']:,} "
               f"(raw numel {r['params_raw_theirs']:,}); "
               f"train {tr['ours_ms']:.2f} / {tr['theirs_ms']:.2f} ms ({tr['ratio']:.2f}x); "
@@ -393,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             "| sample ms ours | theirs | ratio |")
     if a.memory:
         head += " train peak RSS growth ours / theirs |"
+    if a.compile_plan:
+        head += " compiled plan: train ms | ratio | sample ms | ratio | first calls s |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in results:
@@ -402,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
                f"{sa['ours_ms']:.2f} | {sa['theirs_ms']:.2f} | {sa['ratio']:.2f}x |")
         if a.memory:
             row += f" {r['memory_mb']['ours']:.0f} / {r['memory_mb']['theirs']:.0f} MB |"
+        if a.compile_plan:
+            row += (f" {tr['plan_ms']:.2f} | {tr['ratio_plan']:.2f}x | {sa['plan_ms']:.2f} | {sa['ratio_plan']:.2f}x"
+                    f" | {r['warmup_s']['plan']:.1f} |")
         print(row)
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))

@@ -2,7 +2,10 @@
 
 ``open_dataset`` turns a spec's ``data: {shape, bits, dataset}`` into train / test sets whose items
 are single tensors (uint8 ``[C, H, W]`` for images, float32 ``[D]`` for vector data) and checks them
-against the spec. ``make_batches`` / :class:`BatchStream` yield the batches of one epoch:
+against the spec; with ``data: {labels: true}`` an item is a pair ``(x, y)``, ``y`` an int64 label,
+and a batch is ``(x [N, ...], y [N])`` (``runtime.batches.split`` splits either form). The user's own data
+(``dataset: folder`` / ``npz``) are read by runtime/data_files.py. ``make_batches`` /
+:class:`BatchStream` yield the batches of one epoch:
 
 * the order of epoch ``e`` is ``randperm(n)`` from a generator seeded by ``(seed, e)`` (never the
   global RNG); global batch ``t`` is ``perm[t*batch:(t+1)*batch]`` (drop_last);
@@ -34,11 +37,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from augflow_dsl.language.datasets import DATASETS, OWN_SETS, known_datasets, names_of
 from augflow_dsl.language.models import DataSpec
 
-TORCHVISION_SETS = ("cifar10", "svhn", "mnist")
-IMAGENET_SETS = ("imagenet32", "imagenet64")
-EMBEDDED_SETS = ("digits",)
+from .batches import Batch, split, stack
+from .data_files import DataError, check_labels, check_vectors, open_own
+
+TORCHVISION_SETS = names_of("torchvision")
+IMAGENET_SETS = names_of("imagenet")
+EMBEDDED_SETS = names_of("scikit-learn")
 AUGMENTATIONS = ("flip", "translate")
 TRANSLATE = 0.04  # DenseFlow data.py:65-70: Pad(ceil(0.04 H)), RandomAffine(translate=(0.04, 0.04))
 DIGITS_TRAIN = 1500  # of scikit-learn's 1,797 digits; the other 297 are the test set
@@ -46,35 +53,37 @@ IMAGENET_TRAIN_FILES = tuple(f"train_data_batch_{i}.npz" for i in range(1, 11))
 IMAGENET_VAL_FILE = "val_data.npz"
 
 
-class DataError(Exception):
-    """A user's mistake about data: the message says what is wrong and how to fix it."""
-
-
 @dataclass
 class DataSource:
-    """An opened data set: items are uint8 [C, H, W] images or float32 [D] vectors, no labels."""
+    """An opened data set: items are uint8 [C, H, W] images or float32 [D] vectors, or (item,
+    int64 label) pairs when ``labels`` (``classes``: the number of classes, labels 0..classes-1)."""
 
     name: str
     train: Dataset
     test: Dataset
     shape: tuple[int, ...]
     bits: int | None
+    labels: bool = False
+    classes: int | None = None
 
 
 class TensorItems(Dataset):
-    """A data set held in one tensor [N, ...]; ``__getitems__`` fetches a batch with one gather."""
+    """A data set held in one tensor [N, ...] (and labels [N] when given); ``__getitems__``
+    fetches a batch with one gather: ``x`` or ``(x, y)``."""
 
-    def __init__(self, data: Tensor) -> None:
+    def __init__(self, data: Tensor, labels: Tensor | None = None) -> None:
         self.data = data
+        self.labels = labels
 
     def __len__(self) -> int:
         return self.data.shape[0]
 
-    def __getitem__(self, i: int) -> Tensor:
-        return self.data[i]
+    def __getitem__(self, i: int) -> Batch:
+        return self.data[i] if self.labels is None else (self.data[i], self.labels[i])
 
-    def __getitems__(self, indices: list[int]) -> Tensor:
-        return self.data[torch.as_tensor(indices, dtype=torch.long)]
+    def __getitems__(self, indices: list[int]) -> Batch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.data[index] if self.labels is None else (self.data[index], self.labels[index])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,37 +96,62 @@ def default_data_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "augflow-dsl" / "data"
 
 
-def known_datasets() -> tuple[str, ...]:
-    """Every name ``data.dataset`` may take."""
-    return TORCHVISION_SETS + IMAGENET_SETS + EMBEDDED_SETS + _toys().TOY_SETS
-
-
 def open_dataset(data: DataSpec, root: str | Path | None = None, download: bool = False,
-                 seed: int = 0) -> DataSource:
+                 seed: int = 0, *, classes: int | None = None, vector: int | None = None) -> DataSource:
     """Open the data set the spec's ``data:`` names and check it against the spec.
 
     ``root`` holds the downloadable and local sets (default :func:`default_data_root`); only the
     torchvision sets are ever downloaded, and only when ``download`` is set. ``seed`` fixes the
-    digits train/test split and the toy sets' points. Raises :class:`DataError`.
+    digits train/test split, the split of the user's data that come without one and the toy sets'
+    points. ``data.path`` (folder, npz) is read as given: resolve it first with
+    :func:`~augflow_dsl.language.datasets.with_data`. With ``data.labels`` the items are (x, y)
+    pairs; ``classes`` / ``vector`` (the spec's ``condition: {classes: K}`` / ``{vector: D}``,
+    :func:`~augflow_dsl.language.datasets.spec_condition`) are checked against the y. Raises
+    :class:`DataError`.
     """
     name = data.dataset
     if name is None:
-        raise DataError(f"the spec's data: names no dataset; add `dataset: <name>` "
-                        f"(known: {', '.join(known_datasets())})")
-    if name not in TORCHVISION_SETS + IMAGENET_SETS + EMBEDDED_SETS and name not in _toys().TOY_SETS:
+        raise DataError(f"the spec's data: names no dataset; add `dataset: <name>` (known: "
+                        f"{', '.join(known_datasets())}), or give your own data with --data PATH")
+    if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(known_datasets())}")
+    labels = data.labels
+    if labels and name not in OWN_SETS and DATASETS[name].classes is None:
+        raise DataError(f"the spec's data: says labels: true, but dataset {name} has no labels the loader can "
+                        f"give; remove labels (or use a labelled set: see `augflow-dsl check`)")
     root = Path(root).expanduser() if root is not None else default_data_root()
-    if name in TORCHVISION_SETS:
-        train, test = _torchvision_set(name, root, download)
+    y_train = y_test = None
+    n_classes = DATASETS[name].classes
+    shown = name
+    if name in OWN_SETS:
+        own = open_own(name, data.path, tuple(data.shape), _generator(seed, "holdout"))
+        train, test, y_train, y_test, n_classes = own.train, own.test, own.y_train, own.y_test, own.classes
+        shown = f"{name} {data.path}"
+        if labels and y_train is None:
+            raise DataError(f"the spec's data: says labels: true, but {data.path} has no labels: "
+                            + ("put the images of each class in a subfolder of their own" if name == "folder"
+                               else "save them as y (and y_test) in the .npz"))
+    elif name in TORCHVISION_SETS:
+        (train, y_train), (test, y_test) = _torchvision_set(name, root, download)
     elif name in IMAGENET_SETS:
         train, test = _imagenet(name, root)
     elif name == "digits":
-        train, test = _digits(seed)
+        train, test, y_train, y_test = _digits(seed)
     else:
         toys = _toys()
-        train, test = toys.toy_split(name, "train", seed), toys.toy_split(name, "test", seed)
-    _check_against_spec(name, data, train, test)
-    return DataSource(name, TensorItems(train), TensorItems(test), tuple(data.shape), data.bits)
+        if labels:
+            (train, y_train), (test, y_test) = (toys.toy_split(name, s, seed, labels=True) for s in ("train", "test"))
+        else:
+            train, test = toys.toy_split(name, "train", seed), toys.toy_split(name, "test", seed)
+    _check_against_spec(shown, data, train, test)
+    if not labels:
+        return DataSource(name, TensorItems(train), TensorItems(test), tuple(data.shape), data.bits)
+    if classes is not None:
+        check_labels(torch.cat([y_train, y_test]), classes, f"dataset {shown}")
+    if vector is not None:
+        check_vectors(torch.cat([y_train, y_test]), vector, f"dataset {shown}")
+    return DataSource(name, TensorItems(train, y_train), TensorItems(test, y_test), tuple(data.shape), data.bits,
+                      labels=True, classes=classes if classes is not None else n_classes)
 
 
 def _toys() -> Any:
@@ -125,8 +159,9 @@ def _toys() -> Any:
     return importlib.import_module(f"{__package__}.toys")
 
 
-def _torchvision_set(name: str, root: Path, download: bool) -> tuple[Tensor, Tensor]:
-    """CIFAR-10, SVHN or MNIST through torchvision, as uint8 [N, C, H, W] train and test tensors."""
+def _torchvision_set(name: str, root: Path, download: bool) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """CIFAR-10, SVHN or MNIST through torchvision: (uint8 images [N, C, H, W], int64 labels [N]) of
+    the train and the test split."""
     from torchvision import datasets  # torchvision is slow to import: only when it is needed
 
     where = {"cifar10": root / "cifar-10-batches-py", "svhn": root,
@@ -134,16 +169,17 @@ def _torchvision_set(name: str, root: Path, download: bool) -> tuple[Tensor, Ten
     if download:
         root.mkdir(parents=True, exist_ok=True)
 
-    def split(train: bool) -> Tensor:
+    def split(train: bool) -> tuple[Tensor, Tensor]:
         try:
             if name == "cifar10":
                 ds = datasets.CIFAR10(str(root), train=train, download=download)
-                return torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+                return (torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
+                        torch.as_tensor(ds.targets, dtype=torch.long))
             if name == "svhn":
                 ds = datasets.SVHN(str(root), split="train" if train else "test", download=download)
-                return torch.from_numpy(np.ascontiguousarray(ds.data))
+                return torch.from_numpy(np.ascontiguousarray(ds.data)), torch.as_tensor(ds.labels, dtype=torch.long)
             ds = datasets.MNIST(str(root), train=train, download=download)
-            return ds.data.unsqueeze(1).contiguous()
+            return ds.data.unsqueeze(1).contiguous(), torch.as_tensor(ds.targets, dtype=torch.long)
         except (RuntimeError, OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
             if download:
                 raise DataError(f"could not download or read {name} into {where}: {e}") from None
@@ -186,14 +222,17 @@ def _imagenet(name: str, root: Path) -> tuple[Tensor, Tensor]:
     return read(IMAGENET_TRAIN_FILES), read((IMAGENET_VAL_FILE,))
 
 
-def _digits(seed: int) -> tuple[Tensor, Tensor]:
-    """scikit-learn's embedded 8x8 digits (values 0..16) as uint8 [N, 1, 8, 8]; a fixed split by
-    ``seed``: 1,500 train, 297 test."""
+def _digits(seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """scikit-learn's embedded 8x8 digits (values 0..16) as uint8 [N, 1, 8, 8] and their int64
+    labels 0..9; a fixed split by ``seed``: 1,500 train, 297 test (train, test, y_train, y_test)."""
     from sklearn.datasets import load_digits
 
-    images = torch.from_numpy(load_digits().images).to(torch.uint8).unsqueeze(1)
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).to(torch.uint8).unsqueeze(1)
+    labels = torch.as_tensor(digits.target, dtype=torch.long)
     perm = torch.randperm(images.shape[0], generator=_generator(seed, "digits-split"))
-    return images[perm[:DIGITS_TRAIN]].contiguous(), images[perm[DIGITS_TRAIN:]].contiguous()
+    tr, te = perm[:DIGITS_TRAIN], perm[DIGITS_TRAIN:]
+    return images[tr].contiguous(), images[te].contiguous(), labels[tr], labels[te]
 
 
 def _check_against_spec(name: str, data: DataSpec, train: Tensor, test: Tensor) -> None:
@@ -240,21 +279,24 @@ def batches_per_epoch(n_items: int, batch: int) -> int:
     return n_items // batch
 
 
-def init_batch(dataset: Dataset, n: int, seed: int) -> Tensor:
+def init_batch(dataset: Dataset, n: int, seed: int) -> Batch:
     """The first ``n`` items (all, if fewer) of a seed-derived permutation, stacked: the batch for
-    data-dependent initialization."""
+    data-dependent initialization (``(x, y)`` for a labelled data set)."""
     perm = torch.randperm(len(dataset), generator=_generator(seed, "init"))
     return _fetch(dataset, perm[:n].tolist())
 
 
-def _fetch(dataset: Dataset, indices: list[int]) -> Tensor:
+def _fetch(dataset: Dataset, indices: list[int]) -> Batch:
     getitems = getattr(dataset, "__getitems__", None)
     return _collate(getitems(indices) if getitems else [dataset[i] for i in indices])
 
 
-def _collate(items: Tensor | list[Tensor]) -> Tensor:
-    """DataLoader collate_fn: a batch fetched by ``__getitems__`` is already stacked."""
-    return items if isinstance(items, Tensor) else torch.stack(items)
+def _collate(items: Batch | list) -> Batch:
+    """DataLoader collate_fn: a batch fetched by ``__getitems__`` is already stacked (a tensor
+    ``x`` or a tuple ``(x, y)``); a list of items is stacked, (x, y) pairs into ``(x, y)``."""
+    if isinstance(items, (Tensor, tuple)):
+        return items
+    return stack(items)
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -302,7 +344,7 @@ class BatchStream:
                             f"use a smaller train.batch")
         if workers < 0:
             raise DataError(f"the number of loader workers must be >= 0; got {workers}")
-        self.item_shape = tuple(_fetch(dataset, [0]).shape[1:])
+        self.item_shape = tuple(split(_fetch(dataset, [0]))[0].shape[1:])
         self.augment = check_augment(augment, self.item_shape)
         self.batch, self.seed, self.rank, self.world = batch, seed, rank, world
         self.device = torch.device(device)
@@ -319,27 +361,29 @@ class BatchStream:
         """Batches per epoch (from the start)."""
         return batches_per_epoch(self.sampler.n_items, self.batch)
 
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[Tensor]:
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """Epoch ``epoch`` from global batch ``start`` (the batches before it are not loaded)."""
         if start < 0:
             raise DataError(f"the resume position must be >= 0; got {start}")
         return self._iterate(epoch, start)
 
-    def _iterate(self, epoch: int, start: int) -> Iterator[Tensor]:
+    def _iterate(self, epoch: int, start: int) -> Iterator[Batch]:
         share = self.batch // self.world
         self.sampler.epoch, self.sampler.start = epoch, start  # read by iter(loader), just below
-        for t, x in enumerate(self.loader, start):
+        for t, batch in enumerate(self.loader, start):
+            x, y = split(batch)
             x = x.to(self.device, non_blocking=self.non_blocking)
+            y = None if y is None else y.to(self.device, non_blocking=self.non_blocking)
             if self.augment:
                 params = draw_augment(self.batch, self.item_shape, self.augment,
                                       _generator(self.seed, "augment", epoch, t))
                 x = apply_augment(x, params.slice(self.rank * share, share))
-            yield x
+            yield x if y is None else (x, y)
 
 
 def make_batches(dataset: Dataset, *, batch: int, seed: int, epoch: int, start: int = 0,
                  rank: int = 0, world: int = 1, augment: Sequence[str] = (), workers: int = 0,
-                 pin_memory: bool = False, device: str | torch.device = "cpu") -> Iterator[Tensor]:
+                 pin_memory: bool = False, device: str | torch.device = "cpu") -> Iterator[Batch]:
     """The batches of rank ``rank`` in epoch ``epoch`` from global batch ``start`` (see the module
     docstring). Arguments are checked here, before the first batch (DataError)."""
     stream = BatchStream(dataset, batch=batch, seed=seed, rank=rank, world=world, augment=augment,

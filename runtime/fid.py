@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset
@@ -71,14 +72,23 @@ def fid(samples: torch.Tensor | Dataset, data: torch.Tensor | Dataset, *, bits: 
         data_limit: int | None = None, progress: FidProgress | None = None) -> float:
     """FID between ``samples`` and ``data`` (images of levels 0 .. 2^bits - 1, tensors [N, C, H, W]
     or Datasets), on ``data_limit`` data items (all when None), through torch-fidelity."""
-    import torch_fidelity
-
     if feature_layer not in FEATURE_LAYERS:
         raise FIDError(f"unknown Inception feature layer {feature_layer!r}; choose one of {', '.join(FEATURE_LAYERS)}")
-    if weights is not None:
-        if not Path(weights).is_file():
-            raise FIDError(f"no such Inception weights file: {weights} (--inception-weights)")
-        check_weights(weights)
+    with contextlib.ExitStack() as stack:
+        verified = None
+        if weights is not None:
+            if not Path(weights).is_file():
+                raise FIDError(f"no such Inception weights file: {weights} (--inception-weights)")
+            verified = stack.enter_context(private_copy(weights))
+        return _fid(samples, data, bits=bits, weights=weights, verified=verified, batch=batch, device=device,
+                    feature_layer=feature_layer, data_limit=data_limit, progress=progress)
+
+
+def _fid(samples, data, *, bits: int, weights, verified: Path | None, batch: int, device, feature_layer: str,
+         data_limit: int | None, progress: FidProgress | None) -> float:
+    """:func:`fid` once the weights (if any) are verified and copied to ``verified``."""
+    import torch_fidelity
+
     a = UInt8Images(samples, bits)
     b = UInt8Images(data, bits, data_limit)
     if len(a) < 2 or len(b) < 2:
@@ -97,7 +107,7 @@ def fid(samples: torch.Tensor | Dataset, data: torch.Tensor | Dataset, *, bits: 
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
             metrics = torch_fidelity.calculate_metrics(
                 input1=a, input2=b, fid=True, feature_layer_fid=feature_layer,
-                feature_extractor_weights_path=None if weights is None else str(weights),
+                feature_extractor_weights_path=None if verified is None else str(verified),
                 cuda=device.type == "cuda", batch_size=batch, cache=False, save_cpu_ram=True, verbose=False)
     except OSError as e:  # urllib's URLError is an OSError: the weights download failed
         if weights is None:
@@ -112,9 +122,24 @@ def fid(samples: torch.Tensor | Dataset, data: torch.Tensor | Dataset, *, bits: 
     return float(metrics["frechet_inception_distance"])
 
 
-def check_weights(weights: str | Path) -> None:
-    """Refuse a file that is not a tensor state dict before torch-fidelity unpickles it (its own
-    ``torch.load`` runs with ``weights_only=False``); shapes are checked by its load_state_dict."""
+@contextlib.contextmanager
+def private_copy(weights: str | Path) -> Iterator[Path]:
+    """The weights read once with ``weights_only=True`` (:func:`check_weights`) and saved again in
+    a folder only this user can open (``tempfile.mkdtemp``: mode 0700), removed afterwards.
+
+    torch-fidelity reloads its weights path with ``torch.load(weights_only=False)``: handing it the
+    user's path would let a file swapped in between the two reads run code. It reads this copy of
+    the verified tensors instead."""
+    state = check_weights(weights)
+    with tempfile.TemporaryDirectory(prefix="augflow-fid-") as folder:
+        path = Path(folder) / "inception-v3.pt"
+        torch.save(state, path)
+        yield path
+
+
+def check_weights(weights: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``weights``, refusing a file that is not a tensor state dict (read with
+    ``weights_only=True``); shapes are checked by torch-fidelity's load_state_dict."""
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable or non-tensor pickle is the user's file
@@ -123,3 +148,7 @@ def check_weights(weights: str | Path) -> None:
     if not isinstance(state, dict) or "Conv2d_1a_3x3.conv.weight" not in state or "fc.weight" not in state:
         raise FIDError(f"{weights} is not an InceptionV3 weights file in torch-fidelity's format "
                        f"(--inception-weights): no Conv2d_1a_3x3 / fc weights in it")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise FIDError(f"{weights} is not an InceptionV3 weights file in torch-fidelity's format "
+                       f"(--inception-weights): it holds entries that are not named tensors")
+    return state

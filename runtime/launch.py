@@ -10,7 +10,8 @@ from typing import Any
 
 # the options a resumed run may change; the others (batch, precision, seed, ...) stay the run's
 RESUME_MAY_CHANGE = frozenset({"steps", "epochs", "device", "data_root", "download", "checkpoint_every",
-                               "log_every", "eval_every", "eval_images", "max_bad_steps", "workers", "compile"})
+                               "log_every", "eval_every", "eval_images", "max_bad_steps", "workers", "compile",
+                               "tensorboard"})
 
 
 class NotARunFolder(Exception):
@@ -48,13 +49,19 @@ def _options(values: dict):
 def new_run(spec_path: str | Path, variables: dict, train_over: dict, options: dict,
             run: str | Path | None = None) -> TrainSetup:
     """A new run of the spec at ``spec_path`` (``options``: TrainOptions fields; ``run``: the run
-    folder, default ``runs/<spec name>/<UTC time>``). Raises SpecError for a spec that does not
-    load, :class:`InvalidSpec` for one that does not check."""
+    folder, default ``runs/<spec name>/<UTC time>``). ``options["data"]`` (``--data PATH``) replaces
+    the spec's data with an image folder or .npz file; the run keeps the absolute path of its own
+    data in its options, so a resumed run reads the same files. Raises SpecError for a spec that
+    does not load, :class:`InvalidSpec` for one that does not check, DataError for a ``--data``
+    that is neither a folder nor a .npz file."""
     from ..graph.pipeline import analyze
+    from ..language.datasets import OWN_SETS
+    from ..language.load import load
 
-    a = analyze(spec_path, variables)
-    if a.load_error is not None:
-        raise a.load_error
+    spec = locate_data(load(spec_path, variables), options.get("data"))
+    if spec.data.dataset in OWN_SETS:
+        options = {**options, "data": spec.data.path}
+    a = analyze(spec)
     if not a.valid:
         raise InvalidSpec([e.get("text") or e.get("message") for e in a.report.errors])
     spec = a.spec
@@ -76,8 +83,32 @@ def resume_run(run: str | Path, options: dict) -> TrainSetup:
     spec = loads(cfg["spec_text"], cfg.get("spec_file", str(run)), cfg.get("overrides") or {})
     variables, train_over = cfg.get("overrides") or {}, cfg.get("train_overrides") or {}
     values = {**cfg.get("options", {}), **options, "run": str(run)}
+    spec = locate_data(spec, values.get("data"))
     return TrainSetup(spec, variables, train_over,
                       _options({k: v for k, v in values.items() if k in TrainOptions.__dataclass_fields__}))
 
 
-__all__ = ["InvalidSpec", "NotARunFolder", "RESUME_MAY_CHANGE", "TrainSetup", "new_run", "resume_run"]
+def locate_data(spec, path: str | None):
+    """The spec with its own data located (language.datasets.with_data: ``path`` is ``--data``, a
+    relative ``data.path`` is taken from the spec file's folder); DataError for a bad ``path``."""
+    from ..language.datasets import with_data
+    from .data_files import DataError
+
+    try:
+        return with_data(spec, path)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+
+
+def run_data(checkpoint: str | Path) -> str | None:
+    """The own data (``--data``) the run that wrote ``checkpoint`` (``RUN/checkpoints/*.pt``) was
+    trained on, from its config.json; None when there is none."""
+    cfg = Path(checkpoint).parent.parent / "config.json"
+    try:
+        return (json.loads(cfg.read_text()).get("options") or {}).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+__all__ = ["InvalidSpec", "NotARunFolder", "RESUME_MAY_CHANGE", "TrainSetup", "locate_data", "new_run", "resume_run",
+           "run_data"]

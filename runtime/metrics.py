@@ -1,9 +1,10 @@
-"""metrics.jsonl (one JSON object per logged step or evaluation) and curves.png.
+"""metrics.jsonl (one JSON object per logged step or evaluation) and curves.png; each row is also
+mirrored to the run's TensorBoard events (runtime.tensorboard) when the run writes them.
 
 Training rows: ``step`` (updates done), ``epoch``, ``loss`` (nats per example), ``bpd``, ``lr``,
 ``grad_norm``, ``images_per_s``, ``time`` (seconds since the run started, summed over resumes).
 Evaluation rows: ``step``, ``split``, ``bpd``, ``samples`` (1 = the one-sample ELBO, S > 1 = importance
-weighting), ``images``.
+weighting), ``images``, ``weights`` ("ema" when the run keeps an EMA, else "raw"; curves.png says which).
 """
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ class MetricsLog:
     """Appends rows to ``metrics.jsonl``; on resume, rows past the checkpoint's step are dropped so
     that a resumed run's log reads as if it had never stopped."""
 
-    def __init__(self, path: str | Path, enabled: bool = True):
+    def __init__(self, path: str | Path, enabled: bool = True, tensorboard=None):
+        """``tensorboard``: a :class:`~augflow_dsl.runtime.tensorboard.TensorBoardLog` that mirrors
+        every row (and takes the sample grids), or None."""
         self.path = Path(path)
         self.enabled = enabled
+        self.tensorboard = tensorboard if enabled else None
 
     def truncate_after(self, step: int) -> None:
         if not self.enabled or not self.path.exists():
@@ -33,6 +37,18 @@ class MetricsLog:
         with self.path.open("a") as f:
             f.write(json.dumps(row, allow_nan=True) + "\n")
             f.flush()
+        if self.tensorboard is not None:
+            self.tensorboard.row(row)
+
+    def image(self, step: int, path: str | Path) -> None:
+        """A sample grid written at ``step`` (to TensorBoard; metrics.jsonl keeps no pictures)."""
+        if self.tensorboard is not None and Path(path).is_file():
+            self.tensorboard.image(step, path)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+            self.tensorboard = None
 
     def rows(self) -> list[dict]:
         return read_rows(self.path)
@@ -52,12 +68,15 @@ def plot_curves(rows: list[dict], out: str | Path, title: str = "") -> None:
     import matplotlib.pyplot as plt
 
     train = [(r["step"], r["bpd"]) for r in rows if "split" not in r and math.isfinite(r.get("bpd", math.nan))]
-    test = [(r["step"], r["bpd"]) for r in rows if r.get("split") == "test" and r.get("samples", 1) == 1]
+    tests = [r for r in rows if r.get("split") == "test" and r.get("samples", 1) == 1]
+    test = [(r["step"], r["bpd"]) for r in tests]
+    weights = {r.get("weights") for r in tests}  # "ema" or "raw"; absent in logs from before issue 24
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    if train:
-        ax.plot(*zip(*train), label="train (one-sample ELBO)", lw=1)
+    if train:  # the training loss is always the live (raw) weights'
+        ax.plot(*zip(*train), label="train (one-sample ELBO, raw weights)", lw=1)
     if test:
-        ax.plot(*zip(*test), "o-", label="test (one-sample ELBO)", ms=3)
+        which = {"ema": ", EMA weights", "raw": ", raw weights"}.get(weights.pop(), "") if len(weights) == 1 else ""
+        ax.plot(*zip(*test), "o-", label=f"test (one-sample ELBO{which})", ms=3)
     ax.set_xlabel("step")
     ax.set_ylabel("bits/dim")
     ax.set_title(title)

@@ -8,6 +8,7 @@ block, the result a run returns, and the files a run keeps (``runs/<spec>/<UTC t
     checkpoints/last.pt every --checkpoint-every steps, at the end, and on SIGTERM / SIGINT
     checkpoints/best.pt the checkpoint with the best test bits/dim so far
     samples/step-N.png  sample grids at each evaluation
+    tb/                 TensorBoard events: metrics rows, sample grids, spec text (runtime.tensorboard)
     curves.png          train and test bits/dim against step
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ class TrainOptions:
     precision: str = "fp32"
     compile: bool = False
     data_root: str | None = None
+    data: str | None = None            # the user's own data (--data, or the spec's data.path), absolute
     download: bool = False
     seed: int | None = None
     checkpoint_every: int = 1000
@@ -48,6 +50,7 @@ class TrainOptions:
     workers: int = 0
     force: bool = False
     progress: bool = True
+    tensorboard: bool = True           # event files in RUN/tb/ (runtime.tensorboard)
 
 
 @dataclass
@@ -72,6 +75,7 @@ class RunFolder:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.created: list[Path] = []  # the folders prepare() made, deepest first
 
     @property
     def last(self) -> Path:
@@ -90,6 +94,8 @@ class RunFolder:
 
     def prepare(self) -> None:
         """Create the folder and check it is writable (TrainError says why not)."""
+        self.created = [d for d in (self.path / "checkpoints", self.path / "samples", self.path, *self.path.parents)
+                        if not d.exists()]
         try:
             (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
             (self.path / "samples").mkdir(exist_ok=True)
@@ -98,6 +104,36 @@ class RunFolder:
             probe.unlink()
         except OSError as e:
             raise TrainError(f"cannot write the run folder {self.path}: {e.strerror or e}") from None
+        self._remove_stale_partials()
+        self._refuse_lost_last()
+
+    def _refuse_lost_last(self) -> None:
+        """A folder whose best.pt is here but last.pt is gone would silently restart at step 0,
+        truncate metrics.jsonl and replace best.pt with a worse model (issue 24): refuse it."""
+        if self.best.exists() and not self.last.exists():
+            raise TrainError(f"{self.path}: checkpoints/last.pt is missing, though checkpoints/best.pt is here; "
+                             f"training would start again at step 0, cut metrics.jsonl and replace best.pt. "
+                             f"To continue from the best checkpoint, copy checkpoints/best.pt to checkpoints/last.pt "
+                             f"and resume; to start over, train in a new --run folder")
+
+    def _remove_stale_partials(self) -> None:
+        """Remove the partial checkpoints (``checkpoints/.last.pt.*.tmp``, written then renamed by
+        compiler.model_file) that a kill during a write leaves behind; they are never read."""
+        for tmp in (self.path / "checkpoints").glob(".*.pt.*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+    def discard_if_unused(self) -> None:
+        """Remove the folders prepare() made while they hold no file (a run refused before it wrote
+        anything leaves nothing behind); a folder with any file in it stays."""
+        for d in self.created:
+            try:
+                d.rmdir()  # only an empty folder goes
+            except OSError:
+                break
+        self.created = []
 
     def write_config(self, spec, spec_hash: str, overrides: dict, train_overrides: dict, train, opts: TrainOptions,
                      world_size: int) -> None:

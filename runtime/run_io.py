@@ -27,9 +27,10 @@ def load_on_device(run_or_ckpt: str | Path, device: str = "cpu", ema: bool = Tru
 
 def open_split(spec, meta: dict, split: str = "test", data_root: str | None = None, download: bool = False):
     """The ``split`` ("train" or "test") of the spec's data set, seeded as the run was."""
+    from ..language.datasets import spec_condition
     from .data import open_dataset
     seed = int((meta.get("train") or {}).get("seed", 0))
-    source = open_dataset(spec.data, data_root, download, seed)
+    source = open_dataset(spec.data, data_root, download, seed, **spec_condition(spec))
     return source.train if split == "train" else source.test
 
 
@@ -50,11 +51,12 @@ def write_samples(x, out: str, *, spec, meta: dict, nrow: int | None = None, npz
     """Write samples ``x``: a PNG grid of images, or a scatter plot of vectors (beside the test
     data when it can be had without a download); with ``npz``, also the uint8 levels. Raises
     OSError (a path it cannot write) and ValueError (an image format it cannot write)."""
-    from .sampling import save_grid, save_npz, save_scatter
+    from .sampling import save_grid, save_npz, save_scatter, top_level
 
     n = len(x)
     if x.dim() == 4:
-        save_grid(x, out, spec.data.bits, nrow)
+        save_grid(x, out, spec.data.bits, nrow,
+                  top=top_level(spec.data.bits, spec.data.dataset) if spec.data.bits is not None else None)
     else:
         reference = None
         try:  # the data beside the samples when it can be had without a download

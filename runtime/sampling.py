@@ -16,11 +16,41 @@ import torch
 SampleProgress = Callable[[int, int], None]
 
 
+def condition_for(model: torch.nn.Module, n: int, *, label: int | None = None, labels=None,
+                  context=None) -> torch.Tensor | None:
+    """The y of ``n`` samples of a conditional model: one ``label`` for all, ``labels`` repeated in
+    turn (0, 1, 2, 0, 1, 2, ...), or one ``context`` vector for all; a class-conditional model given
+    none cycles through every class (balanced). None for an unconditional model, which refuses any."""
+    cond = getattr(model, "condition", None) if getattr(model, "conditional", False) else None
+    given = [k for k, v in (("label", label), ("labels", labels), ("context", context)) if v is not None]
+    if cond is None:
+        if given:
+            raise ValueError(f"'{model.name}' is unconditional: --{given[0]} applies only to a conditional model")
+        return None
+    if len(given) > 1:
+        raise ValueError("give one of a label, a list of labels or a context vector")
+    if cond.classes is not None:
+        if context is not None:
+            raise ValueError(f"'{model.name}' is conditioned on labels 0..{cond.classes - 1}, not on a context vector")
+        seq = [label] if label is not None else list(labels) if labels is not None else list(range(cond.classes))
+        bad = [k for k in seq if not 0 <= int(k) < cond.classes]
+        if bad or not seq:
+            raise ValueError(f"labels must lie in 0..{cond.classes - 1}; got {bad or 'none'}")
+        return torch.tensor(seq, dtype=torch.long).repeat(-(-n // len(seq)))[:n]
+    if context is None:
+        raise ValueError(f"'{model.name}' is conditioned on a context vector of {cond.vector}: give one")
+    v = torch.as_tensor(context, dtype=torch.float32).reshape(-1)
+    if v.numel() != cond.vector:
+        raise ValueError(f"the context vector needs {cond.vector} values; got {v.numel()}")
+    return v.expand(n, -1).clone()
+
+
 def generate(model: torch.nn.Module, n: int, *, temperature: float = 1.0, batch: int = 64, seed: int | None = None,
-             progress: SampleProgress | None = None) -> torch.Tensor:
+             progress: SampleProgress | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
     """``n`` samples on the CPU, drawn ``batch`` at a time (memory bounded by ``batch``), the model
     in eval mode (restored afterwards). ``seed`` fixes the draw without touching the global
-    generator; None uses it."""
+    generator; None uses it. ``y``: the condition of each sample ([n] labels or [n, D]) for a
+    conditional model (:func:`condition_for` makes one)."""
     if n < 1 or batch < 1 or not temperature > 0:
         raise ValueError(f"sampling needs n >= 1, batch >= 1 and temperature > 0; got n={n}, batch={batch}, "
                          f"temperature={temperature}")
@@ -35,7 +65,10 @@ def generate(model: torch.nn.Module, n: int, *, temperature: float = 1.0, batch:
             done = 0
             while done < n:
                 k = min(batch, n - done)
-                out.append(model.sample(k, temperature).cpu())
+                if y is None:
+                    out.append(model.sample(k, temperature).cpu())
+                else:
+                    out.append(model.sample(k, temperature, y=y[done:done + k].to(device)).cpu())
                 done += k
                 if progress is not None:
                     progress(done, n)
@@ -44,14 +77,24 @@ def generate(model: torch.nn.Module, n: int, *, temperature: float = 1.0, batch:
     return torch.cat(out)
 
 
-def to_unit(x: torch.Tensor, bits: int | None) -> torch.Tensor:
-    """Integer levels 0 .. 2^bits - 1 -> [0, 1] (float32), the range save_image expects; real
-    images (``bits`` None) are scaled by their own minimum and maximum."""
+def top_level(bits: int, dataset: str | None = None) -> int:
+    """The level drawn white in a picture: the data set's largest value (language.datasets'
+    facts: digits 16, stored in 5 bits), else 2^bits - 1. Digits scaled by 31 looked dim (issue 24)."""
+    from ..language.datasets import DATASETS
+
+    top = 2 ** bits - 1
+    facts = DATASETS.get(dataset or "")
+    return min(top, facts.max_value) if facts is not None and facts.max_value else top
+
+
+def to_unit(x: torch.Tensor, bits: int | None, top: int | None = None) -> torch.Tensor:
+    """Integer levels 0 .. ``top`` (default 2^bits - 1) -> [0, 1] (float32), the range save_image
+    expects; real images (``bits`` None) are scaled by their own minimum and maximum."""
     x = x.float()
     if bits is None:
         lo, hi = x.min(), x.max()
         return (x - lo) / (hi - lo).clamp_min(1e-12)
-    return (x / (2 ** bits - 1)).clamp(0, 1)
+    return (x / (top or 2 ** bits - 1)).clamp(0, 1)
 
 
 def to_uint8(x: torch.Tensor, bits: int) -> torch.Tensor:
@@ -60,9 +103,10 @@ def to_uint8(x: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def save_grid(samples: torch.Tensor, path: str | Path, bits: int | None, nrow: int | None = None,
-              upscale: int | None = None) -> None:
+              upscale: int | None = None, top: int | None = None) -> None:
     """Write images [N, C, H, W] (levels 0 .. 2^bits - 1; C = 1 or 3) as one PNG grid with
-    torchvision's make_grid / save_image; ``nrow`` images per row (default: a near-square grid);
+    torchvision's make_grid / save_image, level ``top`` (default 2^bits - 1; :func:`top_level`
+    gives the data set's) drawn white; ``nrow`` images per row (default: a near-square grid);
     each pixel drawn as an ``upscale`` x ``upscale`` block (default: enough for images of at
     least 32 pixels, so 8 x 8 digits stay visible)."""
     import torch.nn.functional as F
@@ -71,7 +115,7 @@ def save_grid(samples: torch.Tensor, path: str | Path, bits: int | None, nrow: i
         raise ValueError(f"a grid needs images [N, 1 or 3, H, W]; got {list(samples.shape)}")
     nrow = nrow or max(1, math.ceil(math.sqrt(samples.shape[0])))
     upscale = upscale or max(1, math.ceil(32 / min(samples.shape[-2:])))
-    x = to_unit(samples, bits)
+    x = to_unit(samples, bits, top)
     if upscale > 1:
         x = F.interpolate(x, scale_factor=upscale, mode="nearest")
     save_image(make_grid(x, nrow=nrow, padding=2, pad_value=1.0), str(path))
@@ -114,10 +158,19 @@ def save_samples(model: torch.nn.Module, path: str | Path, n: int = 64, *, tempe
     """Draw ``n`` samples and write them to the PNG ``path`` (folders made as needed): a grid for
     image data, a scatter plot (beside ``reference`` points when given) for vector data.
     Returns the samples."""
-    x = generate(model, n, temperature=temperature, batch=batch, seed=seed)
+    y = None
+    cond = getattr(model, "condition", None) if getattr(model, "conditional", False) else None
+    if cond is not None and cond.classes is not None:  # one row per class (up to 10 classes, n // classes each)
+        k = min(cond.classes, 10)
+        per = max(1, n // k)
+        y = condition_for(model, k * per, labels=range(k)).view(per, k).T.reshape(-1)
+    elif cond is not None:
+        y = condition_for(model, n, context=torch.zeros(cond.vector))
+    x = generate(model, len(y) if y is not None else n, temperature=temperature, batch=batch, seed=seed, y=y)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if x.dim() == 4:
-        save_grid(x, path, model.bits)
+        save_grid(x, path, model.bits, nrow=len(y) // min(cond.classes, 10) if y is not None and cond.classes else None,
+                  top=top_level(model.bits, model.spec.data.dataset) if model.bits is not None else None)
     else:
         save_scatter(x, path, reference, title=f"{model.name}: T = {temperature:g}")
     return x

@@ -21,6 +21,8 @@ from typing import Callable, Iterator, Protocol, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from . import batches
+
 #: progress(done, total, stats): ``done``/``total`` count examples-times-samples forwarded, so
 #: a bar moves steadily even when one example takes thousands of forward passes; ``stats`` has
 #: ``loss`` (running mean nats per example, ELBO), ``bpd`` (running mean ELBO bits/dim),
@@ -31,9 +33,10 @@ Progress = Callable[[int, int, dict], None]
 class _Model(Protocol):  # what evaluate reads of a FlowModel
     dims: int
 
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor: ...
+    def log_prob(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor: ...
 
-    def log_likelihood(self, x: torch.Tensor, samples: int = 1, chunk: int | None = None) -> torch.Tensor: ...
+    def log_likelihood(self, x: torch.Tensor, y: torch.Tensor | None = None, samples: int = 1,
+                       chunk: int | None = None) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,10 @@ class EvalResult:
 
 def _batches(data: Dataset | torch.Tensor, batch: int, limit: int | None) -> tuple[Iterator[torch.Tensor], int]:
     """Fixed-order batches of the first ``limit`` items (all when None) and their number."""
+    if isinstance(data, tuple):  # (x, y): images and their labels (or context vectors)
+        x, y = data
+        n = len(x) if limit is None else min(len(x), limit)
+        return ((x[i:i + batch], y[i:i + batch]) for i in range(0, n, batch)), n
     n = len(data) if limit is None else min(len(data), limit)
     if isinstance(data, torch.Tensor):
         return (data[i:i + batch] for i in range(0, n, batch)), n
@@ -67,7 +74,10 @@ def fetch(data: Dataset, indices: Sequence[int]) -> torch.Tensor:
     (``__getitems__``, which may return the stacked tensor itself) is used when it has one."""
     many = getattr(data, "__getitems__", None)
     items = many(list(indices)) if many is not None else [data[i] for i in indices]
-    return items if isinstance(items, torch.Tensor) else torch.stack(list(items))
+    if isinstance(items, torch.Tensor) or (isinstance(items, tuple) and len(items) == 2
+                                           and all(isinstance(t, torch.Tensor) for t in items)):
+        return items  # already one batch: x, or (x, y)
+    return batches.stack(items)
 
 
 def _mean_se(values: torch.Tensor) -> tuple[float, float]:
@@ -76,8 +86,15 @@ def _mean_se(values: torch.Tensor) -> tuple[float, float]:
     return float(v.mean()), se
 
 
+def _iw(model: _Model, x: torch.Tensor, y: torch.Tensor | None, samples: int) -> torch.Tensor:
+    """One call of the model's importance-weighted estimate (y only for a conditional model)."""
+    if y is None:
+        return model.log_likelihood(x, samples=samples, chunk=samples)
+    return model.log_likelihood(x, y, samples=samples, chunk=samples)
+
+
 def iw_log_likelihood(model: _Model, x: torch.Tensor, samples: int, batch: int,
-                      on_forward: Callable[[int], None] | None = None) -> torch.Tensor:
+                      on_forward: Callable[[int], None] | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
     """Importance-weighted log p(x) [N] (float64) with at most ``batch`` examples per forward pass.
 
     Groups of max(1, batch // samples) examples take all S samples in one call; with S > batch
@@ -87,16 +104,17 @@ def iw_log_likelihood(model: _Model, x: torch.Tensor, samples: int, batch: int,
     group = max(1, batch // samples)
     for i in range(0, x.shape[0], group):
         xs = x[i:i + group]
+        ys = None if y is None else y[i:i + group]
         n = xs.shape[0]
         if samples * n <= batch:
-            out.append(model.log_likelihood(xs, samples, chunk=samples).double())
+            out.append(_iw(model, xs, ys, samples).double())
             if on_forward:
                 on_forward(samples * n)
             continue
         acc, done = None, 0  # n == 1 here
         while done < samples:
             k = min(batch, samples - done)
-            part = model.log_likelihood(xs, k, chunk=k).double() + math.log(k)
+            part = _iw(model, xs, ys, k).double() + math.log(k)
             acc = part if acc is None else torch.logaddexp(acc, part)
             done += k
             if on_forward:
@@ -119,7 +137,7 @@ def evaluate(model: torch.nn.Module, data: Dataset | torch.Tensor, *, samples: i
         raise ValueError(f"evaluate needs samples >= 1 and batch >= 1; got samples={samples}, batch={batch}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1; got {limit}")
-    if len(data) == 0:
+    if len(data[0] if isinstance(data, tuple) else data) == 0:
         raise ValueError("evaluate needs at least one example; the data set is empty")
     device = torch.device(device) if device is not None else \
         next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -149,15 +167,16 @@ def evaluate(model: torch.nn.Module, data: Dataset | torch.Tensor, *, samples: i
         with forked, torch.no_grad():
             if seed is not None:
                 torch.manual_seed(seed)
-            for x in it:
-                x = x.to(device)
-                lp = model.log_prob(x).double().cpu()
+            for b in it:
+                x, y = batches.split(batches.to(b, device))
+                y = y if getattr(model, "conditional", False) else None
+                lp = (model.log_prob(x) if y is None else model.log_prob(x, y)).double().cpu()
                 elbo.append(lp)
                 sums["elbo"] += float(lp.sum())
                 sums["n_elbo"] += lp.numel()
                 tick(x.shape[0])
                 if samples > 1:
-                    ll = iw_log_likelihood(model, x, samples, batch, tick).cpu()
+                    ll = iw_log_likelihood(model, x, samples, batch, tick, y=y).cpu()
                     iw.append(ll)
                     sums["iw"] += float(ll.sum())
                     sums["n_iw"] += ll.numel()

@@ -26,9 +26,11 @@ from typing import Any, Callable
 
 import torch
 
+from . import batches
 from . import distributed as D
 from ..compiler.model_file import ModelFileError, load_state, read_model_file, save_trained, spec_hash
 from .metrics import MetricsLog, plot_curves
+from .tensorboard import open_tensorboard
 from .rng import capture_rng, restore_rng, seed_everything
 from .run_folder import RunFolder, RunResult, TrainError, TrainOptions, versions
 from .schedule import lr_at, total_steps
@@ -78,7 +80,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
     def run(self) -> RunResult:
-        from ..compiler.model import FlowModel, compile_spec
+        from ..compiler.model import build_model, compile_spec
+        from ..language.datasets import spec_condition
         from .data import BatchStream, batches_per_epoch, init_batch, open_dataset
 
         opts = self.opts
@@ -87,7 +90,8 @@ class Trainer:
         try:
             if world.main:
                 self.folder.prepare()
-            source = open_dataset(self.spec.data, opts.data_root, opts.download, self.train.seed)
+            source = open_dataset(self.spec.data, opts.data_root, opts.download, self.train.seed,
+                                  **spec_condition(self.spec))
             n_train = len(source.train)
             global_batch = self.train.batch
             if global_batch % world.size:
@@ -99,7 +103,7 @@ class Trainer:
 
             seed_everything(self.train.seed, world.rank)  # before the model exists: its initial weights
             a = self.analysis
-            model = (FlowModel(a.spec, a.graph) if a is not None and a.spec is self.spec
+            model = (build_model(a.spec, a.graph) if a is not None and a.spec is self.spec
                      else compile_spec(self.spec)).to(world.device)
             if opts.precision == "bf16":
                 model.set_precision(torch.bfloat16)
@@ -119,8 +123,9 @@ class Trainer:
                 ckpt = None
             else:
                 if world.main:
-                    model.initialize(init_batch(source.train, self.train.init_batch, self.train.seed)
-                                     .to(world.device))
+                    x0, y0 = batches.split(batches.to(init_batch(source.train, self.train.init_batch,
+                                                                   self.train.seed), world.device))
+                    model.initialize(x0, y0 if model.conditional else None)
                 D.broadcast_state(model, world)
                 mark_initialized(model)
             ema = self._ema(model)
@@ -148,7 +153,9 @@ class Trainer:
             if opts.compile:
                 model.compile_nets()
 
-            log = MetricsLog(self.folder.metrics, enabled=world.main)
+            log = MetricsLog(self.folder.metrics, enabled=world.main,
+                             tensorboard=open_tensorboard(self.run_dir, world.main and opts.tensorboard, step,
+                                                          self.spec, model, self.analysis))
             log.truncate_after(step)
             stream = BatchStream(source.train, batch=self.train.batch, seed=self.train.seed, rank=world.rank,
                                  world=world.size, augment=self.train.augment, workers=opts.workers,
@@ -156,9 +163,12 @@ class Trainer:
             result = self._loop(model, train_model, optimizer, ema, source, world, log, stream,
                                 step=step, epoch=epoch, position=position, spe=spe, total=total, best=best,
                                 elapsed0=elapsed0)
+            log.close()
             clean = True
             return result
         finally:
+            if not clean and world.main:
+                self.folder.discard_if_unused()  # a run refused before writing anything leaves no folder
             D.teardown(world, synchronize=clean)
 
     def _last(self) -> Path:
@@ -213,7 +223,8 @@ class Trainer:
         stopped = None
         try:
             while step < total and stopped is None:
-                for x in stream.epoch(epoch, start=position):
+                for batch in stream.epoch(epoch, start=position):
+                    x, y = batches.split(batch)
                     if step >= total:
                         break
                     lr = lr_at(train, step, spe)
@@ -221,7 +232,7 @@ class Trainer:
                         g["lr"] = lr
                     if not model.training:
                         model.train()
-                    loss = -train_model(x).mean()
+                    loss = -batches.score(train_model, x, y).mean()
                     loss = self.hooks.loss(step, loss)
                     gnorm = backward_and_clip(loss, optimizer, params, clip)
                     stats = D.all_mean(torch.stack([loss.detach().float(), gnorm.detach().float()]), world)
@@ -335,10 +346,11 @@ class Trainer:
         net = ema.module if ema is not None else model
         n = min(self.opts.eval_images, len(source.test))
         idx = torch.randperm(len(source.test), generator=torch.Generator().manual_seed(self.train.seed))[:n]
-        data = torch.stack([source.test[int(i)] for i in idx])
+        data = batches.stack([source.test[int(i)] for i in idx])
         res = evaluate(net, data, samples=samples, batch=self.train.batch, seed=self.train.seed + 7919 * step)
         bpd = float(res.elbo_bpd if samples == 1 else res.iw_bpd)
-        log.write({"step": step, "split": "test", "bpd": bpd, "samples": samples, "images": n})
+        log.write({"step": step, "split": "test", "bpd": bpd, "samples": samples, "images": n,
+                   "weights": "ema" if ema is not None else "raw"})
         if samples > 1:
             return D.broadcast_float(bpd, world)
         devices = [world.device] if world.device.type == "cuda" else []
@@ -346,6 +358,7 @@ class Trainer:
             torch.manual_seed(self.train.seed + 7919 * step)
             try:
                 save_samples(net, self.folder.samples(step), n=self.opts.sample_n)
+                log.image(step, self.folder.samples(step))
             except Exception as e:  # a picture is never worth a lost run
                 self._say(f"warning: could not write samples at step {step}: {e}")
         return D.broadcast_float(bpd, world)

@@ -68,7 +68,7 @@ def test_every_spec_checks_clean(path, reports):
     d = report.dims
     assert d.data + d.augmented == d.prior > 0
     p = report.parameters
-    assert p.total == p.flow + p.q + p.dequantizer > 0
+    assert p.total == p.flow + p.q + p.dequantizer + p.condition > 0
     assert p.total == sum(n.params for n in report.nodes)
 
 

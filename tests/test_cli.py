@@ -112,7 +112,8 @@ def test_check_json_valid():
     (data,) = json.loads(proc.stdout)  # one spec: a one-element array
     assert {"valid", "parameters", "dims", "nodes", "errors"} <= set(data)
     assert data["valid"] is True and data["errors"] == []
-    assert data["parameters"] == {"total": 39_700_096, "flow": 31_741_248, "q": 4_491_872, "dequantizer": 3_466_976}
+    assert data["parameters"] == {"total": 39_700_096, "flow": 31_741_248, "q": 4_491_872, "dequantizer": 3_466_976,
+                                  "condition": 0}
     assert data["dims"] == {"data": 3_072, "augmented": 3_072, "prior": 6_144}
     assert isinstance(data["nodes"], list) and len(data["nodes"]) > 40
     node = data["nodes"][0]
@@ -131,7 +132,7 @@ def test_check_json_invalid(bad_spec, shape_error_spec):
         assert {"file", "line", "column", "message"} <= set(err)
         assert (err["file"], err["line"], err["column"]) == (str(path), line, col)
         assert phrase in err["message"]
-        assert set(data["parameters"]) == {"total", "flow", "q", "dequantizer"}
+        assert set(data["parameters"]) == {"total", "flow", "q", "dequantizer", "condition"}
         assert set(data["dims"]) == {"data", "augmented", "prior"}
 
 

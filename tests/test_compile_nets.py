@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_conformance import CASES, _build, _perturb, _x
+from test_conformance import CASES, COND, _build, _perturb, _x
 from torch._dynamo.utils import counters
 
 from augflow_dsl.layers import has_layer
@@ -23,7 +23,8 @@ def _net_cases() -> dict[str, tuple]:
         op = get(name)
         if "q" in op.Args.model_fields:
             continue
-        for call, _io in op.nets(op.Args(**args), shape, OpEnv(context=ctx)).values():
+        for call, _io in op.nets(op.Args(**args), shape, OpEnv(context=ctx, condition=COND,
+                                                                  condition_in=COND)).values():
             out.setdefault(call.op, case)
     return out
 

@@ -20,6 +20,7 @@ from flops import marginal_macs
 from augflow_dsl.compiler.model import build_layer, layer_for
 from augflow_dsl.layers import has_layer
 from augflow_dsl.layers.base import Draws, Step
+from augflow_dsl.layers.condition import ConditionState
 from augflow_dsl.layers.priors import normal_log_prob
 from augflow_dsl.ops.registry import (AUGMENT, BIJECTION, DEQUANTIZER, DROP, PRIOR, REGISTRY, OpCall, OpEnv, QFlow,
                                       get)
@@ -54,6 +55,10 @@ def layered(*layers: tuple) -> OpCall:
 
 LAYERED_IMAGE = layered(("conv", 3, 6), ("actnorm",), ("relu",), ("conv", 1, 6), ("concat_elu",), ("gated_conv",),
                         ("zero_conv", 3, {"logscale": 3.0}))
+LAYERED_BLOCKS = layered(("conv", 3, 8, {"init": "data"}),
+                         ("residual", layered(("batchnorm",), ("relu",), ("conv", 3, 8), ("elu",)).args.list),
+                         ("attention", 2), ("nystrom_attention", {"heads": 2}), ("dense_block", 2, 4),
+                         ("resblock",), ("gated_conv1x1", 6), ("zero_conv", 3))
 LAYERED_VECTOR = layered(("linear", 7), ("layernorm",), ("elu",), ("linear", 5), ("tanh",), ("zero_linear",))
 
 # (op, args, input shape, context shape or None, domain of x)
@@ -67,6 +72,9 @@ CASES = [
     ("conv1x1", {"param": "full", "split": "channels"}, (4, 2, 2), None, "real"),
     ("conv1x1", {"param": "full", "split": "columns", "init": "identity", "noise": 0.01}, (3, 4, 4), None, "real"),
     ("conv1x1", {"param": "lu"}, (3,), None, "real"),
+    ("conv1x1", {"bias": True}, (3, 4, 4), None, "real"),
+    ("conv1x1", {"param": "full", "split": "channels", "bias": True}, (4, 2, 2), None, "real"),
+    ("conv1x1", {"bias": True}, (3,), None, "real"),
     ("squeeze", {}, (2, 4, 4), None, "real"),
     ("squeeze", {"order": "space_major"}, (2, 4, 4), None, "real"),
     ("unsqueeze", {}, (8, 2, 2), None, "real"),
@@ -93,6 +101,7 @@ CASES = [
     ("affine_coupling", {"net": LAYERED_IMAGE}, (4, 4, 4), None, "real"),
     ("affine_coupling", {"net": LAYERED_IMAGE, "split": "checkerboard"}, (3, 4, 4), (2, 4, 4), "real"),
     ("affine_coupling", {"net": LAYERED_VECTOR, "layout": "halves"}, (5,), (2,), "real"),
+    ("affine_coupling", {"net": LAYERED_BLOCKS}, (4, 4, 4), (2, 4, 4), "real"),  # the block layers
     ("affine_coupling", {"net": net("mlp", hidden=7), "layout": "halves"}, (4,), (2,), "real"),
     # the peer libraries' conventions (issue 22): FrEIA's soft clamp, nflows, normflows, an offset tanh2
     ("affine_coupling", {"net": GLOW, "scale": "softclamp", "clamp": 1.5}, (4, 4, 4), None, "real"),
@@ -132,8 +141,13 @@ CASES = [
      (2, 3, 5), None, "real"),
     ("rq_spline_coupling", {"net": net("mlp", hidden=7), "bins": 6, "bound": 0.8}, (7,), None, "real"),
     ("rq_spline_coupling", {"net": net("mlp", hidden=7)}, (4,), (2,), "real"),
+    ("rq_spline_coupling", {"net": GLOW, "bins": 4, "bound": 1.0, "temperature": 9.8, "shift_derivatives": False},
+     (4, 4, 4), None, "real"),
     ("factor_out", {}, (4, 2, 2), None, "real"),
     ("factor_out", {"prior": "conditional"}, (4, 2, 2), None, "real"),
+    # openai/glow's split2d_prior: Conv2dZeros with the edge channel, mean and log-std interleaved
+    ("factor_out", {"prior": "conditional", "layout": "interleaved", "logscale": 3.0, "edge_bias": True},
+     (4, 3, 3), None, "real"),
     ("squeeze_and_drop", {}, (2, 4, 4), None, "real"),
     ("cross_unit", {"growth": 2}, (4, 4, 4), (6, 4, 4), "real"),
     ("input", {"channels": 3}, (2, 4, 4), None, "real"),
@@ -144,7 +158,20 @@ CASES = [
     ("normal", {}, (3, 2, 2), None, "real"),
     ("learned_normal", {}, (3, 2, 2), None, "real"),
     ("learned_normal", {}, (5,), None, "real"),
+    ("learned_normal", {"param": "glow_learntop"}, (3, 3, 4), None, "real"),  # openai/glow --learntop
+    # conditional flows (issue 23): the spec's condition (COND features, one fixed row) read by nets and densities
+    ("class_normal", {}, (3, 2, 2), None, "real"),
+    ("class_normal", {}, (5,), None, "real"),
+    ("affine_coupling", {"net": GLOW, "split": "checkerboard", "parity": "odd", "condition": True}, (2, 3, 4), None,
+     "real"),
+    ("affine_coupling", {"net": net("mlp", hidden=7), "condition": True}, (5,), (2,), "real"),
+    ("additive_coupling", {"net": LAYERED_IMAGE, "condition": True}, (4, 3, 3), None, "real"),
+    ("mixture_coupling", {"net": GLOW, "components": 3, "condition": True}, (4, 2, 3), None, "real"),
+    ("rq_spline_coupling", {"net": net("mlp", hidden=7), "bins": 5, "condition": True}, (4,), None, "real"),
+    ("factor_out", {"condition": True}, (4, 2, 2), None, "real"),
+    ("factor_out", {"prior": "conditional", "layout": "interleaved", "condition": True}, (4, 2, 3), None, "real"),
 ]
+COND = 3
 
 COVERED_ROLES = (BIJECTION, DROP, AUGMENT, PRIOR, DEQUANTIZER)
 BITS = 3
@@ -196,9 +223,13 @@ def _build(name, args, shape, ctx):
     if "q" in op.Args.model_fields:
         args = {**args, "q": _qflow()}
     c = call(name, **args)
-    env = OpEnv(context=ctx, bits=BITS if op.role == DEQUANTIZER else None)
+    env = OpEnv(context=ctx, bits=BITS if op.role == DEQUANTIZER else None, condition=COND, condition_in=COND)
     qs = {slot: StubQ(target, op.role == DEQUANTIZER) for slot, (_, target, _) in op.qnets(c.args, shape, env).items()}
-    return build_layer(c, shape, env, op.nets(c.args, shape, env), qs), c
+    layer = build_layer(c, shape, env, op.nets(c.args, shape, env), qs)
+    if op.reads_condition(c.args):  # what the plan and the model do: one condition row for the batch
+        layer.reads_condition = True
+        layer.condition_state = ConditionState(raw=torch.randn(1, COND), embedded=torch.randn(1, COND))
+    return layer, c
 
 
 def _marginal_macs(fn) -> float:
@@ -210,7 +241,7 @@ def test_conformance(case, seed):
     name, args, shape, ctx, domain = case
     layer, c = _build(name, args, shape, ctx)
     op = get(name)
-    env = OpEnv(context=ctx)
+    env = OpEnv(context=ctx, condition=COND, condition_in=COND)
     assert isinstance(layer, Step), f"{name}: a data-path layer must implement the step protocol"
     # parameters: analytic == numel
     assert sum(p.numel() for p in layer.parameters()) == op.params(c.args, shape, env), f"seed {seed}"
@@ -248,8 +279,13 @@ def test_conformance(case, seed):
         _check_dequantizer(layer, name, x, seed)
     elif op.role == PRIOR:
         z = _x(shape, domain)
-        ref = torch.distributions.Normal(layer.loc.expand(shape) if hasattr(layer, "loc") else 0.0,
-                                         torch.exp(layer.log_scale).expand(shape) if hasattr(layer, "loc") else 1.0)
+        if op.reads_condition(c.args):  # class_normal: (mu, log s) = W y + b per channel, broadcast over positions
+            h = layer.condition_state.raw @ layer.linear.weight.T + layer.linear.bias
+            mu, log_s = (t.view(1, -1, *[1] * (len(shape) - 1)) for t in h.chunk(2, 1))
+            ref = torch.distributions.Normal(mu.expand(1, *shape), torch.exp(log_s).expand(1, *shape))
+        else:
+            ref = torch.distributions.Normal(layer.loc.expand(shape) if hasattr(layer, "loc") else 0.0,
+                                             torch.exp(layer.log_scale).expand(shape) if hasattr(layer, "loc") else 1.0)
         expected = ref.log_prob(z).flatten(1).sum(1)
         assert torch.allclose(layer.log_prob(z), expected, rtol=1e-12), f"seed {seed}"
         y, lw = layer(z)
@@ -291,10 +327,14 @@ def _check_bijection(layer, x, cond, seed):
 
 
 def _check_drop_density(layer, name, kept, dropped, logp, seed):
-    if getattr(layer, "conv", None) is not None:
-        p = layer.conv(kept)
+    p = layer.conv(kept) if getattr(layer, "conv", None) is not None else None
+    if getattr(layer, "cond_linear", None) is not None:  # the class-conditional part: W y + b per channel
+        h = layer.condition_state.raw @ layer.cond_linear.weight.T + layer.cond_linear.bias
+        p = (0.0 if p is None else p) + h[:, :, None, None].expand(kept.shape[0], -1, *kept.shape[2:])
+    if p is not None:
         c = p.shape[1] // 2
-        ref = torch.distributions.Normal(p[:, :c], torch.exp(p[:, c:])).log_prob(dropped)
+        loc, log_s = (p[:, 0::2], p[:, 1::2]) if layer.interleaved else (p[:, :c], p[:, c:])
+        ref = torch.distributions.Normal(loc, torch.exp(log_s)).log_prob(dropped)
     else:
         ref = torch.distributions.Normal(0.0, 1.0).log_prob(dropped)
     assert torch.allclose(logp, ref.flatten(1).sum(1), rtol=1e-12), f"seed {seed}"

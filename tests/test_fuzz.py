@@ -94,7 +94,8 @@ def load_and_check(source):
     if report.valid:
         d = report.dims
         assert d.data + d.augmented == d.prior
-        assert report.parameters.total == report.parameters.flow + report.parameters.q + report.parameters.dequantizer
+        p = report.parameters
+        assert p.total == p.flow + p.q + p.dequantizer + p.condition
 
 
 FUZZ = settings(max_examples=300, deadline=None, database=None,

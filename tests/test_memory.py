@@ -90,7 +90,7 @@ TINY_LAYERED = """\
 flow: tiny-layered
 data: {shape: [3, 8, 8], bits: 5}
 net g(f): [conv(3, f), actnorm, relu, conv(1, f), actnorm, elu, gelu, zero_conv(3, logscale: 3)]
-net h(f): [conv(3, f), concat_elu, conv(1, f), tanh, resblock, zero_conv(3)]
+net h(f): [conv(3, f), concat_elu, conv(1, f), tanh, resblock, residual([batchnorm, relu, conv(3, f)]), zero_conv(3)]
 stages: [affine_coupling(split: checkerboard, scale: sigmoid, net: g(8)), actnorm,
          squeeze, affine_coupling(split: channels, net: h(8)), conv1x1, affine_coupling(net: g(16)), factor_out]
 prior: learned_normal

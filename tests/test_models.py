@@ -21,8 +21,9 @@ SMALL = {
     "vflow6ch": VFLOW_SMALL, "vflow6ch-dh64": VFLOW_SMALL, "vflow6ch-dh56": VFLOW_SMALL,
     "budget-vflow6ch": VFLOW_SMALL, "budget-vflow4ch": VFLOW_SMALL,
     "glow": dict(size=8, hidden=8, steps=2), "realnvp": dict(size=8, features=4, resblocks=1),
+    "glow-openai": dict(size=16, width=8, depth=2),
     "toy-glow3": {}, "toy-glow20": {}, "toy-vflow3-10d": {}, "digits-small": {},
-    "spline-moons": {}, "maf-toy": {},
+    "spline-moons": {}, "maf-toy": {}, "digits-cond": {}, "nsf-cifar10": dict(hidden=8, blocks=1, steps=1),
 }
 
 EXACT = {
@@ -58,18 +59,19 @@ def test_small_model_round_trip_and_finite_log_prob(name):
     assert sum(p.numel() for p in model.parameters()) == af.check(af.load(SPECS / f"{name}.flow",
                                                                            SMALL[name])).parameters.total
     x = _data(model, 4)
-    model.initialize(x)
+    y = torch.randint(0, model.condition.classes, (4,)) if model.conditional else None  # digits-cond's labels
+    model.initialize(x, y)
     _perturb(model)
     model.eval()
     x = _data(model, 4)
-    lp = model.log_prob(x)
+    lp = model.log_prob(x, y)
     assert lp.shape == (4,) and torch.isfinite(lp).all()
-    x2 = model.decode(model.encode(x))
+    x2 = model.decode(model.encode(x, y), y=y)
     if model.bits is not None:
         assert torch.equal(x2, x), "decode(encode(x)) must give the integer image back exactly"
     else:
         assert torch.allclose(x2, x, atol=1e-4)
-    s = model.sample(2, 0.7)
+    s = model.sample(2, 0.7, y=None if y is None else y[:2])
     assert s.shape == (2, *model.data_shape) and torch.isfinite(s).all()
 
 

@@ -271,7 +271,7 @@ def write_fake_cifar10(root: Path, n: int, monkeypatch) -> list[np.ndarray]:
         rows = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         written.append(rows)
         with open(folder / name, "wb") as f:
-            pickle.dump({"data": rows, "labels": [0] * n}, f)
+            pickle.dump({"data": rows, "labels": [i % 10 for i in range(n)]}, f)
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
     monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: Path(path).is_file())
@@ -290,6 +290,40 @@ def test_cifar10_from_a_torchvision_folder(tmp_path, monkeypatch):
     assert "[3, 32, 32]" in str(e.value) and "[3, 16, 16]" in str(e.value)
     with pytest.raises(DataError, match="bits: 7"):
         D.open_dataset(spec([3, 32, 32], bits=7), root=tmp_path)
+    labelled = D.open_dataset(DataSpec(shape=(3, 32, 32), bits=8, dataset="cifar10", labels=True), root=tmp_path)
+    assert labelled.classes == 10 and labelled.train.labels.tolist() == [0, 1, 2] * 5
+    assert torch.equal(labelled.train.data, src.train.data)
+
+
+class PairList(torch.utils.data.Dataset):
+    """(x, y) items one at a time (no ``__getitems__``): the DataLoader's list-of-items path."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def test_labelled_batches_are_pairs_whatever_the_workers_and_ranks(seed):
+    x = torch.randint(0, 256, (24, 3, 8, 8), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    y = torch.arange(24) % 5
+    kw = dict(batch=6, seed=seed, augment=["flip", "translate"])
+    plain = list(D.BatchStream(TensorItems(x), **kw).epoch(1))
+    for ds, workers in ((TensorItems(x, y), 0), (TensorItems(x, y), 1), (PairList(x, y), 0)):
+        pairs = list(D.BatchStream(ds, workers=workers, **kw).epoch(1))
+        assert len(pairs) == len(plain) == 4
+        order = D.epoch_order(24, seed, 1)
+        for t, ((xb, yb), xp) in enumerate(zip(pairs, plain)):
+            assert torch.equal(xb, xp)  # the images (augmented) are those of the unlabelled stream
+            assert torch.equal(yb, y[order[6 * t:6 * t + 6]])  # each with its own label
+    halves = [list(D.BatchStream(TensorItems(x, y), rank=r, world=2, **kw).epoch(1)) for r in range(2)]
+    for t, (xb, yb) in enumerate(list(D.BatchStream(TensorItems(x, y), **kw).epoch(1))):
+        assert torch.equal(torch.cat([h[t][1] for h in halves]), yb)
+        assert torch.equal(torch.cat([h[t][0] for h in halves]), xb)
 
 
 @pytest.mark.parametrize("name, looked", [("cifar10", "cifar-10-batches-py"), ("mnist", "MNIST/raw"),

@@ -145,8 +145,33 @@ def test_argument_checks():
     assert (io.c_in, io.c_out) == (3, 2 * 11)
 
 
+@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
+def test_nsf_parameterisation_is_what_the_nsf_code_feeds_nflows(inverse):
+    """``temperature`` T and ``shift_derivatives: false``: the coupling's map of x2 equals nflows'
+    unconstrained_rational_quadratic_spline fed what bayesiains/nsf's PiecewiseRationalQuadraticCoupling-
+    Transform feeds it (coupling.py:439-473): widths and heights of the net's output divided by T, the
+    interior derivatives as they are; and the defaults differ from it (the shift c, no division)."""
+    pytest.importorskip("nflows")
+    from nflows.transforms.splines.rational_quadratic import unconstrained_rational_quadratic_spline as ref
+
+    k, t, shape = 4, 96 ** 0.5, (4, 3, 3)
+    layer = _coupling(shape, bins=k, bound=1.5, temperature=t, shift_derivatives=False).double()
+    default = _coupling(shape, bins=k, bound=1.5).double()
+    g = torch.Generator().manual_seed(7)
+    x2 = 2 * torch.randn(5, 2, 3, 3, generator=g, dtype=torch.float64)
+    p = 3 * torch.randn(5, 2 * (3 * k - 1), 3, 3, generator=g, dtype=torch.float64)
+    u = p.unflatten(1, (2, 3 * k - 1)).movedim(2, -1)  # grouped per channel, as nflows' coupling reshapes
+    want, want_ld = ref(x2, u[..., :k] / t, u[..., k:2 * k] / t, u[..., 2 * k:], inverse=inverse, tails="linear",
+                        tail_bound=1.5)
+    got, got_ld = layer._map(x2, p, inverse)
+    assert (x2.abs() > 1.5).any() and (x2.abs() <= 1.5).any()
+    assert (got - want).abs().max() < 1e-12 and (got_ld - want_ld).abs().max() < 1e-12
+    assert (default._map(x2, p, inverse)[0] - want).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("shape, args", [((6,), {"bins": 3}), ((4, 4, 4), {"bins": 8}),
-                                         ((2, 4, 4), {"split": "columns", "bins": 5})])
+                                         ((2, 4, 4), {"split": "columns", "bins": 5}),
+                                         ((4, 4, 4), {"bins": 4, "temperature": 9.8, "shift_derivatives": False})])
 def test_memory_rule_is_what_autograd_saves(shape, args):
     """The op's own bytes (its rule minus what its net keeps) against the bytes autograd saves in one
     forward with the input and the net's output requiring grad, each storage once, x and the net's

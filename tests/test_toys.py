@@ -135,9 +135,9 @@ def test_table_script_runs_end_to_end_and_scores_vflow_by_importance_sampling(ta
     used: dict[str, set[int]] = {}
     real = table.FlowModel.log_likelihood
 
-    def spy(self, x, samples=1, chunk=None):
+    def spy(self, x, y=None, samples=1, chunk=None):
         used.setdefault(self.name, set()).add(samples)
-        return real(self, x, samples, chunk)
+        return real(self, x, y, samples=samples, chunk=chunk)
 
     monkeypatch.setattr(table.FlowModel, "log_likelihood", spy)
     out = tmp_path / "t.json"

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 from ..errors import SpecError
-from .common import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK
+from .common import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, ArgumentParser
 
 # command -> its module in this package, in the order `augflow-dsl --help` lists them
 COMMANDS = {
@@ -43,7 +43,7 @@ def _register(sub, command: str) -> None:
 def _root() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     """The top-level parser and its (empty) subcommand set."""
     from .. import __version__
-    ap = argparse.ArgumentParser(prog="augflow-dsl", description="A declarative compiler for augmented normalizing "
+    ap = ArgumentParser(prog="augflow-dsl", description="A declarative compiler for augmented normalizing "
                                  "flows.")
     ap.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return ap, ap.add_subparsers(dest="command", required=True)

@@ -83,8 +83,9 @@ def _print_report(report, summary: bool, console) -> None:
                  f"{r.params:,}", fmt_count(r.macs)) for i, r in enumerate(report.nodes)]
         _plain_table(console, title, headers, rows, left={1, 2, 3})
     p, d = report.parameters, report.dims
-    console.print(f"parameters: [bold]{p.total:,}[/bold]  (flow {p.flow:,}, q {p.q:,}, dequantizer {p.dequantizer:,})"
-                  f"   MACs per example: {fmt_count(report.macs)}")
+    cond = f", condition {p.condition:,}" if any(r.group == "condition" for r in report.nodes) else ""
+    console.print(f"parameters: [bold]{p.total:,}[/bold]  (flow {p.flow:,}, q {p.q:,}, dequantizer {p.dequantizer:,}"
+                  f"{cond})   MACs per example: {fmt_count(report.macs)}")
     if not report.complete:
         console.print(f"dims: data {d.data:,}; the graph stops at the first shape error, so the totals above "
                       f"cover only the nodes before it")

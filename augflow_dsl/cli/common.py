@@ -15,9 +15,19 @@ EXIT_INTERRUPTED = 130
 
 def console(stderr: bool = False):
     """A rich console that never wraps what a user may paste back (file:line:col, paths); 160
-    columns when standard output is not a terminal."""
-    from rich.console import Console
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+    columns when standard output is not a terminal. Control characters in the strings it prints
+    (a path or name with ESC in it) are escaped (:func:`~augflow_dsl.errors.printable`)."""
+    from ..errors import SafeConsole
+    return SafeConsole(stderr=stderr, highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 160)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, with control characters escaped in what it prints (usage errors echo
+    the arguments: ``invalid choice: '\\x1b[2J'``); its subparsers are of this class too."""
+
+    def _print_message(self, message: str, file=None) -> None:
+        from ..errors import printable
+        super()._print_message(printable(message), file)
 
 
 def override(text: str) -> str:
@@ -57,7 +67,8 @@ def missing_spec_files(paths: Iterable[str], err=None) -> bool:
     missing = [p for p in paths if not Path(p).is_file()]
     for p in missing:
         if err is None:
-            print(f"error: no such spec file: {p}", file=sys.stderr)
+            from ..errors import printable
+            print(f"error: no such spec file: {printable(p)}", file=sys.stderr)
         else:
             from rich.markup import escape
             err.print(f"[red]error: no such spec file: {escape(p)}[/red]")

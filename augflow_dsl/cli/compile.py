@@ -39,7 +39,7 @@ def run(args) -> int:
         from . import train
         args.resume = None  # ``compile --train SPEC ...`` is ``train SPEC ...``
         return train.run(args)
-    from rich.console import Console
+    from ..errors import SafeConsole as Console
     from rich.markup import escape
     from rich.table import Table
 

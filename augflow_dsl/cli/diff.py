@@ -32,7 +32,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from ..errors import SafeConsole as Console
     from rich.markup import escape
 
     from ..tools.diff import DiffTrouble, diff_specs, print_result

@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from ..errors import SafeConsole as Console
     from rich.markup import escape
 
     from ..tools.draw import DrawTrouble, draw_spec

@@ -29,6 +29,9 @@ def add_eval_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fid-layer", choices=("64", "192", "768", "2048"), default="2048",
                    help="Inception feature layer for FID (2048, the standard)")
     p.add_argument("--temperature", type=temperature, default=1.0, help="sampling temperature for FID (1.0)")
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="score your own data: an image folder or a .npz file (default: the run's own data, "
+                        "or the spec's data set)")
 
 
 def register(sub) -> None:  # eval takes the spec from the checkpoint: no --set
@@ -46,7 +49,7 @@ class Usage(Exception):
 def guarded(fn, args) -> int:
     """Run ``fn(args, err)``; a user's mistake becomes a one-line message and exit 1 (2 for usage).
     Shared with ``sample``."""
-    from rich.console import Console
+    from ..errors import SafeConsole as Console
 
     from ..errors import SpecError
     from ..compiler.model_file import ModelFileError
@@ -71,6 +74,7 @@ def run(args) -> int:
 def _eval(args, err) -> int:
     import time
 
+    from ..runtime.launch import locate_data, run_data
     from ..runtime.run_io import check_fid_request, load_on_device, open_split
     from ..runtime.fid import fid
     from ..runtime.sampling import generate
@@ -78,6 +82,7 @@ def _eval(args, err) -> int:
     from .common import progress_bar
 
     model, spec, meta = load_on_device(args.run, args.device, args.ema)
+    spec = locate_data(spec, args.data or run_data(meta["path"]))
     if args.fid is not None:
         check_fid_request(spec, args.inception_weights)  # refuse before any work
         if args.fid < 2:
@@ -112,7 +117,7 @@ def _eval(args, err) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        from rich.console import Console
+        from ..errors import SafeConsole as Console
         _eval_table(out, Console(highlight=False))
     return 0
 

@@ -52,10 +52,10 @@ def _tolerance(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import SpecError
+    from ..errors import SpecError, printable
 
     def fail(message: str, code: int, prefix: bool = True) -> int:
-        print(f"error: {message}" if prefix else message, file=sys.stderr)
+        print(printable(f"error: {message}" if prefix else message), file=sys.stderr)
         if args.json:
             print(json.dumps({"ok": False, "error": message, "exit": code}))
         return code
@@ -98,7 +98,8 @@ def _importable(name: str) -> bool:
 
 
 def _print(r, origin: str) -> None:
-    print(f"{r.model}: {r.what} exported to {r.path} from {origin}")
+    from ..errors import printable
+    print(printable(f"{r.model}: {r.what} exported to {r.path} from {origin}"))
     print(f"  ONNX opset {r.opset}, {r.nodes} nodes, batch {r.batch}"
           + (f"; weights in {r.weights_file}" if r.weights_file else "")
           + (f"; mixture-coupling inverse: {r.newton_iterations} fixed Newton iterations" if r.newton_iterations
@@ -120,5 +121,6 @@ def _print(r, origin: str) -> None:
     if v["nonfinite_torch"]:
         levels += (f"; {v['nonfinite_torch']} of {v['values']} values not finite in torch "
                    f"({'the same in' if v['nonfinite_agree'] else 'different from'} onnxruntime)")
-    print(f"  onnxruntime vs torch on {v['batch']} fresh examples: {v['measure']} = {worst:.3g}{extra}{levels} "
+    print(f"  onnxruntime vs torch on {v['batch']} {v.get('inputs', 'fresh examples')}: {v['measure']} = "
+          f"{worst:.3g}{extra}{levels} "
           f"(tolerance {v['tolerance']:g}): {'ok' if v['ok'] else 'FAILED'}")

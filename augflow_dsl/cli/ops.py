@@ -52,7 +52,7 @@ def run(args) -> int:
 
 
 def _console():
-    from rich.console import Console
+    from ..errors import SafeConsole as Console
     return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 

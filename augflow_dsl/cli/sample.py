@@ -21,8 +21,48 @@ def register(sub) -> None:  # sample takes the spec from the checkpoint: no --se
     p.add_argument("--npz", metavar="FILE", default=None, help="also write the samples (uint8 levels) to FILE")
     p.add_argument("--nrow", type=positive_int, default=None, help="images per grid row (default: near-square)")
     p.add_argument("--batch", type=positive_int, default=64, help="samples per inverse pass (64)")
+    c = p.add_mutually_exclusive_group()
+    c.add_argument("--label", type=int, default=None, metavar="K",
+                   help="class-conditional model: every sample of class K")
+    c.add_argument("--labels", type=_int_list, default=None, metavar="K,K,...",
+                   help="class-conditional model: these labels in turn (default: every class in turn)")
+    c.add_argument("--grid-by-class", action="store_true",
+                   help="class-conditional model: one grid row per class, --nrow samples each (default 10)")
+    c.add_argument("--context", type=_float_list, default=None, metavar="V,V,...",
+                   help="context-conditional model: the context vector of every sample")
     add_checkpoint_flags(p)
     p.set_defaults(func=run)
+
+
+def _int_list(text: str) -> list[int]:
+    import argparse
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected labels such as 0,1,2; got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    import argparse
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers such as 0.5,-1,2; got {text!r}") from None
+
+
+def _condition(args, model):
+    """(y, nrow, n) of the samples to draw: the condition flags read against the model."""
+    from ..runtime.sampling import condition_for
+    n, nrow = args.n, args.nrow
+    if args.grid_by_class:
+        cond = getattr(model, "condition", None) if getattr(model, "conditional", False) else None
+        if cond is None or cond.classes is None:
+            raise ValueError("--grid-by-class needs a class-conditional model (`condition: {classes: K}`)")
+        nrow = nrow or 10
+        n = cond.classes * nrow
+        y = condition_for(model, n, labels=range(cond.classes)).view(nrow, cond.classes).T.reshape(-1)
+        return y, nrow, n
+    return condition_for(model, n, label=args.label, labels=args.labels, context=args.context), nrow, n
 
 
 def run(args) -> int:
@@ -42,6 +82,11 @@ def _sample(args, err) -> int:
             err.print(f"error: {flag} {path}: no such folder {Path(path).parent}", markup=False)
             return 1
     model, spec, meta = load_on_device(args.run, args.device, args.ema)
+    try:
+        y, args.nrow, args.n = _condition(args, model)
+    except ValueError as e:
+        err.print(f"error: {e}", markup=False)
+        return 1
     show = not args.json and err.is_terminal
     start = time.perf_counter()
     with progress_bar(err, show) as bar:
@@ -52,7 +97,7 @@ def _sample(args, err) -> int:
             bar.update(task, completed=done, total=total, info=f"{rate:.1f} img/s")
 
         x = generate(model, args.n, temperature=args.temperature, batch=args.batch, seed=args.seed,
-                     progress=on_sample)
+                     progress=on_sample, y=y)
     seconds = time.perf_counter() - start
     try:
         write_samples(x, args.out, spec=spec, meta=meta, nrow=args.nrow, npz=args.npz,
@@ -66,11 +111,12 @@ def _sample(args, err) -> int:
     out = {"checkpoint": meta["path"], "name": spec.name, "step": meta.get("step"), "weights": meta.get("weights"),
            "n": args.n, "temperature": args.temperature, "out": args.out, "npz": args.npz, "seconds": seconds,
            "images_per_s": args.n / max(seconds, 1e-9), "shape": list(x.shape[1:]),
-           "finite": bool(x.isfinite().all())}
+           "finite": bool(x.isfinite().all()),
+           "labels": None if y is None or y.is_floating_point() else sorted(set(y.tolist()))}
     if args.json:
         print(json.dumps(out))
     else:
-        from rich.console import Console
+        from ..errors import SafeConsole as Console
         from rich.table import Table
         t = Table(title=f"{spec.name}: {args.n} samples", show_header=False)
         t.add_column("")

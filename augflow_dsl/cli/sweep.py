@@ -6,6 +6,7 @@ a failed point, a bad spec, data set or sweep folder, 2 usage."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .common import EXIT_INVALID, EXIT_OK, EXIT_USAGE, add_set_flag, console, positive_int
 
@@ -25,6 +26,8 @@ _TRAIN_FLAGS = {
     "eval_every": {"help": "steps between in-training test evaluations"},
     "eval_images": {"help": "test images per in-training evaluation (1000)"},
     "workers": {},
+    "tensorboard": {"help": "write no TensorBoard event files (default: one tb/ folder per point, so "
+                            "tensorboard --logdir SWEEP compares them)"},
 }
 # eval's flags: the importance samples of each point's evaluation (default: the spec's eval_samples)
 _EVAL_FLAGS = {
@@ -56,6 +59,7 @@ class _Only:
 
 def register(sub) -> None:
     from .eval import add_eval_flags
+    from .launchers import add_launcher_flags
     from .train import add_train_flags
 
     p = sub.add_parser("sweep", help="train and evaluate every point of a grid of --set values; a table and "
@@ -74,6 +78,9 @@ def register(sub) -> None:
     add_eval_flags(_Only(p, _EVAL_FLAGS))
     p.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--status", metavar="SWEEP_DIR",
+                   help="print each point's state (job id, state, step, bits/dim so far) and exit")
+    add_launcher_flags(p)
     add_set_flag(p)
     p.set_defaults(func=run)
 
@@ -86,29 +93,60 @@ def run(args: argparse.Namespace) -> int:
     from ..tools.sweep import (IDENTITY_FLAGS, OPTION_FLAGS, SweepError, SweepUsageError, print_table, run_sweep,
                                sweep_config)
 
+    from ..tools.cluster import LauncherError
+    from ..tools.sweep.scheduled import print_status, run_scheduled_sweep, sweep_status
+    from .launchers import LauncherUsage, launcher_settings
+
     err = console(stderr=True)
     say = (lambda text: err.print(text, markup=False, highlight=False, soft_wrap=True))
+    settings = None
     try:
+        if args.status:
+            if args.spec or args.set or args.resume:
+                raise SweepUsageError("--status SWEEP_DIR reads the sweep folder; drop SPEC, --set and --resume")
+            cfg, states = sweep_status(Path(args.status))
+            print_status(cfg, states, console())
+            return EXIT_OK
         cfg, folder, existing = sweep_config(
             args.spec, args.set, resume=args.resume, out=args.out,
             train={k: getattr(args, k) for k in IDENTITY_FLAGS}, samples=args.samples,
             options={k: getattr(args, k, None) for k in OPTION_FLAGS})
-        outcome = run_sweep(cfg, folder, existing, err, quiet=args.json)
-    except SweepUsageError as e:
+        settings = launcher_settings(args, cfg.options.get("launcher"))
+        if settings is None:
+            cfg.options.pop("launcher", None)
+            outcome = run_sweep(cfg, folder, existing, err, quiet=args.json)
+        else:
+            cfg.options["launcher"] = settings.model_dump()
+            wait = args.wait if args.wait is not None else settings.kind == "submitit-local"
+            outcome = run_scheduled_sweep(cfg, folder, existing, err, settings, wait=wait, dry_run=args.dry_run)
+    except (SweepUsageError, LauncherUsage) as e:
         err.print(f"usage error: {e}", markup=False, soft_wrap=True)
         return EXIT_USAGE
-    except (SpecError, ModelFileError, DataError, TrainError, SweepError) as e:
+    except (SpecError, ModelFileError, DataError, TrainError, SweepError, LauncherError) as e:
         err.print(f"error: {e}", markup=False, soft_wrap=True)
         return EXIT_INVALID
     if args.json:
         print(outcome.result.model_dump_json())
-    else:
+    elif not args.dry_run:
         print_table(outcome.result, cfg, console())
         say(f"table: {folder / 'table.md'}   plot: {folder / 'plot.png'}   results: {folder / 'results.json'}")
     if outcome.stopped:
         say(f"stopped by {outcome.stopped[7:]}; the interrupted point's checkpoint is kept. Continue with: "
             f"augflow-dsl sweep --resume {folder}")
         return EXIT_OK
+    if settings is not None:
+        states = {r.name: r.status for r in outcome.result.points}
+        live = [n for n, st in states.items() if st in ("queued", "running")]
+        left = [n for n, st in states.items() if st in ("interrupted", "failed", "pending")]
+        if live:
+            say(f"{len(live)} point(s) queued or running as jobs. Follow them with: augflow-dsl sweep --status "
+                f"{folder}; rerun the sweep (augflow-dsl sweep --resume {folder}) to collect them")
+        if left and not args.dry_run:
+            say(f"{len(left)} point(s) not done ({', '.join(left)}); rerun the sweep to resubmit them: "
+                f"augflow-dsl sweep --resume {folder}")
+            return EXIT_INVALID
+        if live or args.dry_run:
+            return EXIT_OK
     if not outcome.any_valid:
         say("error: no point of the grid is valid; nothing was trained")
         return EXIT_INVALID

@@ -29,6 +29,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
                    help="bf16: the coupling and context nets under autocast (flow arithmetic stays float32)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the nets (regional)")
     p.add_argument("--data-root", default=None, help="where data sets are read from (and downloaded to)")
+    p.add_argument("--data", metavar="PATH", default=None,
+                   help="your own data: an image folder (a subfolder per class gives labels) or a .npz file "
+                        "(x, optional y, x_test, y_test); replaces the spec's data set and data.path")
     p.add_argument("--download", action="store_true", default=None, help="download a missing torchvision data set")
     p.add_argument("--seed", type=int, default=None, help="seed (default: the spec's train.seed)")
     p.add_argument("--checkpoint-every", type=positive_int, default=None, help="steps between checkpoints (1000)")
@@ -40,11 +43,14 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (0)")
     p.add_argument("--force", action="store_true", default=None,
                    help="load a checkpoint of another spec where names and shapes match")
+    p.add_argument("--no-tensorboard", dest="tensorboard", action="store_false", default=None,
+                   help="write no TensorBoard event files (default: RUN/tb/)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-OPTION_FLAGS = ("steps", "epochs", "batch", "device", "precision", "compile", "data_root", "download", "seed",
-                "checkpoint_every", "log_every", "eval_every", "eval_images", "max_bad_steps", "workers", "force")
+OPTION_FLAGS = ("steps", "epochs", "batch", "device", "precision", "compile", "data_root", "data", "download", "seed",
+                "checkpoint_every", "log_every", "eval_every", "eval_images", "max_bad_steps", "workers", "force",
+                "tensorboard")
 
 
 def register(sub) -> None:
@@ -53,6 +59,8 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue the run in this folder with its own spec and settings")
     add_train_flags(p)
     add_set_flag(p)
+    from .launchers import add_launcher_flags
+    add_launcher_flags(p, what="run")
     p.set_defaults(func=run)
 
 
@@ -61,7 +69,7 @@ class _Usage(Exception):
 
 
 def _console():
-    from rich.console import Console
+    from ..errors import SafeConsole as Console
     return Console(stderr=True, highlight=False)
 
 
@@ -105,7 +113,9 @@ def run(args) -> int:
                 for message in e.messages:
                     err.print(message, markup=False, soft_wrap=True)
                 return EXIT_INVALID
-        return _train(setup, args.json, err)
+        from .launchers import launch_run
+        submitted = launch_run(setup, args, err)  # --launcher submitit / submitit-local: one job
+        return submitted if submitted is not None else _train(setup, args.json, err)
     except _Usage as e:
         err.print(f"usage error: {e}", markup=False)
         return EXIT_USAGE

@@ -55,7 +55,10 @@ def node_layer(g: nx.DiGraph, node: str) -> nn.Module:
             nets[net.slot] = (net.call, net.io)
         else:
             built[e.slot] = qnet(g, e)
-    return build_layer(d.call, d.shape_in, d.env, nets, built)
+    layer = build_layer(d.call, d.shape_in, d.env, nets, built)
+    if d.call.definition.reads_condition(d.call.args):  # the graph's edge from the condition node
+        layer.reads_condition = True
+    return layer
 
 
 def qnet(g: nx.DiGraph, edge: EdgeInfo) -> QNet:
@@ -67,7 +70,7 @@ def qnet(g: nx.DiGraph, edge: EdgeInfo) -> QNet:
         c = S.node(g, q.context)
         context = layer_of(c.call.definition).from_op(c.call.args, tuple(c.shape_in), c.bits)
     b = S.node(g, q.base)
-    base = layer_of(b.call.definition).from_op(b.call.args, tuple(b.shape_in), None, {})
+    base = layer_of(b.call.definition).from_op(b.call.args, tuple(b.shape_in), b.env, {})
     return QNet(context, base, Chain([node_layer(g, n) for n in q.flow]))
 
 

@@ -19,10 +19,10 @@ class CompileReport:
 def compile_report(spec, g, report) -> CompileReport:
     """Build the module of a checked spec and count its parameters (torch is imported here)."""
     from ..graph.check import units
-    from .model import FlowModel
+    from .model import build_model
 
     t = time.perf_counter()
-    model = FlowModel(spec, g)
+    model = build_model(spec, g)  # an allocation failure is a SpecError naming the size
     seconds = time.perf_counter() - t
     numel = sum(p.numel() for p in model.parameters())
     rows = [(u.unit, u.ops, tuple(u.shape_out), u.params, u.macs) for u in units(report)]

@@ -54,8 +54,9 @@ PROPERTIES: tuple[Property, ...] = (
              short="every augmented dim is scored by a q"),
     Property("q-reads-data", "q-networks read only the data",
              "every edge into a q-chain from outside it is the context net's read of the data its q is "
-             "conditioned on (x for a dequantizer's r, the dequantized x~ for an input augmentation's q); its "
-             "couplings' context edges come from its own context net",
+             "conditioned on (x for a dequantizer's r, the dequantized x~ for an input augmentation's q), or a "
+             "context edge from the spec's condition y (given with x: q(z | x, y)); its couplings' other context "
+             "edges come from its own context net",
              "a q's context is handed only the data by the builder; a q's flow cannot name model nodes",
              short="q-networks read only the data"),
     Property("read-before-drop", "nothing is read after it is dropped",
@@ -296,6 +297,8 @@ def q_reads_data(g: nx.DiGraph) -> list[Finding]:
             for u, e in S.in_edges(g, n):
                 if u in nodes:
                     ok = e.kind != S.CONTEXT or S.node(g, u).role == CONTEXT
+                elif u == S.LABEL:  # the condition y: given with x, so q(z | x, y) may read it (a context edge)
+                    ok = e.kind == S.CONTEXT
                 else:
                     ok = e.kind == CONDITION and n in context and (u, e.port) in data
                 if not ok:

@@ -93,6 +93,7 @@ class Builder:
         ``block``: (block, unit) of a step inside a block (the audit derives g's allowed reads from it)."""
         op = call.definition
         name = f"{label}: {call.op}" if label else call.op
+        env = self._conditioned(env)
         if op.role not in allowed:
             self._fail(_misplaced(call.op, op.role, allowed), call, name)
         a = call.args
@@ -135,8 +136,11 @@ class Builder:
             else:
                 self._edge(cur.node, kid, CONDITION, in_shape, port=cur.port,
                            part=Read(cur.node, cur.port, op.reads(a, cur.shape)))
-            if io.context and env.context is not None and self._context_node is not None and op.role != AUGMENT:
+            cond = self._condition_width(op, a)
+            if io.context > cond and env.context is not None and self._context_node is not None and op.role != AUGMENT:
                 self._edge(self._context_node, kid, S.CONTEXT, env.context)
+            if cond:
+                self._edge(S.LABEL, kid, S.CONTEXT, (cond,))
             self._edge(kid, nid, PARAMS, out_shape)
         S.update_node(self.g, nid, params=own_params, macs=macs, params_total=params, **late)
         for slot, (q, target, qgroup) in self._shape(lambda: op.qnets(a, cur.shape, env), call, name).items():
@@ -157,6 +161,40 @@ class Builder:
 
     _context_node: str | None = None
     _work: int = 0
+
+    # ------------------------------------------------------------------ the condition
+    def _conditioned(self, env: OpEnv) -> OpEnv:
+        """``env`` with the spec's condition widths (what conditioned nets and densities read)."""
+        c = self.spec.condition
+        return env if c is None else replace(env, condition=c.net_width, condition_in=c.width)
+
+    def _condition_width(self, op, a) -> int:
+        """Channels of the condition a step's nets read (0 when it reads none)."""
+        c = self.spec.condition
+        return c.net_width if c is not None and op.role != PRIOR and op.reads_condition(a) else 0
+
+    def _condition_node(self) -> None:
+        """The condition y as an input node: its shared embedding's parameters are its own."""
+        c = self.spec.condition
+        if c is None:
+            return
+        kind = f"label of {c.classes} classes" if c.classes is not None else f"context vector of {c.vector}"
+        self._add(S.LABEL, label=f"condition y: {kind}" + (f", embedded in {c.embed}" if c.embed else ""),
+                  op=S.LABEL, role=S.LABEL, chain=S.LABEL, group="condition", unit="condition",
+                  shape_in=(c.width,), shape_out=(c.net_width,), params=c.embed_params,
+                  macs=c.embed_params if c.vector is not None else 0)
+
+    def _density(self, nid: str, call: OpCall, shape: Shape, label: str, **fields) -> str:
+        """A density node (the model's prior, a q's base), with its edge from the condition when it reads it."""
+        op = call.definition
+        env = self._conditioned(OpEnv())
+        nid = self._add(nid, label=f"{label}: {call.op}", op=call.op, call=call, role=PRIOR, shape_in=shape,
+                        shape_out=shape, params=self._shape(lambda: op.params(call.args, shape, env), call, label),
+                        macs=self._shape(lambda: op.macs(call.args, shape, env), call, label),
+                        dims=numel(shape), loc=call.loc, env=env, **fields)
+        if self.spec.condition is not None and op.reads_condition(call.args):
+            self._edge(S.LABEL, nid, S.CONTEXT, (self.spec.condition.width,))
+        return nid
 
     # ------------------------------------------------------------------ q-networks
     def qflow(self, q: QFlow, target: Shape, given: _Cursor, group: str) -> QParts:
@@ -193,10 +231,8 @@ class Builder:
         bop = base.definition
         if bop.role != PRIOR:
             self._fail(_misplaced(base.op, bop.role, (PRIOR,)), base, f"{label} base")
-        bid = self._add(S.q_part_id(chain, "base"), label=f"{label} / base: {base.op}", op=base.op, call=base, role=PRIOR,
-                        chain=chain, group=group, unit=label, shape_in=shape, shape_out=shape,
-                        params=self._shape(lambda: bop.params(base.args, shape, OpEnv()), base, f"{label} base"),
-                        dims=numel(shape), loc=base.loc, density=Q_BASE)
+        bid = self._density(S.q_part_id(chain, "base"), base, shape, f"{label} / base", chain=chain, group=group,
+                            unit=label, density=Q_BASE)
         cur = _Cursor(bid, shape)
         env = OpEnv(context=ctx_shape)
         flow = []
@@ -228,6 +264,7 @@ class Builder:
         iid = self._add(INPUT, label="input x", op=INPUT, role=INPUT, chain=MODEL, group="flow", unit=INPUT,
                         shape_in=shape, shape_out=shape)
         cur = _Cursor(iid, shape, bits=spec.data.bits)
+        self._condition_node()
         dq = spec.dequantize
         if dq is not None and spec.data.bits is None:
             self._fail("dequantization needs integer data: give data a 'bits' setting", dq, "dequantize")
@@ -259,11 +296,12 @@ class Builder:
         pop = prior.definition
         if pop.role != PRIOR:
             self._fail(_misplaced(prior.op, pop.role, (PRIOR,)), prior, "prior")
-        pid = self._add(PRIOR_ID, label=f"prior: {prior.op}", op=prior.op, call=prior, role=PRIOR, chain=MODEL,
-                        group="flow", unit="prior", shape_in=cur.shape, shape_out=cur.shape,
-                        params=self._shape(lambda: pop.params(prior.args, cur.shape, OpEnv()), prior, "prior"),
-                        dims=numel(cur.shape), loc=prior.loc, density=FINAL)
+        pid = self._density(PRIOR_ID, prior, cur.shape, "prior", chain=MODEL, group="flow", unit="prior",
+                            density=FINAL)
         self._edge(cur.node, pid, DATA, cur.shape, port=cur.port)
+        if spec.condition is not None and not any(True for _ in S.out_edges(self.g, S.LABEL)):
+            self.diag.warn("the spec declares a condition but nothing reads it: give a coupling `condition: true` "
+                           "or use `prior: class_normal`", None)
 
     def _block(self, call: OpCall, cur: _Cursor, b: int) -> _Cursor:
         a = call.args

@@ -33,6 +33,7 @@ class Parameters(BaseModel):
     flow: int = 0
     q: int = 0
     dequantizer: int = 0
+    condition: int = 0  # the condition's shared embedding (conditional priors count in flow)
 
 
 class Dims(BaseModel):
@@ -167,6 +168,30 @@ def dims_table(g: nx.DiGraph) -> tuple[Dims, list[StageDims], dict[str, tuple[in
     return Dims(data=data, augmented=aug, prior=drop + final), list(stages.values()), per_node
 
 
+MAX_PARAMETERS = 10**11  # 400 GB in fp32, more than any one accelerator holds (issue 24: 9e12 passed check)
+MAX_ELEMENTS = 2**40  # values in one tensor of one example: 4 TiB in fp32
+
+
+def size_errors(g: nx.DiGraph, total_params: int) -> list[SpecError]:
+    """Refuse a spec no machine can hold: more than :data:`MAX_PARAMETERS` parameters (located at
+    the node with the most), or a tensor of more than :data:`MAX_ELEMENTS` values per example."""
+    errors = []
+    nodes = S.nodes(g)
+    if total_params > MAX_PARAMETERS and nodes:
+        _, big = max(nodes, key=lambda nd: nd[1].params)
+        errors.append(SpecError(f"the spec has {total_params:,} parameters ({4 * total_params / 1e12:,.1f} TB in "
+                                f"fp32); a spec may have at most {MAX_PARAMETERS:,}. The largest node holds "
+                                f"{big.params:,}", big.loc, node=big.label))
+    for _, d in nodes:
+        worst = max(numel(d.shape_in), numel(d.shape_out))
+        if worst > MAX_ELEMENTS:
+            errors.append(SpecError(f"a tensor of {worst:,} values per example (shape "
+                                    f"{list(d.shape_out if numel(d.shape_out) == worst else d.shape_in)}); "
+                                    f"a tensor may hold at most 2^40 = {MAX_ELEMENTS:,}", d.loc, node=d.label))
+            break
+    return errors
+
+
 def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
     """The report of ``spec``'s built graph ``g`` (``diag``: the build's diagnostics)."""
     errors = list(diag.errors)
@@ -220,8 +245,9 @@ def check_graph(spec: Spec, g: nx.DiGraph, diag) -> CheckReport:
                                     unit=d.unit, shape_in=list(d.shape_in), shape_out=list(d.shape_out),
                                     params=d.params, macs=d.macs, augmented_so_far=aug_so_far,
                                     dropped=d.dropped))
-    params.total = params.flow + params.q + params.dequantizer
+    params.total = params.flow + params.q + params.dequantizer + params.condition
     report.parameters, report.macs = params, macs
+    errors += size_errors(g, params.total)
     for e in errors:
         e.with_source(Source(spec.text, spec.file))
         report.errors.append(e.to_dict() | {"text": str(e)} | ({"property": props[id(e)]} if id(e) in props else {}))

@@ -13,6 +13,7 @@ from ..language.load import load
 from ..language.models import Spec
 from .builder import build
 from .check import CheckReport, check_graph
+from .data_audit import audit_data
 
 
 @dataclass(frozen=True)
@@ -51,4 +52,5 @@ def analyze(spec: Spec | str | Path, overrides=None) -> Analysis:
                                  errors=[x.to_dict() | {"text": str(x)} for x in all_errors(e)])
             return Analysis(None, None, None, report, e)
     g, diag = build(spec)
+    audit_data(spec, diag)
     return Analysis(spec, g, diag, check_graph(spec, g, diag))

@@ -14,7 +14,8 @@ Edges carry a tensor of ``shape`` and one of five kinds:
   :class:`~augflow_dsl.ops.regions.Read` (node, port, region) the audit compares with what
   the reader's owner leaves unchanged;
 * :data:`PARAMS`: a conditioner's output, the parameters of a coupling or augment point;
-* :data:`CONTEXT`: a q-network's context net feeds a conditioner;
+* :data:`CONTEXT`: a q-network's context net feeds a conditioner, or the condition node (:data:`LABEL`,
+  the spec's ``condition:`` y with its embedding) feeds a conditioned net or a conditional density;
 * :data:`SAMPLE`: a q-network hands its sample to a dequantizer or augment point; ``slot`` is
   the op's q slot and ``q`` the q-network's parts (:class:`QParts`).
 
@@ -39,6 +40,7 @@ INFO = "info"  # the attribute key under which nodes, edges and the graph keep t
 # ---------------------------------------------------------------------------- roles the graph adds
 INPUT = "input"              # the data x (node id, op and role)
 CONDITIONER = "conditioner"  # a coupling's or augment point's net (the op roles are in ops.registry)
+LABEL = "condition"          # the spec's condition y (a label or a context vector): node id, op, role and chain
 
 # ---------------------------------------------------------------------------- edge kinds and ports
 DATA = "data"

@@ -25,15 +25,16 @@ from ..ops.priors import default_prior
 from ..ops.registry import REGISTRY, OpCall
 from . import ast
 from .expressions import Expressions
-from .models import DataSpec, Definition, Spec, TrainSpec
+from .models import ConditionSpec, DataSpec, Definition, Spec, TrainSpec
 from .overrides import CONSTANTS, TRAIN_PREFIX, parse_override, split_overrides  # noqa: F401 - their old home
 from .parse import MAX_NUMBER
 from .values import MAX_EXPANSION  # noqa: F401 - its old home (graph.builder reads it here)
 from .values import _BAD, _Def, _fatal, _no_bools, _one_per_key, _poisoned, _pyd_msg, _Reported, _Scope, number_ok
 
-TOP_KEYS = ("flow", "let", "data", "dequantize", "augment", "stages", "prior", "train")
+TOP_KEYS = ("flow", "let", "data", "condition", "dequantize", "augment", "stages", "prior", "train")
 DEF_KINDS = ("module", "net", "q")
-_FLOW_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+# the flow name names the default run and sweep folders (runs/<name>/, sweeps/<name>/): a slug, quoted or not
+_FLOW_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,99}")
 
 
 class Evaluator(Expressions):
@@ -76,11 +77,13 @@ class Evaluator(Expressions):
     def _flow_name(self) -> str:
         name_entry = self._need("flow")
         if isinstance(name_entry.value, ast.Str):
-            return name_entry.value.value
-        name = name_entry.text or self._plain(name_entry.value, "flow")
+            name = name_entry.value.value
+        else:
+            name = name_entry.text or self._plain(name_entry.value, "flow")
         if not _FLOW_NAME.fullmatch(name):
-            raise SpecError(f"'flow' must be a name such as denseflow-74-10; got '{name}' "
-                            f"(quote a name with other characters: flow: \"...\")", name_entry.value.loc)
+            raise SpecError(f"'flow' must be a name such as denseflow-74-10 (letters, digits, '.', '_' and '-', "
+                            f"not starting with '.', at most 100 characters: it names the folders "
+                            f"runs/<name>/ and sweeps/<name>/); got {name!r}", name_entry.value.loc)
         return name
 
     def _stages(self) -> list:
@@ -94,6 +97,7 @@ class Evaluator(Expressions):
         self._variables()
         name = self._guard(self._flow_name)
         data = self._guard(self._data)
+        condition = self._guard(self._condition)
         stages = self._guard(self._stages)
         dequant = self._guard(self._optional_op, "dequantize")
         augment = self._guard(self._optional_op, "augment")
@@ -108,6 +112,7 @@ class Evaluator(Expressions):
             w.with_source(self.source)
         return Spec(name=str(name), file=self.source.file, text=self.source.text, variables=dict(self.variables),
                     data=data, dequantize=dequant, augment=augment, stages=stages, prior=prior, train=train,
+                    condition=condition,
                     definitions={k: Definition(kind=d.kind, name=d.name, params=d.params or (),
                                                line=d.loc.line if d.loc else None,
                                                column=d.loc.column if d.loc else None, used=d.used)
@@ -212,6 +217,13 @@ class Evaluator(Expressions):
         e = self._need("data")
         raw = self._mapping(e.value, _Scope(plain=True), "data")
         return self._model(DataSpec, raw, e.value, "data")
+
+    def _condition(self) -> ConditionSpec | None:
+        e = self.entries.get("condition")
+        if e is None:
+            return None
+        raw = self._mapping(e.value, _Scope(plain=True), "condition")
+        return self._model(ConditionSpec, raw, e.value, "condition")
 
     def _train(self) -> TrainSpec:
         e = self.entries.get("train")

@@ -367,11 +367,15 @@ class Expressions:
         given: dict[str, Any] = {}
         for f, a in [*((kw.key, kw.value) for kw in kwargs), *zip(free, args)]:
             locs[f] = locs.get(f) or a.loc
-            if "NetLayerCall" in repr(getattr(schema.model_fields.get(f), "annotation", "")):
+            annotation = repr(getattr(schema.model_fields.get(f), "annotation", ""))
+            if "NetLayerCall" in annotation:
                 inner = self._net_layer_items(a, scope)  # a wrapped layer: weightnorm(conv(3, 64))
-                if len(inner) != 1:
+                if annotation.startswith("tuple"):  # a block of layers: residual([conv(3, 64), relu])
+                    given[f] = tuple(inner)
+                elif len(inner) != 1:
                     raise SpecError(f"net layer '{name}' wraps one layer; got {len(inner)}", a.loc)
-                given[f] = inner[0]
+                else:
+                    given[f] = inner[0]
             else:
                 given[f] = self.value(a, plain)
         if _poisoned(list(given.values())):

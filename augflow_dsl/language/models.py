@@ -6,9 +6,10 @@ q-networks as :class:`~augflow_dsl.ops.registry.QFlow`.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..ops.registry import OpCall
 
@@ -17,16 +18,34 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 
+MAX_DATA_VALUES = 2**24  # values per example (3 x 2048 x 2048 fits): `check` audits every one of them
+
+
 class DataSpec(_Model):
-    """``data: {shape: [3, 32, 32], bits: 8}``; ``bits`` absent for continuous data."""
+    """``data: {shape: [3, 32, 32], bits: 8, dataset: cifar10}``; ``bits`` absent for continuous data.
+    ``path`` is the image folder or .npz file of ``dataset: folder`` / ``npz`` (relative to the spec
+    file); ``labels: true`` makes the loader yield (x, y) pairs (docs/data.md)."""
 
     shape: tuple[int, ...]
     bits: int | None = Field(default=None, ge=1, le=16)
     dataset: str | None = None
+    path: str | None = None
+    labels: bool = False
+
+    @field_validator("shape", mode="before")
+    @classmethod
+    def _whole_sizes(cls, v):
+        # before pydantic's lax int(): `shape: [1, 8, 1e18]` or `8.0` is not a size
+        bad = [s for s in v if isinstance(s, bool) or not isinstance(s, int)] if isinstance(v, (list, tuple)) else []
+        if bad:
+            raise ValueError(f"every size in shape must be a whole number; got {bad[0]!r}")
+        return v
 
     @field_validator("shape")
     @classmethod
     def _shape(cls, v):
+        if any(s > MAX_DATA_VALUES for s in v) or math.prod(v) > MAX_DATA_VALUES:
+            raise ValueError(f"an example may hold at most 2^24 = {MAX_DATA_VALUES:,} values; got {list(v)}")
         if len(v) not in (1, 3):
             raise ValueError(f"shape must be [C, H, W] or [D]; got {list(v)}")
         if any(s <= 0 for s in v):
@@ -39,6 +58,42 @@ class DataSpec(_Model):
         for s in self.shape:
             n *= s
         return n
+
+
+class ConditionSpec(_Model):
+    """``condition: {classes: K}`` (a label in 0..K-1) or ``condition: {vector: D}`` (a context
+    vector of D floats): what a conditional model's ``y`` is. ``embed: E`` gives the width of the
+    learned embedding the conditioned coupling nets read (a K x E table for labels, a D -> E linear
+    map with bias for vectors), shared by every net that reads the condition; without it the nets
+    read the one-hot label (K channels) or the vector itself (D channels). Class-conditional priors
+    (``class_normal``) always read the one-hot label or the raw vector (Glow's ``ycond``)."""
+
+    classes: int | None = Field(default=None, ge=2, le=100_000)
+    vector: int | None = Field(default=None, ge=1, le=100_000)
+    embed: int | None = Field(default=None, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.classes is None) == (self.vector is None):
+            raise ValueError("give exactly one of 'classes: K' (a label) or 'vector: D' (a context vector)")
+        return self
+
+    @property
+    def width(self) -> int:
+        """Features of the raw condition: K (one-hot label) or D (context vector)."""
+        return self.classes if self.classes is not None else self.vector
+
+    @property
+    def net_width(self) -> int:
+        """Channels the conditioned nets read: the embedding's width, or the raw condition's."""
+        return self.embed if self.embed is not None else self.width
+
+    @property
+    def embed_params(self) -> int:
+        """Parameters of the shared embedding: K x E (labels), D x E + E (vectors), 0 without one."""
+        if self.embed is None:
+            return 0
+        return self.classes * self.embed if self.classes is not None else (self.vector + 1) * self.embed
 
 
 class TrainSpec(_Model):
@@ -133,6 +188,7 @@ class Spec(_Model):
     augment: OpCall | None = None
     stages: list[OpCall]
     prior: OpCall
+    condition: ConditionSpec | None = None
     train: TrainSpec = Field(default_factory=TrainSpec)
     definitions: dict[str, Definition] = Field(default_factory=dict)
     warnings: list[Any] = Field(default_factory=list)  # errors.SpecError with kind="warning"

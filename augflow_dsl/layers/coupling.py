@@ -8,18 +8,25 @@ import torch.nn.functional as F
 
 from ..ops import coupling as op_defs
 from .base import Bijection, UsesNets, sum_except_batch, zeros_like_batch
+from .condition import ReadsCondition
 from .mixture import bisection_steps, mixture_logit_and_logpdf, newton_logit  # noqa: F401 (re-exported)
 from .splits import checkerboard, merge, split
 from .registry import implements
 
 
-class _Coupling(UsesNets, Bijection):
+class _Coupling(ReadsCondition, UsesNets, Bijection):
+    """A coupling's net reads x1 and its context: a q-network's context (``cond``), then, with
+    ``condition: true``, the model's condition y (embedded, broadcast over x1's positions)."""
+
     def __init__(self, net, how: str):
         super().__init__()
         self.net = net
         self.how = how
 
     def _params(self, x1, cond):
+        if self.reads_condition:
+            y = self.condition_channels(x1)
+            cond = y if cond is None else torch.cat([cond, y], 1)
         return self.run_net(self.net, x1, cond)
 
 

@@ -4,9 +4,12 @@ temperature (:class:`~augflow_dsl.layers.base.Draws`)."""
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from ..ops import net_descriptions as nl
 from ..ops import drops as op_defs
 from .base import Step, draw
+from .condition import ReadsCondition
 from .instantiate import build_children
 from .priors import normal_log_prob
 from .reshape import squeeze, unsqueeze
@@ -14,24 +17,38 @@ from .registry import implements, op_of
 
 
 @implements(op_defs.FactorOut)
-class FactorOut(Step):
+class FactorOut(ReadsCondition, Step):
     """Keep the first C/2 channels; score the rest with N(0, I) or, with ``conditional``, with a
     Gaussian whose (mean, log-std) come from a zero-initialised 3x3 conv of the kept half (the
-    op's description: empty, or that ``conv``)."""
+    op's description: empty, or that ``conv``), read as halves or, ``interleaved``, as channels
+    2k, 2k+1 (openai/glow model.py split2d_prior)."""
 
-    def __init__(self, d: nl.Net):
+    def __init__(self, d: nl.Net, interleaved: bool = False, condition_in: int | None = None, channels: int = 0):
         super().__init__()
         self.conv = None
+        self.interleaved = interleaved
         build_children(self, d)
+        self.cond_linear = None
+        if condition_in is not None:  # class-conditional: (mean, log-std) += W onehot(y) + b, zero-initialised
+            self.cond_linear = nn.Linear(condition_in, channels)
+            nn.init.zeros_(self.cond_linear.weight)
+            nn.init.zeros_(self.cond_linear.bias)
 
     @classmethod
     def from_op(cls, args, shape, env, nets):
-        return cls(op_of(cls).describe(args, shape))
+        cond = env.condition_in if getattr(args, "condition", False) else None
+        return cls(op_of(cls).describe(args, shape), getattr(args, "layout", "halves") == "interleaved", cond,
+                   shape[0])
 
     def _stats(self, kept):
-        if self.conv is None:
+        if self.conv is None and self.cond_linear is None:
             return 0.0, None
-        p = self.conv(kept)
+        p = self.conv(kept) if self.conv is not None else 0.0
+        if self.cond_linear is not None:
+            h = self.cond_linear(self.condition_raw(kept.shape[0]).to(kept.dtype))
+            p = p + h.view(*h.shape, *[1] * (kept.dim() - 2))
+        if self.interleaved:
+            return p[:, 0::2], p[:, 1::2]
         c = p.shape[1] // 2
         return p[:, :c], p[:, c:]
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..ops import net_descriptions as nl
 from .base import zero_init
-from .modules import ChannelLayerNorm, DataInitConv2d, Dropout, GemmConv2d
+from .modules import ChannelLayerNorm, DataInitConv2d, Dropout, EdgeBiasConv2d, GemmConv2d
 
 Built = nn.Module | nn.Parameter
 _BUILDERS: dict[type, Callable[[nl.Layer], Built]] = {}
@@ -46,12 +46,14 @@ def build_children(module: nn.Module, d: nl.Layer) -> None:
 @builds(nl.Conv)
 def _conv(d: nl.Conv) -> nn.Conv2d:
     """Data init: :class:`DataInitConv2d`; channels-last: a 1x1 is a :class:`GemmConv2d`, a larger
-    kernel an ``nn.Conv2d`` whose weight is stored channels-last like its input; otherwise
-    ``nn.Conv2d``."""
-    shape = dict(in_channels=d.c_in, out_channels=d.c_out, kernel_size=d.kernel, stride=d.stride,
-                 padding=d.padding, bias=d.bias)
-    if d.init == "data":
-        conv: nn.Conv2d = DataInitConv2d(**shape, init_scale=d.init_scale)
+    kernel an ``nn.Conv2d`` whose weight is stored channels-last like its input; edge bias: an
+    :class:`EdgeBiasConv2d` (Glow's border channel); otherwise ``nn.Conv2d``."""
+    shape = dict(in_channels=d.reads, out_channels=d.c_out, kernel_size=d.kernel, stride=d.stride,
+                 padding=0 if d.edge_bias else d.padding, bias=d.bias)
+    if d.edge_bias:
+        conv: nn.Conv2d = EdgeBiasConv2d(**shape)
+    elif d.init == "data":
+        conv = DataInitConv2d(**shape, init_scale=d.init_scale)
     elif d.channels_last and d.kernel == 1:
         conv = GemmConv2d(**shape)
     elif d.channels_last:

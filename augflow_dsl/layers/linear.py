@@ -51,6 +51,8 @@ class _Matrix(nn.Module):
             self.lower = nn.Parameter(l[rows, cols].clone())
             self.upper = nn.Parameter(u[cols, rows].clone())
             self.log_s = nn.Parameter(torch.log(torch.abs(s)))
+            self.register_buffer("gather", _lu_gather(c), persistent=False)
+            self.register_buffer("zero_one", torch.tensor([0.0, 1.0]), persistent=False)
         self.cache = WeightCache()
 
     def weight_and_logdet(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,15 +63,41 @@ class _Matrix(nn.Module):
         return self.cache.get(self, "inverse", self._inverse_weight_and_logdet)
 
     def _inverse_weight_and_logdet(self) -> tuple[torch.Tensor, torch.Tensor]:
-        w, logdet = self._weight_and_logdet()
-        return torch.linalg.inv(w), -logdet
+        if self.param == "full":
+            w, logdet = self._weight_and_logdet()
+            return torch.linalg.inv(w), -logdet
+        # W^-1 = U^-1 L^-1 P^T: two triangular solves, no general inverse (about half its time at C <= 48)
+        lower, upper = self._factors()
+        lp = torch.linalg.solve_triangular(lower, self.perm.T, upper=False, unitriangular=True)
+        return torch.linalg.solve_triangular(upper, lp, upper=True), -self.log_s.sum()
+
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L, U): one gather from [lower, upper, diag(U), 0, 1] (one index_select and its index_add
+        backward, instead of two index_put and a diag: at small C the op count is the cost)."""
+        values = torch.cat([self.lower, self.upper, self.sign * torch.exp(self.log_s), self.zero_one])
+        lower, upper = values.index_select(0, self.gather).view(2, self.c, self.c).unbind(0)
+        return lower, upper
 
     def _weight_and_logdet(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.param == "full":
             return self.weight, torch.linalg.slogdet(self.weight)[1]
-        lower = self.eye.index_put((self.rows, self.cols), self.lower)
-        upper = torch.diag(self.sign * torch.exp(self.log_s)).index_put((self.cols, self.rows), self.upper)
+        lower, upper = self._factors()
         return self.perm @ lower @ upper, self.log_s.sum()
+
+
+def _lu_gather(c: int) -> torch.Tensor:
+    """Indices into cat([lower, upper, diag(U), 0, 1]) (``_Matrix``) that lay out L (unit lower
+    triangle) and U (upper triangle with its diagonal), flattened one after the other: [2 C^2]."""
+    m = c * (c - 1) // 2
+    zero, one = 2 * m + c, 2 * m + c + 1
+    rows, cols = torch.tril_indices(c, c, -1)
+    low = torch.full((c, c), zero, dtype=torch.long)
+    low[rows, cols] = torch.arange(m)
+    low.fill_diagonal_(one)
+    up = torch.full((c, c), zero, dtype=torch.long)
+    up[cols, rows] = m + torch.arange(m)
+    up[range(c), range(c)] = 2 * m + torch.arange(c)
+    return torch.cat([low.flatten(), up.flatten()])
 
 
 class WeightCache:
@@ -77,8 +105,10 @@ class WeightCache:
 
     An entry is reused only when no gradient can reach the weights (grad mode off, or no
     parameter requiring grad) and every parameter and buffer of the module still has the
-    version counter, storage, dtype and device it had, and equal contents (``.data`` writes
-    bypass the version counter; the comparison costs O(C^2) against the O(C^3) it saves). So
+    version counter, storage, dtype and device it had, and the parameters hold equal contents
+    (``.data`` writes bypass the version counter; the comparison costs O(C^2) against the O(C^3)
+    it saves, and is one ``cat`` and one ``equal`` however many parameters: at C = 2 the check,
+    not the inverse, is what a sampling call right after each optimizer step pays). So
     an optimizer step, ``load_state_dict``, ``.to(...)``, EMA swaps and in-place ``.data``
     edits all recompute. Entries made in inference mode serve only inference mode. Not part
     of the state dict."""
@@ -87,7 +117,14 @@ class WeightCache:
         self.entries: dict[str, tuple] = {}
 
     def get(self, module: nn.Module, name: str, compute):
-        sources = [*module.parameters(), *module.buffers()]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in module._parameters.values()):
+            return compute()  # the common training call: no walk over the sources
+        if torch.compiler.is_compiling():  # traced into a compiled graph: no Python-side state
+            return compute()
+        if module._modules:
+            sources = [*module.parameters(), *module.buffers()]
+        else:  # a leaf module (_Matrix): its own dicts, without the generic walk's bookkeeping
+            sources = [t for t in (*module._parameters.values(), *module._buffers.values()) if t is not None]
         if torch.is_grad_enabled() and any(p.requires_grad for p in sources):
             return compute()
         if any(is_transformed(t) for t in sources):  # torch.func (vmap, grad, functional_call): no storage
@@ -95,12 +132,13 @@ class WeightCache:
         key = (torch.is_inference_mode_enabled(),
                *((t._version, t.data_ptr(), t.dtype, t.device, t.shape) for t in sources))
         entry = self.entries.get(name)
-        if entry is not None and entry[0] == key and all(torch.equal(a, b) for a, b in zip(entry[1], sources)):
-            return entry[2]
+        params = [t.detach().reshape(-1) for t in sources if isinstance(t, nn.Parameter)]
+        if entry is not None and entry[0] == key:
+            if not params or torch.equal(entry[1], torch.cat(params)):
+                return entry[2]
         with torch.no_grad():
             value = compute()
-            snapshot = [t.detach().clone() for t in sources]
-        self.entries[name] = (key, snapshot, value)
+        self.entries[name] = (key, torch.cat(params) if params else None, value)
         return value
 
     def clear(self) -> None:
@@ -111,16 +149,22 @@ class WeightCache:
 class Conv1x1(Bijection):
     """y = W x at every position; log|det J| = positions * log|det W| (per half with ``split``)."""
 
-    def __init__(self, shape, param: str = "lu", split: str = "none", init: str = "orthogonal", noise: float = 0.0):
+    def __init__(self, shape, param: str = "lu", split: str = "none", init: str = "orthogonal", noise: float = 0.0,
+                 bias: bool = False):
         super().__init__()
         self.split = split
         c = shape[0] // 2 if split == "channels" else shape[0]
         n = 1 if split == "none" else 2
         self.mats = nn.ModuleList(_Matrix(c, param, init, noise) for _ in range(n))
+        # y = W x + b (NSF's LULinear bias, zero at init); None keeps the state dict of the bias-free op
+        self.bias = nn.Parameter(torch.zeros(shape[0])) if bias else None
 
     @classmethod
     def from_op(cls, args, shape, env, nets):
-        return cls(shape, args.param, args.split, args.init, args.noise)
+        return cls(shape, args.param, args.split, args.init, args.noise, args.bias)
+
+    def _bias(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.view(1, -1, *([1] * (x.dim() - 2)))
 
     @staticmethod
     def _multiply(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -144,13 +188,20 @@ class Conv1x1(Bijection):
         return parts[0]
 
     def _run(self, x, inverse: bool):
-        outs, ld = [], 0.0
+        if inverse and self.bias is not None:
+            x = x - self._bias(x)
+        outs, ld = [], None
         for part, m in zip(self._parts(x), self.mats):
             w, logdet = m.inverse_weight_and_logdet() if inverse else m.weight_and_logdet()
             outs.append(self._multiply(part, w))
             positions = part[0, 0].numel() if part.dim() > 2 else 1
-            ld = ld + positions * logdet
-        return self._join(outs), (ld * x.new_ones(x.shape[0]))
+            if positions != 1:
+                logdet = logdet * positions
+            ld = logdet if ld is None else ld + logdet
+        y = self._join(outs)
+        if not inverse and self.bias is not None:
+            y = y + self._bias(y)
+        return y, ld.expand(x.shape[0])  # a 0-dim log-det, one per example (a view: no fill, no multiply)
 
     def forward(self, x, cond=None):
         return self._run(x, False)

@@ -8,7 +8,7 @@ from torch import nn
 
 from .base import InitOnce, is_transformed
 
-__all__ = ["GemmConv2d", "DataInitConv2d", "Dropout", "ChannelLayerNorm", "concat_elu"]
+__all__ = ["GemmConv2d", "EdgeBiasConv2d", "DataInitConv2d", "Dropout", "ChannelLayerNorm", "concat_elu"]
 
 
 class GemmConv2d(nn.Conv2d):
@@ -26,6 +26,19 @@ class GemmConv2d(nn.Conv2d):
         w = self.weight
         y = F.linear(x.permute(0, 2, 3, 1), w.reshape(w.shape[0], w.shape[1]), self.bias)
         return y.permute(0, 3, 1, 2)
+
+
+class EdgeBiasConv2d(nn.Conv2d):
+    """Glow's 'same' conv with edge bias (openai/glow tfops.py add_edge_padding, conv2d and
+    conv2d_zeros with ``edge_bias=True``): x is zero-padded by (k - 1) / 2, a channel that is 1 on
+    the padded border and 0 inside is appended after x's channels, and the conv runs unpadded. Built
+    with ``in_channels`` = x's channels + 1 and ``padding`` 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = (self.kernel_size[0] - 1) // 2, (self.kernel_size[1] - 1) // 2
+        pad = (b, b, a, a)
+        border = F.pad(x.new_zeros(1, 1, *x.shape[2:]), pad, value=1.0).expand(x.shape[0], 1, -1, -1)
+        return super().forward(torch.cat([F.pad(x, pad), border], 1))
 
 
 def concat_elu(x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from .instantiate import build, build_children, builds
 from .net_modules import ConcatELU, DescribedNet
 from .registry import implements
 
-__all__ = ["NetActNorm", "ZeroConv", "LayeredNet"]
+__all__ = ["NetActNorm", "ZeroConv", "Residual", "LayeredNet"]
 
 builds(nl.ConcatELU)(lambda d: ConcatELU())
 
@@ -53,6 +53,18 @@ class ZeroConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x) * torch.exp(self.logs * self.logscale)
+
+
+@builds(nl.Residual)
+class Residual(nn.Module):
+    """x + body(x) (:class:`~augflow_dsl.ops.net_descriptions.Residual`, the net layer ``residual``)."""
+
+    def __init__(self, d: nl.Residual):
+        super().__init__()
+        build_children(self, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
 
 
 @implements(op_defs.Layers)

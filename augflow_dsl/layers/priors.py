@@ -1,4 +1,5 @@
-"""Priors: standard normal and a learned per-channel diagonal Gaussian (DenseFlow ConvNormal2d)."""
+"""Priors: standard normal, a learned per-channel diagonal Gaussian (DenseFlow ConvNormal2d) and
+openai/glow's learned top prior (--learntop)."""
 from __future__ import annotations
 
 import math
@@ -6,9 +7,11 @@ import math
 import torch
 from torch import nn
 
+from ..ops import net_descriptions as nl
 from ..ops import priors as op_defs
 from .base import Step, draw, sum_except_batch
-from .registry import implements
+from .instantiate import build_children
+from .registry import implements, op_of
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -65,6 +68,12 @@ class LearnedNormal(Normal):
         self.loc = nn.Parameter(torch.zeros(pshape))
         self.log_scale = nn.Parameter(torch.zeros(pshape))
 
+    @classmethod
+    def from_op(cls, args, shape, env, nets):
+        if args.param == "glow_learntop":
+            return GlowLearnTop(shape, op_of(cls).describe(args, shape))
+        return cls(shape)
+
     def log_prob(self, z):
         return normal_log_prob(z, self.loc, self.log_scale)
 
@@ -75,3 +84,35 @@ class LearnedNormal(Normal):
     def rsample(self, n, like):
         z = self.sample(n, 1.0, like)
         return z, self.log_prob(z)
+
+
+class GlowLearnTop(LearnedNormal):
+    """openai/glow's learned top prior (``--learntop``, model.py prior): h = Conv2dZeros(zeros of
+    2C channels), a 3x3 conv with the edge channel (tfops.py conv2d_zeros), mean h[:C], log-std
+    h[C:]. The reference convolves a zero tensor per example; the result is the same for every
+    example, so it is computed once per call on one. Built by ``learned_normal(param: glow_learntop)``."""
+
+    def __init__(self, shape, d: nl.Net):
+        Normal.__init__(self, shape)  # no per-channel parameters: the conv holds them
+        build_children(self, d)
+
+    def _stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.conv.conv.weight
+        h = self.conv(w.new_zeros(1, 2 * self.shape[0], *self.shape[1:]))[0]
+        return h[:self.shape[0]], h[self.shape[0]:]
+
+    @property
+    def loc(self) -> torch.Tensor:
+        return self._stats()[0]
+
+    @property
+    def log_scale(self) -> torch.Tensor:
+        return self._stats()[1]
+
+    def log_prob(self, z):
+        return normal_log_prob(z, *self._stats())
+
+    def sample(self, n, temperature=1.0, like=None):
+        loc, log_scale = self._stats()
+        eps = Normal.sample(self, n, 1.0, like if like is not None else loc)
+        return loc + temperature * torch.exp(log_scale) * eps

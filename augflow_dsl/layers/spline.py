@@ -92,23 +92,31 @@ class RQSplineCoupling(_MaskedCoupling):
     """y1 = x1; y2 = g(x2) with g the rational-quadratic spline whose parameters net(x1) gives
     (:func:`rq_spline`), 3K - 1 per element grouped per channel: K widths, K heights, K - 1 interior
     derivatives (each shifted by :func:`derivative_shift`, so a zero net output is the identity).
-    ``checkerboard`` masks instead of splitting (RealNVP eq. 9)."""
+    ``checkerboard`` masks instead of splitting (RealNVP eq. 9). ``temperature`` divides the widths'
+    and heights' logits and ``shift_derivatives=False`` drops the shift, as the NSF image code does
+    (bayesiains/nsf nde/transforms/coupling.py:439-473)."""
 
     def __init__(self, net, how: str = "channels", bins: int = 8, bound: float = 3.0, min_width: float = 1e-3,
-                 min_height: float = 1e-3, min_derivative: float = 1e-3, parity: str = "even"):
+                 min_height: float = 1e-3, min_derivative: float = 1e-3, parity: str = "even",
+                 temperature: float = 1.0, shift_derivatives: bool = True):
         super().__init__(net, how, parity)
         self.bins, self.bound = bins, bound
         self.min_width, self.min_height, self.min_derivative = min_width, min_height, min_derivative
-        self.shift = derivative_shift(min_derivative)
+        self.shift = derivative_shift(min_derivative) if shift_derivatives else 0.0
+        self.temperature = temperature
 
     @classmethod
     def from_op(cls, args, shape, env, nets):
         return cls(nets["net"], args.split, args.bins, args.bound, args.min_width, args.min_height,
-                   args.min_derivative, args.parity)
+                   args.min_derivative, args.parity, args.temperature, args.shift_derivatives)
 
     def _map(self, v, p, inverse: bool):
         """The spline of ``v`` with the parameters p = net(identity part), and its elementwise log-det."""
         k = self.bins
         uw, uh, ud = p.unflatten(1, (v.shape[1], 3 * k - 1)).movedim(2, -1).split([k, k, k - 1], dim=-1)
-        return rq_spline(v, uw, uh, ud + self.shift, inverse=inverse, bound=self.bound, min_width=self.min_width,
+        if self.temperature != 1.0:
+            uw, uh = uw / self.temperature, uh / self.temperature
+        if self.shift:
+            ud = ud + self.shift
+        return rq_spline(v, uw, uh, ud, inverse=inverse, bound=self.bound, min_width=self.min_width,
                          min_height=self.min_height, min_derivative=self.min_derivative)

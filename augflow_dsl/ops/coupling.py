@@ -11,6 +11,10 @@ from .regions import split_parts
 from .shapes import Parity, Split, halves, numel, spatial
 
 
+CONDITION_DOC = ("true: the net also reads the spec's `condition:` (its embedding, or the one-hot label / "
+                 "vector), broadcast over positions and concatenated to the net's input as context channels")
+
+
 def _context_fix(op, a, shape, context) -> str:
     """What would make a coupling's halves meet its q's context: the splits whose parts have the
     context's resolution (e.g. gated_context is column-split: use ``split: columns``)."""
@@ -30,6 +34,19 @@ def _context_fix(op, a, shape, context) -> str:
             "net of the coupling's resolution")
 
 
+def condition_width(a, env) -> int:
+    """Channels a coupling's net reads from the spec's condition (``condition: true``): the
+    embedding's width (or K / D without one), broadcast over the halves' positions and concatenated
+    after any q-network context. A coupling asking for a condition the spec does not declare is
+    refused here, at the coupling."""
+    if not getattr(a, "condition", False):
+        return 0
+    if env.condition is None:
+        raise OpShapeError("`condition: true` asks for the spec's condition, but the spec declares none: add "
+                           "`condition: {classes: K}` (a label) or `condition: {vector: D}` (a context vector)")
+    return env.condition
+
+
 def _parity(a) -> str:
     """A checkerboard's parity; ops without the argument use RealNVP's first mask, i + j even."""
     return getattr(a, "parity", "even")
@@ -45,9 +62,9 @@ class _CouplingBase(Op):
                                "use `split: checkerboard`, or alternate a channel or column split with `swap`")
         x1, x2 = halves(a.split, shape, equal=self.equal_halves)
         h, w = spatial(x1)
-        ctx = 0
+        ctx = condition_width(a, env)
         if env.context is not None:
-            ctx = env.context[0]
+            ctx += env.context[0]
             if len(env.context) == 3 and (env.context[1], env.context[2]) != (h, w):
                 raise OpShapeError(
                     f"context is {env.context[1]}x{env.context[2]} but the coupling's halves are {h}x{w}"
@@ -91,6 +108,7 @@ class _MaskedArgs(OpArgs):
     parity: Parity = Field(default="even", description=(
         "checkerboard only: the squares that stay unchanged and condition the others, even (i + j even) or "
         "odd; alternate them, as RealNVP does, so that every element is transformed"))
+    condition: bool = Field(default=False, description=CONDITION_DOC)
 
 
 def _masked_memory(a, shape, m: MemoryIn, masks: int) -> tuple[int, int, int, bool]:
@@ -226,6 +244,7 @@ class MixtureCoupling(_CouplingBase):
         components: int = Field(default=32, gt=0, description="number K of logistic mixture components")
         logit: Literal["exact", "smooth"] = Field(default="exact", description=(
             "exact: logit(CDF) (Flow++); smooth: logit(0.9 CDF + 0.05) (VFlow)"))
+        condition: bool = Field(default=False, description=CONDITION_DOC)
 
     def out_per_channel(self, a):
         return 2 + 3 * a.components

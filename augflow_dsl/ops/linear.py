@@ -20,6 +20,9 @@ class Conv1x1(Op):
     strict U, log|s|); ``param: full`` stores W itself with slogdet, as the DenseFlow code does
     (conv1x1.py:29-84; the paper says LU, the reference code is followed). ``split: channels``
     or ``columns`` applies one matrix per half, as the Flow++ code does (flows.py:368-420).
+    ``bias: true`` adds a learned per-channel bias, y = W x + b (C more parameters, zero at init), as
+    the Neural Spline Flows code's 1x1 convolution does (bayesiains/nsf nde/transforms/linear.py:40,
+    ``LULinear``'s ``bias``); the log-det is unchanged.
     Cost: C^2 MACs per position; forming W and its determinant, O(C^3), once per batch.
     """
 
@@ -39,6 +42,8 @@ class Conv1x1(Op):
             "orthogonal: a random rotation; identity: W = I"))
         noise: float = Field(default=0.0, description=(
             "standard deviation of noise added to the initial weight (0: none)"))
+        bias: bool = Field(default=False, description=(
+            "true: y = W x + b with a learned per-channel b, zero at init (NSF code's LULinear); C more parameters"))
 
     def _mat(self, a, shape):
         if a.split == "none":
@@ -52,7 +57,7 @@ class Conv1x1(Op):
 
     def params(self, a, shape, env):
         c, n = self._mat(a, shape)
-        return n * c * c
+        return n * c * c + (shape[0] if a.bias else 0)
 
     def macs(self, a, shape, env):
         h, w = spatial(shape)

@@ -11,8 +11,23 @@ from typing import Literal
 from .net_layers import Activation, BatchNorm, Conv, Dropout, Layer, Sequential
 from .net_memory import Act, Kept, Precision, chain
 
-__all__ = ["ResBlock", "DenseLayer", "GatedConv1x1", "DenseBlock", "GatedResNet", "GatedAttention",
+__all__ = ["Residual", "ResBlock", "DenseLayer", "GatedConv1x1", "DenseBlock", "GatedResNet", "GatedAttention",
            "NystromAttention"]
+
+
+@dataclass(frozen=True)
+class Residual(Layer):
+    """A residual connection around a block of layers (He et al. 2016, eq. 1): x + body(x); the
+    body gives as many channels as it reads (the net layer ``residual([...])``)."""
+
+    body: Sequential
+
+    def kept(self, x: Act, p: Precision) -> Kept:
+        """The body's tensors; its output, when it keeps it, is its own (x + body(x) is a new tensor,
+        and the sum keeps nothing)."""
+        k = self.body.kept(x, p)
+        out = Act(x.n, max(x.b, k.out.b), x.cl and k.out.cl)
+        return Kept(out, own=k.own + (k.out.bytes if k.output else 0), input=k.input, fixed=k.fixed)
 
 
 @dataclass(frozen=True)

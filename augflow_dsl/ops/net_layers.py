@@ -80,7 +80,10 @@ class Conv(Leaf):
     ``positions`` output positions. ``init``: default (torch's), zero (the last layer of a
     coupling net, so the coupling starts at the identity) or data (Flow++'s data-dependent
     init, flows.py:26-66, output std ``init_scale``). ``channels_last``: runs on channels-last
-    activations (a 1x1 is one GEMM; a larger kernel keeps its weight channels-last)."""
+    activations (a 1x1 is one GEMM; a larger kernel keeps its weight channels-last). ``edge_bias``
+    (k > 1, stride 1): Glow's edge bias (openai/glow tfops.py add_edge_padding): x is zero-padded and
+    a channel that is 1 on the padded border and 0 inside is appended, so the conv reads c_in + 1
+    channels and can tell the border from data."""
 
     c_in: int
     c_out: int
@@ -91,16 +94,22 @@ class Conv(Leaf):
     init: Init = "default"
     init_scale: float = 1.0
     channels_last: bool = False
+    edge_bias: bool = False
 
     @property
     def padding(self) -> int:
         return (self.kernel - 1) // 2 if self.stride == 1 else 0
 
+    @property
+    def reads(self) -> int:
+        """Input channels of the weight: c_in, and the border channel of an edge-biased conv."""
+        return self.c_in + (1 if self.edge_bias else 0)
+
     def own_params(self) -> int:
-        return self.kernel * self.kernel * self.c_in * self.c_out + (self.c_out if self.bias else 0)
+        return self.kernel * self.kernel * self.reads * self.c_out + (self.c_out if self.bias else 0)
 
     def own_macs(self) -> int:
-        return self.kernel * self.kernel * self.c_in * self.c_out * self.positions
+        return self.kernel * self.kernel * self.reads * self.c_out * self.positions
 
     @property
     def gemm(self) -> bool:
@@ -116,6 +125,8 @@ class Conv(Leaf):
         out = Act(self.c_out * self.positions, p.net if p.autocast else x.b,
                   x.cl or self.gemm or self.channels_last)
         fixed = self.own_params() * p.net if p.autocast else 0
+        if self.edge_bias:  # it keeps the padded input with the border channel (the border's positions not counted)
+            return Kept(out, own=x.n // self.c_in * self.reads * (p.net if p.autocast else x.b), fixed=fixed)
         if p.autocast and x.b > p.net:
             return Kept(out, own=x.n * p.net, fixed=fixed)
         if self.gemm and not x.cl:
@@ -278,8 +289,10 @@ class ZeroConv(Layer):
     logscale: float = 3.0
 
     @classmethod
-    def of(cls, c_in: int, c_out: int, kernel: int, positions: int, logscale: float) -> "ZeroConv":
-        return cls(Conv(c_in, c_out, kernel, positions, init="zero"), Parameter((c_out, 1, 1), 0.0), logscale)
+    def of(cls, c_in: int, c_out: int, kernel: int, positions: int, logscale: float,
+           edge_bias: bool = False) -> "ZeroConv":
+        conv = Conv(c_in, c_out, kernel, positions, init="zero", edge_bias=edge_bias)
+        return cls(conv, Parameter((c_out, 1, 1), 0.0), logscale)
 
     def kept(self, x: Act, p: Precision) -> Kept:
         """The conv's tensors, then its output (the product with exp(logscale * logs) keeps it); the

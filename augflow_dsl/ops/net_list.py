@@ -20,19 +20,21 @@ channel count into one layer description. Semantics:
 * a layer's ``out`` left out (``conv(3)``, ``linear``, ``zero_conv(3)``) is the coupling's
   output width ``io.c_out``; the last layer must give ``io.c_out`` channels, else a located error
   names it and both numbers;
-* image layers (conv, zero_conv, resblock, gated_conv) need image data, vector layers (linear,
+* ``residual([...])`` is x + block(x) around a list of layers; it and the blocks the named nets are
+  made of are defined in :mod:`.net_list_blocks`;
+* image layers (conv, zero_conv and the blocks but ``residual``) need image data, vector layers (linear,
   zero_linear) vector data; the rest take either;
 * the list should end with ``zero_conv`` / ``zero_linear`` so that the coupling starts at the
   identity (nothing enforces it).
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from .net_descriptions import (ActNorm, Activation, BatchNorm, ConcatELU, Conv, Dropout, GatedResNet, Layer,
-                               LayerNorm, Linear, Net, ResBlock, Sequential, WeightNorm, ZeroConv)
+from .net_descriptions import (ActNorm, Activation, BatchNorm, ConcatELU, Conv, Dropout, Layer, LayerNorm, Linear, Net,
+                               Sequential, WeightNorm, ZeroConv)
 from .registry import NetIO, NetOp, OpArgs, OpShapeError, register
 
 IMAGE, VECTOR, ANY = "image", "vector", "any"
@@ -65,12 +67,18 @@ class NetLayerCall:
         return hash(self._key())
 
     def __repr__(self):
-        given = ", ".join(f"{k}: {v}" for k, v in self.args.model_dump().items())
+        given = ", ".join(f"{k}: {_spelled(getattr(self.args, k))}" for k in type(self.args).model_fields)
         return f"{self.name}({given})" if given else self.name
 
     @property
     def definition(self) -> "NetLayerDef":
         return NET_LAYERS[self.name]
+
+
+def _spelled(value: Any) -> str:
+    """An argument as the spec writes it: a block of layers as [a, b, ...]."""
+    return f"[{', '.join(map(repr, value))}]" if isinstance(value, tuple) else repr(value) \
+        if isinstance(value, NetLayerCall) else str(value)
 
 
 class NetLayerDef:
@@ -97,22 +105,32 @@ def net_layer(cls: type[NetLayerDef]) -> type[NetLayerDef]:
 
 
 _OUT = Field(default=None, gt=0, description="output channels; left out: the coupling's (io.c_out)")
+_EDGE = ("Glow's edge bias (openai/glow tfops.py add_edge_padding): the conv also reads a channel that is 1 on the "
+         "zero-padded border, 0 inside (k x k x 1 x out more weights); a 1x1 has no border: no channel")
 
 
 class _ConvArgs(OpArgs):
     kernel: int = Field(default=3, gt=0, description="kernel size (odd: 'same' padding)")
     out: int | None = _OUT
     bias: bool = Field(default=True, description="a bias per output channel")
+    edge_bias: bool = Field(default=False, description=_EDGE)
+    init: Literal["default", "data"] = Field(default="default", description=(
+        "default: torch's; data: Flow++'s data-dependent init (flows.py:26-66: the first training batch's output "
+        "gets zero mean and unit std per channel; needs the bias)"))
 
 
 @net_layer
 class _Conv(NetLayerDef):
     name, data, Args = "conv", IMAGE, _ConvArgs
-    summary = "k x k convolution, 'same' padding, torch's default init"
+    summary = "k x k convolution, 'same' padding, torch's default or Flow++'s data-dependent init"
 
     def describe(self, a, c, io):
+        if a.init == "data" and (not a.bias or a.edge_bias):
+            raise NetLayerError("net layer 'conv': init: data rescales the weight and sets the bias; it needs "
+                                "bias: true and no edge_bias")
         out = a.out or io.c_out
-        return Conv(c, out, a.kernel, io.positions, bias=a.bias), out
+        return Conv(c, out, a.kernel, io.positions, bias=a.bias, init=a.init,
+                    edge_bias=a.edge_bias and a.kernel > 1), out
 
 
 class _ZeroConvArgs(OpArgs):
@@ -121,6 +139,7 @@ class _ZeroConvArgs(OpArgs):
     logscale: float | None = Field(default=None, gt=0, description=(
         "Glow's Conv2dZeros: output times exp(logscale * logs), logs learned per channel from 0; none: a plain "
         "zero-initialised conv (glow_net's last layer)"))
+    edge_bias: bool = Field(default=False, description=_EDGE)
 
 
 @net_layer
@@ -130,9 +149,10 @@ class _ZeroConvDef(NetLayerDef):
 
     def describe(self, a, c, io):
         out, n = a.out or io.c_out, io.positions
+        edge = a.edge_bias and a.kernel > 1
         if a.logscale is None:
-            return Conv(c, out, a.kernel, n, init="zero"), out
-        return ZeroConv.of(c, out, a.kernel, n, a.logscale), out
+            return Conv(c, out, a.kernel, n, init="zero", edge_bias=edge), out
+        return ZeroConv.of(c, out, a.kernel, n, a.logscale, edge), out
 
 
 class _LinearArgs(OpArgs):
@@ -177,8 +197,6 @@ _simple("batchnorm", lambda c, io: BatchNorm(c, image=io.h != 0), "batch norm ov
 _simple("layernorm", lambda c, io: LayerNorm(c, image=io.h != 0), "layer norm over the channels at each position")
 for _kind in ("relu", "elu", "gelu", "tanh"):
     _simple(_kind, lambda c, io, k=_kind: Activation(k), f"{_kind} activation")
-_simple("resblock", lambda c, io: ResBlock.of(c, io.positions),
-        "RealNVP residual block: relu(x + BN(3x3(relu(BN(3x3(x))))))", IMAGE)
 
 
 @net_layer
@@ -201,19 +219,6 @@ class _DropoutDef(NetLayerDef):
 
     def describe(self, a, c, io):
         return Dropout(a.p), c
-
-
-class _GatedArgs(OpArgs):
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="dropout rate inside the block")
-
-
-@net_layer
-class _GatedConv(NetLayerDef):
-    name, data, Args = "gated_conv", IMAGE, _GatedArgs
-    summary = "Flow++ gated residual conv: x + GLU(1x1(concat_elu(3x3(concat_elu(x))))), data-initialised"
-
-    def describe(self, a, c, io):
-        return GatedResNet.of(c, io.positions, 0, nin=True, dropout=a.dropout), c
 
 
 class _WeightNormArgs(OpArgs):
@@ -254,21 +259,33 @@ def _what(io: NetIO) -> str:
     return f"{io.c_in} x {io.h} x {io.w} images" if io.h else f"vectors of {io.c_in} features"
 
 
+def chain_layers(layers: tuple[NetLayerCall, ...], c: int, io: NetIO) -> tuple[tuple[Layer, ...], int]:
+    """The layers' descriptions, one after the other from ``c`` channels, and the channels they give; an
+    error a layer raises without a place is placed at that layer."""
+    out = []
+    for call in layers:
+        _check(call, io)
+        try:
+            layer, c = call.definition.describe(call.args, c, io)
+        except NetLayerError as e:
+            if e.loc is None:
+                e.loc = call.loc
+            raise
+        out.append(layer)
+    return tuple(out), c
+
+
 def fold(layers: tuple[NetLayerCall, ...], io: NetIO) -> Sequential:
     """The layer list as one Sequential reading cat(x, context), checked against ``io``."""
     if not layers:
         raise NetLayerError("a net written as layers needs at least one layer")
-    c, out = io.c_in + io.context, []
-    for call in layers:
-        _check(call, io)
-        layer, c = call.definition.describe(call.args, c, io)
-        out.append(layer)
+    out, c = chain_layers(layers, io.c_in + io.context, io)
     if c != io.c_out:
         last = layers[-1]
         where = f" (line {last.loc.line})" if last.loc is not None else ""
         raise NetLayerError(f"the net's last layer '{last.name}'{where} gives {c} channels, but the coupling needs "
                             f"{io.c_out}; leave its 'out' out to take the coupling's", last.loc)
-    return Sequential(tuple(out))
+    return Sequential(out)
 
 
 @register
@@ -279,7 +296,9 @@ class Layers(NetOp):
     layers (the table at the end of this reference) are their own namespace: ``actnorm`` in the list
     is Glow's data-initialised actnorm inside the net, not the flow op. A layer's ``out`` left out is
     the coupling's width, which the last layer must give (a located error names it and both
-    numbers); image layers need images, vector layers vectors; ``n * [...]`` repeats layers. End
+    numbers); image layers need images, vector layers vectors; ``n * [...]`` repeats layers;
+    ``residual([...])`` adds a block's input to its output, and the blocks the named nets are made
+    of (resblock, gated_conv, attention, nystrom_attention, dense_block, gated_conv1x1) are layers. End
     with ``zero_conv`` / ``zero_linear`` so that the coupling starts at the identity. Parameters,
     MACs, memory and the torch module derive from the one description the list folds into."""
 
@@ -300,4 +319,5 @@ class Layers(NetOp):
         return Net((("net", fold(a.list, io)),))
 
 
-__all__ = ["NET_LAYERS", "NetLayerCall", "NetLayerDef", "NetLayerError", "Layers", "fold", "net_layer"]
+__all__ = ["NET_LAYERS", "IMAGE", "VECTOR", "ANY", "NetLayerCall", "NetLayerDef", "NetLayerError", "Layers",
+           "chain_layers", "fold", "net_layer"]

@@ -166,6 +166,8 @@ class OpEnv:
 
     context: Shape | None = None  # shape of the q-network's context, when inside one; what a cross-unit g reads
     bits: int | None = None  # the bit depth of the integer data a dequantizer reads
+    condition: int | None = None  # channels of the condition a conditioned net reads (None: the spec declares none)
+    condition_in: int | None = None  # features of the raw condition (one-hot K, or vector D) a conditional prior reads
 
 
 class Op:
@@ -202,6 +204,11 @@ class Op:
     def nets(self, a, shape: Shape, env: OpEnv) -> dict[str, tuple[OpCall, NetIO]]:
         """Conditioner nets this op owns, by slot name, with what each must compute."""
         return {}
+
+    def reads_condition(self, a) -> bool:
+        """Whether the op (its nets, or the density itself) reads the spec's ``condition:``; the graph
+        draws an edge from the condition node to what reads it. Default: a ``condition: true`` argument."""
+        return bool(getattr(a, "condition", False))
 
     def reads(self, a, shape: Shape) -> Region:
         """The region of its input the op's conditioner nets read (default: all of it)."""

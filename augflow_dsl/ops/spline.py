@@ -28,6 +28,14 @@ class RQSplineCoupling(_CouplingBase):
     ``tails="linear"``. The inverse is the closed-form root of the quadratic (App. A), in the
     numerically stable form 2c / (-b - sqrt(b^2 - 4ac)).
 
+    Two arguments reproduce the Neural Spline Flows image code (bayesiains/nsf
+    nde/transforms/coupling.py:439-473), a reparameterisation with the same parameter count:
+    ``temperature`` T divides the unnormalised widths and heights before the softmax (that code
+    divides by the square root of its ResNet's hidden channels), and ``shift_derivatives: false``
+    drops the shift c, d = min_derivative + softplus(u_d), as that code and nflows' coupling feed the
+    net's output straight to the spline (a zero output then gives interior derivatives
+    min_derivative + log 2, not 1, so the coupling does not start at the identity).
+
     Defaults: 8 bins; bound 3, about 3 standard deviations of actnorm-normalised data (nflows'
     functions default to a tail bound of 1, its coupling to 10 bins); min_width, min_height and
     min_derivative 1e-3 (nflows' DEFAULT_MIN_BIN_WIDTH, _HEIGHT, _DERIVATIVE). Parameters and
@@ -52,6 +60,12 @@ class RQSplineCoupling(_CouplingBase):
         min_width: float = Field(default=1e-3, gt=0, description="smallest bin width, as a fraction of 2 bound")
         min_height: float = Field(default=1e-3, gt=0, description="smallest bin height, as a fraction of 2 bound")
         min_derivative: float = Field(default=1e-3, gt=0, lt=1, description="smallest derivative at an interior knot")
+        temperature: float = Field(default=1.0, gt=0, description=(
+            "the net's unnormalised widths and heights are divided by it before the softmax (NSF's image code: "
+            "the square root of its net's hidden channels)"))
+        shift_derivatives: bool = Field(default=True, description=(
+            "true: d = min_derivative + softplus(u + c), a zero net output gives d = 1 (the identity); false: "
+            "d = min_derivative + softplus(u), as NSF's and nflows' couplings feed the net's output"))
 
         @model_validator(mode="after")
         def _fits(self):
@@ -76,7 +90,8 @@ class RQSplineCoupling(_CouplingBase):
         ``saved_tensors_hooks``, tests/test_spline.py): the three knot / derivative tensors the gathers
         read (3 (K + 1)), the softmaxes' outputs (2K), the softplus input (K - 1) and 19 values of the
         spline's formula and its ``where``s -- 6K + 21 in all -- plus the int64 bin index and the bool
-        inside-the-bound mask. x itself is kept only when the net keeps its view x1. A checkerboard
+        inside-the-bound mask. With ``shift_derivatives: false`` the softplus reads a view of the net's
+        output, which the net counts: K - 1 fewer. x itself is kept only when the net keeps its view x1. A checkerboard
         runs the spline on every element and, as affine_coupling, keeps x * mask (when the net keeps its
         input), the mask and 1 - mask."""
         b, n, k = m.precision.flow, numel(shape), a.bins
@@ -88,5 +103,5 @@ class RQSplineCoupling(_CouplingBase):
             reads_x = False
         else:
             e2, own = numel(halves(a.split, shape)[1]), 0
-        own += e2 * ((6 * k + 21) * b + 8 + 1)
+        own += e2 * ((6 * k + 21 - (0 if a.shift_derivatives else k - 1)) * b + 8 + 1)
         return Kept(Act(n, b), own=own, input=reads_x, fixed=fixed)

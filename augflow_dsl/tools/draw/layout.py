@@ -38,8 +38,22 @@ def _nets(g, nodes: list[str]) -> str:
         for kid in g.predecessors(n):
             d = S.node(g, kid)
             if d.role == S.CONDITIONER and d.owner == n:
-                seen.setdefault(f"{d.slot or 'net'}: {d.op}")
+                reads_y = S.LABEL in g and g.has_edge(S.LABEL, kid)
+                seen.setdefault(f"{d.slot or 'net'}: {d.op}" + (" (+ y)" if reads_y else ""))
     return ", ".join(seen)
+
+
+def _condition_side(spec, g) -> Side:
+    """The condition y beside the data box: what it is, its embedding, and what reads it."""
+    c, d = spec.condition, S.node(g, S.LABEL)
+    readers = [S.node(g, v) for v, _ in S.out_edges(g, S.LABEL)]
+    nets = sum(1 for r in readers if r.is_net)
+    dens = [r.op for r in readers if not r.is_net]
+    kind = f"a label, {c.classes} classes" if c.classes is not None else f"a context vector of {c.vector}"
+    lines = [kind, (f"embedding \u2192 {c.embed} ({d.params:,} params)" if c.embed else
+                    f"no embedding: nets read the {'one-hot label' if c.classes else 'vector'}"),
+             f"read by {nets} coupling net{'s' if nets != 1 else ''}" + (f", {', '.join(dens)}" if dens else "")]
+    return Side(kind="condition", title="condition y", lines=lines, arrow="y", into_main=True)
 
 
 def _qside(g, chain: str, sample_shape) -> Side:
@@ -189,7 +203,8 @@ def layout(spec, g, report) -> Picture:
     data_lines = [f"{math.prod(shape):,} dims" + (f", {bits}-bit integers" if bits else ", continuous")]
     if getattr(spec.data, "dataset", None):
         data_lines.append(f"dataset: {spec.data.dataset}")
-    boxes = [Box(kind="data", title=f"data x  {shape_text(shape)}", lines=data_lines, shape_after=tensor(shape))]
+    boxes = [Box(kind="data", title=f"data x  {shape_text(shape)}", lines=data_lines, shape_after=tensor(shape),
+                 sides=[_condition_side(spec, g)] if spec.condition is not None else [])]
     boxes += [_unit_box(g, u) for u in pre]
     i = 0
     run: list[tuple[int, _Unit]] = []
@@ -220,7 +235,8 @@ def layout(spec, g, report) -> Picture:
     boxes += [_unit_box(g, u) for u in post]
     boxes[-1].shape_after = ""
     p, d = report.parameters, report.dims
-    footer = [f"parameters {p.total:,} = flow {p.flow:,} + q {p.q:,} + dequantizer {p.dequantizer:,}",
+    footer = [f"parameters {p.total:,} = flow {p.flow:,} + q {p.q:,} + dequantizer {p.dequantizer:,}"
+              + (f" + condition {p.condition:,}" if spec.condition is not None else ""),
               f"MACs per example {num(report.macs)} ({report.macs:,})",
               f"dims: data {d.data:,} + augmented {d.augmented:,} = {d.data + d.augmented:,}"
               f" = scored by priors {d.prior:,}"]

@@ -18,10 +18,12 @@ STYLE = {  # kind -> (fill, edge)
     "data": ("#f0f0f0", "#555555"), "dequantizer": ("#ece4f7", "#6a4c93"), "augment": ("#dff3e4", "#2d7a46"),
     "flow": ("#e3eefb", "#2f5f98"), "reshape": ("#f4f4f4", "#777777"), "grid": ("#e3eefb", "#2f5f98"),
     "drop": ("#fde9d9", "#c0622b"), "prior": ("#f6eedd", "#8a6d3b"), "q": ("#fff6d5", "#a88400"),
+    "condition": ("#fde8f1", "#a0346b"),
     "cell": ("#ffffff", "#2f5f98"), "footer": ("#ffffff", "#555555"),
 }
 LEGEND = (("dequantizer", "dequantizer"), ("augment", "augment point"), ("flow", "flow steps"),
-          ("drop", "drop (factor-out)"), ("prior", "prior"), ("q", "q-network"))
+          ("drop", "drop (factor-out)"), ("prior", "prior"), ("q", "q-network"),
+          ("condition", "condition y"))
 BADGE = {"augment": "#2d7a46", "drop": "#c0622b", "grid": "#2d7a46", "cell": "#2d7a46"}
 
 MARGIN, W_MAIN, GAP, W_SIDE = 0.3, 6.2, 0.95, 3.4

@@ -77,6 +77,9 @@ def export_onnx(model, path: str | Path, what: str = "log_prob", batch: int = 2,
 
     if what not in WHAT:
         raise ExportError(f"what must be one of {', '.join(WHAT)}; got {what!r}")
+    if getattr(model, "conditional", False):
+        raise ExportError(f"'{model.name}' is conditional (its spec declares `condition:`); the ONNX export takes no "
+                          "y input yet: export an unconditional spec, or use the torch model")
     from ...layers.mixture import EXPORT_ITERATIONS
     model = model.eval()
     iters = EXPORT_ITERATIONS if newton_iterations is None else newton_iterations

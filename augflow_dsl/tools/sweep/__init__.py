@@ -37,6 +37,9 @@ Design:
 * **Signals.** SIGINT / SIGTERM during training: the runtime writes the point's checkpoint and
   returns; during an evaluation: the evaluation is dropped (it is redone on resume). The sweep
   then writes its results so far, says how to continue, and exits 0, as ``train`` does.
+* **Scheduled jobs** (``--launcher submitit|submitit-local``, :mod:`.scheduled`): each point a job
+  through submitit (one job array), its state learnt from its run folder and the scheduler on each
+  rerun (resubmitted when it failed or was preempted, skipped when done); ``sweep --status``.
 * **Exit codes**: 0 every valid point done (or stopped by a signal), 1 no valid point, a point
   that failed (non-finite steps), a bad spec, data set or sweep folder, 2 usage.
 * ``--json`` prints one object (:class:`SweepResult`) on standard output; progress lines go to

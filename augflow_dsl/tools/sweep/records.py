@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 FORMAT = "augflow-dsl-sweep"
 
-Status = Literal["done", "invalid", "pending", "failed"]
+Status = Literal["done", "invalid", "pending", "failed", "queued", "running", "interrupted"]  # the last 3: jobs
 
 
 # ---------------------------------------------------------------------------------- JSON boundary
@@ -71,7 +71,7 @@ class SweepResult(BaseModel):
 # the train flags that define a sweep's results (refused if changed), and those that may change on a rerun
 IDENTITY_FLAGS = ("steps", "epochs", "batch", "seed", "precision")
 OPTION_FLAGS = ("device", "data_root", "download", "compile", "checkpoint_every", "log_every", "eval_every",
-                "eval_images", "workers", "threads")
+                "eval_images", "workers", "threads", "tensorboard")
 
 
 class SweepUsageError(Exception):

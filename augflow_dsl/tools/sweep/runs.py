@@ -187,6 +187,7 @@ def evaluate_run(run: Path, samples: int, cfg: SweepConfig, err=None, show: bool
     """Test-split bits/dim of a run folder, as ``augflow-dsl eval RUN --samples S`` computes it with
     its defaults (checkpoints/last.pt, EMA weights when kept, batch 64, seed 0)."""
     from ...compiler.model_file import load_model
+    from ...language.datasets import spec_condition
     from ...runtime.data import open_dataset
     from ...runtime.scoring import evaluate
 
@@ -194,9 +195,10 @@ def evaluate_run(run: Path, samples: int, cfg: SweepConfig, err=None, show: bool
     model, spec, meta = load_model(run, ema=True, map_location="cpu")
     model = model.to(device)
     seed = int((meta.get("train") or {}).get("seed", 0))
-    source = open_dataset(spec.data, cfg.options.get("data_root"), bool(cfg.options.get("download")), seed)
+    source = open_dataset(spec.data, cfg.options.get("data_root"), bool(cfg.options.get("download")), seed,
+                          **spec_condition(spec))
     if err is None:
-        from rich.console import Console
+        from ...errors import SafeConsole as Console
         err = Console(stderr=True)
         show = False
     progress = _progress(err, show)
