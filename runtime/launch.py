@@ -11,7 +11,7 @@ from typing import Any
 # the options a resumed run may change; the others (batch, precision, seed, ...) stay the run's
 RESUME_MAY_CHANGE = frozenset({"steps", "epochs", "device", "data_root", "download", "checkpoint_every",
                                "log_every", "eval_every", "eval_images", "max_bad_steps", "workers", "compile",
-                               "tensorboard"})
+                               "tensorboard", "threads", "diverge_factor"})
 
 
 class NotARunFolder(Exception):
@@ -36,6 +36,7 @@ class TrainSetup:
     train_over: dict
     opts: Any  # TrainOptions
     analysis: Any = None
+    changes: dict | None = None  # a resume's command-line changes: {"train": {...}, "options": {...}}
 
 
 def _options(values: dict):
@@ -69,23 +70,47 @@ def new_run(spec_path: str | Path, variables: dict, train_over: dict, options: d
     return TrainSetup(spec, variables, train_over, _options({"run": str(run), **options}), a)
 
 
-def resume_run(run: str | Path, options: dict) -> TrainSetup:
-    """The run in folder ``run`` with its own spec, overrides and options, ``options`` (only
-    :data:`RESUME_MAY_CHANGE` ones) replacing the saved ones. Raises :class:`NotARunFolder`."""
+def resume_run(run: str | Path, options: dict, train_changes: dict | None = None) -> TrainSetup:
+    """The run in folder ``run`` with its own spec, overrides and options, then the changes its
+    config.json records (runtime.resume_checks), then ``options`` (only :data:`RESUME_MAY_CHANGE`
+    ones) and ``train_changes`` (``--set train.KEY``, only resume_checks.RESUME_TRAIN_KEYS). The
+    Trainer records the new ones in config.json once the checkpoint is loaded. Raises
+    :class:`NotARunFolder`, TrainError for a train key a resume may not change."""
+    from .resume_checks import LENGTH_OPTIONS, RESUME_TRAIN_KEYS
+    from .run_folder import TrainError
     from ..language.load import loads
+    from .run_folder import read_config
     from .train import TrainOptions
 
     run = Path(run)
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
         raise NotARunFolder(f"{run} is not a run folder (no config.json)")
-    cfg = json.loads(cfg_path.read_text())
+    cfg = read_config(cfg_path)  # every field checked: TrainError names the field (issue 24)
     spec = loads(cfg["spec_text"], cfg.get("spec_file", str(run)), cfg.get("overrides") or {})
-    variables, train_over = cfg.get("overrides") or {}, cfg.get("train_overrides") or {}
-    values = {**cfg.get("options", {}), **options, "run": str(run)}
+    variables, train_over = cfg.get("overrides") or {}, dict(cfg.get("train_overrides") or {})
+    values = dict(cfg.get("options", {}))
+    for change in cfg.get("changes") or []:  # recorded by earlier resumes, in order
+        train_over.update(change.get("train") or {})
+        recorded = {k: v for k, v in (change.get("options") or {}).items() if k in LENGTH_OPTIONS}
+        values.update({**({k: None for k in LENGTH_OPTIONS} if recorded else {}), **recorded})
+    refused = sorted(set(train_changes or {}) - RESUME_TRAIN_KEYS)
+    if refused:
+        raise TrainError("--resume may change only " + ", ".join(f"train.{k}" for k in sorted(RESUME_TRAIN_KEYS))
+                         + "; not " + ", ".join(f"train.{k}" for k in refused))
+    train_changes = dict(train_changes or {})
+    if "steps" in train_changes:  # --set train.steps=N on a resume is --steps N
+        options = {**options, "steps": train_changes.pop("steps")}
+    train_over.update(train_changes)
+    length = {k: options[k] for k in LENGTH_OPTIONS if options.get(k) is not None}
+    if length:  # --steps replaces --epochs and back
+        values.update({k: None for k in LENGTH_OPTIONS})
+    values = {**values, **options, "run": str(run)}
     spec = locate_data(spec, values.get("data"))
+    changes = {"train": train_changes, "options": length}
     return TrainSetup(spec, variables, train_over,
-                      _options({k: v for k, v in values.items() if k in TrainOptions.__dataclass_fields__}))
+                      _options({k: v for k, v in values.items() if k in TrainOptions.__dataclass_fields__}),
+                      changes=changes if any(changes.values()) else None)
 
 
 def locate_data(spec, path: str | None):

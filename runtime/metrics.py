@@ -5,12 +5,34 @@ Training rows: ``step`` (updates done), ``epoch``, ``loss`` (nats per example), 
 ``grad_norm``, ``images_per_s``, ``time`` (seconds since the run started, summed over resumes).
 Evaluation rows: ``step``, ``split``, ``bpd``, ``samples`` (1 = the one-sample ELBO, S > 1 = importance
 weighting), ``images``, ``weights`` ("ema" when the run keeps an EMA, else "raw"; curves.png says which).
+
+Each row is one JSON object on one line, appended in one write and ended by a newline, so a write
+cut by a crash or a full disk leaves at most the last line torn: it does not parse as a JSON object
+(or lacks its newline). Resuming drops such a line with a warning (:meth:`MetricsLog.truncate_after`);
+a damaged line anywhere else is refused by line number. A write that fails (full disk, quota)
+stops the run cleanly (runtime.run_folder.WriteFailed), never with a raw OSError.
 """
 from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
+
+from .run_folder import TrainError, write_failed
+
+
+def _parse(line: str) -> dict | None:
+    """The row on ``line``, or None when it is not a JSON object (a torn or damaged line)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
 
 
 class MetricsLog:
@@ -24,19 +46,41 @@ class MetricsLog:
         self.enabled = enabled
         self.tensorboard = tensorboard if enabled else None
 
-    def truncate_after(self, step: int) -> None:
+    def truncate_after(self, step: int, say=_warn) -> None:
+        """Keep the rows up to ``step`` (rewritten atomically); a torn last line (a write cut by a
+        crash or a full disk) is dropped, and ``say`` warns of it; a damaged line before the last
+        is refused (TrainError naming the line)."""
         if not self.enabled or not self.path.exists():
             return
-        keep = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in keep))
+        lines = [(i, line) for i, line in enumerate(self.path.read_text(errors="replace").splitlines(), 1)
+                 if line.strip()]
+        keep = []
+        for n, (i, line) in enumerate(lines):
+            row = _parse(line)
+            if row is None and n == len(lines) - 1:
+                say(f"{self.path}: line {i} is torn (a write cut short, e.g. by a full disk); dropped it")
+            elif row is None:
+                raise TrainError(f"{self.path}: line {i} is not a JSON object (damaged): {line[:80]!r}; "
+                                 f"remove or repair it, then resume")
+            elif not isinstance(row.get("step", 0), (int, float)) or row.get("step", 0) <= step:
+                keep.append(line)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text("".join(line + "\n" for line in keep))
+            tmp.replace(self.path)
+        except OSError as e:
+            raise write_failed(self.path, e, self.path.parent) from None
 
     def write(self, row: dict) -> None:
+        """Append ``row`` as one line; an OSError (a full disk) becomes WriteFailed."""
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(row, allow_nan=True) + "\n")
-            f.flush()
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row, allow_nan=True) + "\n")
+                f.flush()
+        except OSError as e:
+            raise write_failed(self.path, e, self.path.parent) from None
         if self.tensorboard is not None:
             self.tensorboard.row(row)
 
@@ -55,10 +99,12 @@ class MetricsLog:
 
 
 def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a metrics.jsonl; lines that are not JSON objects (a torn last line) are left out."""
     p = Path(path)
     if not p.exists():
         return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    rows = (_parse(line) for line in p.read_text(errors="replace").splitlines() if line.strip())
+    return [r for r in rows if r is not None]
 
 
 def plot_curves(rows: list[dict], out: str | Path, title: str = "") -> None:

@@ -10,19 +10,97 @@ block, the result a run returns, and the files a run keeps (``runs/<spec>/<UTC t
     samples/step-N.png  sample grids at each evaluation
     tb/                 TensorBoard events: metrics rows, sample grids, spec text (runtime.tensorboard)
     curves.png          train and test bits/dim against step
+    .lock               the pid and host of the process training in the folder (runtime.run_lock)
+
+What is read back is validated before use (issue 24): config.json (:func:`read_config`) and the
+options (:class:`TrainOptions`) field by field, a checkpoint to resume (:func:`check_resume`), and
+a write that fails (a full disk, a quota, a lost permission) stops the run cleanly, naming the path,
+the free space and the last good checkpoint (:class:`WriteFailed`).
 """
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Literal, Optional
 
-from ..compiler.model_file import versions
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveInt, ValidationError
+
+from ..compiler.model_file import ModelFileError, versions
+from .run_lock import RunLock
 
 
 class TrainError(Exception):
     """A run that cannot start or continue for a reason the user can fix (message says how)."""
+
+
+class WriteFailed(TrainError):
+    """A checkpoint or metrics write that failed (full disk, quota, permission): a clean stop."""
+
+
+def write_failed(path: str | Path, err: OSError, run: str | Path) -> WriteFailed:
+    """The clean stop for an OSError writing ``path`` in run folder ``run``: what failed, the free
+    space on that disk, and the last good checkpoint (kept: checkpoints are written atomically)."""
+    path = Path(path)
+    where = next((d for d in (path.parent, *path.parents) if d.exists()), Path("."))
+    try:
+        free = f"{shutil.disk_usage(where).free / 2**20:.1f} MiB free on its disk"
+    except OSError:
+        free = "free space unknown"
+    why = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}.get(
+        err.errno, err.strerror or str(err))
+    last = Path(run) / "checkpoints" / "last.pt"
+    kept = (f"the last good checkpoint {last} is kept; free some space, then resume with "
+            f"'augflow-dsl train --resume {run}'" if last.exists() else "no checkpoint had been written yet")
+    return WriteFailed(f"cannot write {path}: {why} ({free}); training stopped: {kept}")
+
+
+_DEVICE = r"^(cpu|mps|cuda(:[0-9]+)?)$"
+
+
+class _Options(BaseModel):
+    """The checks on :class:`TrainOptions` (and config.json's ``options``), field by field."""
+    model_config = ConfigDict(extra="ignore")
+    run: Optional[str] = None
+    steps: Optional[PositiveInt] = None
+    epochs: Optional[PositiveInt] = None
+    batch: Optional[PositiveInt] = None
+    device: Optional[str] = Field(None, pattern=_DEVICE)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    data_root: Optional[str] = None
+    data: Optional[str] = None
+    download: bool = False
+    seed: Optional[int] = None
+    checkpoint_every: PositiveInt = 1000
+    log_every: PositiveInt = 50
+    eval_every: Optional[PositiveInt] = None
+    eval_images: PositiveInt = 1000
+    final_eval: bool = True
+    sample_n: NonNegativeInt = 64
+    max_bad_steps: PositiveInt = 20
+    workers: NonNegativeInt = 0
+    force: bool = False
+    progress: bool = True
+    tensorboard: bool = True
+    threads: Optional[PositiveInt] = None
+    diverge_factor: float = Field(1.0, gt=0)
+
+
+def _field_errors(e: ValidationError, prefix: str = "") -> str:
+    """'field' = value: reason; ... (the first three of a pydantic error)."""
+    out = []
+    for err in e.errors()[:3]:
+        name = prefix + ".".join(str(x) for x in err["loc"])
+        value = f" = {err['input']!r}" if "input" in err and not isinstance(err["input"], dict) else ""
+        msg = "should be cpu, cuda, cuda:N or mps" if _DEVICE in err["msg"] else err["msg"]
+        out.append(f"'{name}'{value}: {msg}")
+    return "; ".join(out)
 
 
 @dataclass
@@ -51,6 +129,18 @@ class TrainOptions:
     force: bool = False
     progress: bool = True
     tensorboard: bool = True           # event files in RUN/tb/ (runtime.tensorboard)
+    threads: int | None = None         # torch threads; recorded in config.json, set again on resume
+    diverge_factor: float = 1.0        # the divergence rule's factor (runtime.divergence)
+
+    def __post_init__(self) -> None:
+        """Check every field (TrainError names the first bad ones), e.g. ``checkpoint_every: 0``,
+        ``log_every: "abc"``, ``device: "tpu:9"``; values such as "5" become 5."""
+        try:
+            good = _Options.model_validate(asdict(self))
+        except ValidationError as e:
+            raise TrainError(f"option {_field_errors(e)}") from None
+        for k, v in good.model_dump().items():
+            setattr(self, k, v)
 
 
 @dataclass
@@ -76,6 +166,7 @@ class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.created: list[Path] = []  # the folders prepare() made, deepest first
+        self.lock = RunLock(self.path, TrainError)
 
     @property
     def last(self) -> Path:
@@ -92,20 +183,69 @@ class RunFolder:
     def samples(self, step: int) -> Path:
         return self.path / "samples" / f"step-{step}.png"
 
-    def prepare(self) -> None:
-        """Create the folder and check it is writable (TrainError says why not)."""
+    def prepare(self) -> str | None:
+        """Create the folder, check that it and checkpoints/ can be written (a probe file created
+        and removed in each, so an unwritable checkpoints/ is refused before the first step, not
+        after the steps have run), and take the run's lock (runtime.run_lock) until
+        :meth:`release`. TrainError says what is wrong; returns a note when a stale lock was
+        replaced."""
         self.created = [d for d in (self.path / "checkpoints", self.path / "samples", self.path, *self.path.parents)
                         if not d.exists()]
         try:
             (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
             (self.path / "samples").mkdir(exist_ok=True)
-            probe = self.path / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
         except OSError as e:
             raise TrainError(f"cannot write the run folder {self.path}: {e.strerror or e}") from None
-        self._remove_stale_partials()
-        self._refuse_lost_last()
+        for where in (self.path, self.path / "checkpoints"):
+            probe = where / f".write-test.{os.getpid()}"
+            try:
+                os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                os.unlink(probe)
+            except OSError as e:
+                what = "the run folder" if where == self.path else "the checkpoint folder"
+                raise TrainError(f"cannot write {what} {where}: {e.strerror or e}; nothing was trained") from None
+        note = self.lock.acquire()
+        try:
+            self._remove_stale_partials()
+            self._refuse_lost_last()
+        except BaseException:
+            self.release()
+            raise
+        return note
+
+    def prepare_ranks(self, world, say=None) -> None:
+        """:meth:`prepare` on rank 0, every rank told whether it worked (one collective), so that
+        a refused rank 0 (a locked or unwritable folder) never leaves the other ranks waiting in a
+        later collective; ``say`` prints a replaced stale lock's note."""
+        from . import distributed as D
+
+        failed: BaseException | None = None
+        if world.main:
+            try:
+                note = self.prepare()
+                if note and say is not None:
+                    say(f"{self.path}: {note}")
+            except Exception as e:  # noqa: BLE001 - re-raised below, after the other ranks know
+                failed = e
+        if D.any_rank(failed is not None, world):
+            if failed is not None:
+                raise failed
+            raise TrainError(f"rank 0 could not prepare the run folder {self.path} (its message says why)")
+
+    def release(self) -> None:
+        """Drop the run's lock (no-op when not held)."""
+        self.lock.release()
+
+    def save_checkpoint(self, state: dict, also_best: bool = False) -> None:
+        """last.pt (and best.pt) from ``state`` (compiler.model_file.save_trained, atomic); an
+        OSError (full disk, quota, permission) becomes :class:`WriteFailed`."""
+        from ..compiler.model_file import save_trained
+
+        for path in (self.last, self.best) if also_best else (self.last,):
+            try:
+                save_trained(path, state)
+            except OSError as e:
+                raise write_failed(path, e, self.path) from None
 
     def _refuse_lost_last(self) -> None:
         """A folder whose best.pt is here but last.pt is gone would silently restart at step 0,
@@ -128,6 +268,7 @@ class RunFolder:
     def discard_if_unused(self) -> None:
         """Remove the folders prepare() made while they hold no file (a run refused before it wrote
         anything leaves nothing behind); a folder with any file in it stays."""
+        self.release()
         for d in self.created:
             try:
                 d.rmdir()  # only an empty folder goes
@@ -146,8 +287,101 @@ class RunFolder:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         tmp = self.path / "config.json.tmp"
-        tmp.write_text(json.dumps(cfg, indent=2, default=str))
-        tmp.replace(self.path / "config.json")
+        try:
+            tmp.write_text(json.dumps(cfg, indent=2, default=str))
+            tmp.replace(self.path / "config.json")
+        except OSError as e:
+            raise write_failed(self.path / "config.json", e, self.path) from None
 
 
-__all__ = ["RunFolder", "RunResult", "TrainError", "TrainOptions", "versions"]
+# ----------------------------------------------------------------------------- what is read back
+class _Config(BaseModel):
+    """config.json, as :meth:`RunFolder.write_config` writes it (what resuming reads)."""
+    model_config = ConfigDict(extra="allow")
+    spec_text: str
+    spec_file: Optional[str] = None
+    overrides: dict[str, Any] = {}
+    train_overrides: dict[str, Any] = {}
+    options: _Options = _Options()
+    world_size: PositiveInt = 1
+    seed: Optional[int] = None
+    changes: list[dict[str, Any]] = []  # what later resumes changed, in order (runtime.launch)
+
+
+def read_config(path: str | Path) -> dict:
+    """config.json at ``path``, every field checked (TrainError names the file and the field): the
+    JSON object as written, with ``options`` holding only known, valid options."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as e:
+        raise TrainError(f"{path}: cannot read: {e.strerror or e}") from None
+    except ValueError as e:
+        raise TrainError(f"{path}: not valid JSON ({e}); the run's config is damaged") from None
+    if not isinstance(raw, dict):
+        raise TrainError(f"{path}: holds a {type(raw).__name__}, not a JSON object; the run's config is damaged")
+    try:
+        _Config.model_validate(raw)
+    except ValidationError as e:
+        raise TrainError(f"{path}: {_field_errors(e)}") from None
+    given = raw.get("options") or {}
+    return {**raw, "options": {k: v for k, v in given.items() if k in TrainOptions.__dataclass_fields__}}
+
+
+class _OptimizerState(BaseModel):
+    state: dict
+    param_groups: list[dict] = Field(min_length=1)
+
+
+class _ResumeState(BaseModel):
+    """The fields of a "trained" checkpoint that resuming reads (compiler.model_file)."""
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+    model: dict
+    ema: Optional[dict] = None
+    optimizer: _OptimizerState
+    rng: list = Field(min_length=1)
+    step: NonNegativeInt
+    epoch: NonNegativeInt
+    position: NonNegativeInt
+    world_size: PositiveInt = 1
+    best_bpd: Optional[float] = None
+    elapsed: NonNegativeFloat = 0.0
+    train: Optional[dict] = None
+
+
+def check_resume(ckpt: dict | None, path: str | Path, steps_per_epoch: int, spec_hash: str | None = None) -> None:
+    """Refuse a checkpoint that cannot be resumed, naming the file and the field
+    (ModelFileError): a missing or ill-typed field (``optimizer``, ``rng``, ``step`` < 0, ...), a
+    ``position`` at or beyond the epoch's ``steps_per_epoch`` batches (it would never reach the
+    epoch's end), one RNG state per rank missing, or non-finite model or EMA weights (every step
+    would be skipped). None, or a checkpoint of another spec (``--force``), passes."""
+    import torch
+
+    if ckpt is None or (spec_hash is not None and ckpt.get("spec_hash") != spec_hash):
+        return
+    try:
+        st = _ResumeState.model_validate(ckpt)
+    except ValidationError as e:
+        raise ModelFileError(f"{path}: damaged checkpoint: {_field_errors(e)}") from None
+    if st.position >= steps_per_epoch:
+        raise ModelFileError(f"{path}: damaged checkpoint: 'position' = {st.position} is beyond the epoch's "
+                             f"{steps_per_epoch} batches")
+    if len(st.rng) != st.world_size:
+        raise ModelFileError(f"{path}: damaged checkpoint: 'rng' holds {len(st.rng)} generator states for "
+                             f"world size {st.world_size}")
+    if st.best_bpd is not None and math.isnan(st.best_bpd):
+        raise ModelFileError(f"{path}: damaged checkpoint: 'best_bpd' is NaN")
+    for part, state in (("model", st.model), ("ema", st.ema or {})):
+        for k, v in state.items():
+            if not isinstance(v, torch.Tensor):
+                if part == "model":
+                    raise ModelFileError(f"{path}: damaged checkpoint: '{part}.{k}' is not a tensor")
+                continue
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise ModelFileError(f"{path}: the checkpoint's {part} weights are not finite ('{k}' holds NaN "
+                                     f"or inf): every step would be skipped. Resume from a good checkpoint "
+                                     f"(copy checkpoints/best.pt to checkpoints/last.pt) or start a new --run")
+
+
+__all__ = ["RunFolder", "RunResult", "TrainError", "TrainOptions", "WriteFailed", "check_resume", "read_config",
+           "versions", "write_failed"]

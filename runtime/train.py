@@ -14,7 +14,14 @@ their own seed, so how often a run evaluates never shifts the training noise.
 A step whose loss or gradient norm is not finite is reported and skipped: its update is never
 applied (no optimizer step, no EMA update). ``max_bad_steps`` skipped steps in a row stop the run,
 naming the last good checkpoint; a checkpoint is written only from a model whose parameters are
-all finite, so a bad state never replaces a good one.
+all finite, so a bad state never replaces a good one. Divergence through finite values counts as
+bad too (runtime.divergence: a loss above its running median by the rule there is a skipped step,
+and weights whose loss on the step's batch breaks the rule are never checkpointed: the run stops).
+
+A resume checks the run's train settings against the checkpoint's and records the command-line
+changes it may make (lr, clip, warmup, steps) in config.json (runtime.resume_checks); it sets the
+run's recorded torch thread count, and the checkpoint holds the logging window's running sums and
+the divergence window, so the log after a resume is the same, bit for bit.
 """
 from __future__ import annotations
 
@@ -28,13 +35,15 @@ import torch
 
 from . import batches
 from . import distributed as D
-from ..compiler.model_file import ModelFileError, load_state, read_model_file, save_trained, spec_hash
+from ..compiler.model_file import ModelFileError, load_state, read_model_file, spec_hash
 from .metrics import MetricsLog, plot_curves
 from .tensorboard import open_tensorboard
 from .rng import capture_rng, restore_rng, seed_everything
-from .run_folder import RunFolder, RunResult, TrainError, TrainOptions, versions
+from .run_folder import RunFolder, RunResult, TrainError, TrainOptions, check_resume, versions
 from .schedule import lr_at, total_steps
 from .step import TrainHooks, all_finite, backward_and_clip, mark_initialized, rank_divergence
+from .divergence import DivergenceGuard, check_loss
+from .resume_checks import changed_keys, past_length, record_change, recorded_changes, refuse_mismatch
 
 LN2 = math.log(2)
 
@@ -45,8 +54,11 @@ class Trainer:
 
     def __init__(self, spec, overrides: dict[str, Any], train_overrides: dict[str, Any], opts: TrainOptions,
                  console=None, on_progress: Callable | None = None, resume_from: dict | None = None,
-                 hooks: TrainHooks | None = None, analysis=None):
-        """``analysis``: the spec's :class:`~augflow_dsl.graph.pipeline.Analysis` when the caller
+                 hooks: TrainHooks | None = None, analysis=None, changes: dict | None = None):
+        """``changes``: a resume's command-line changes (runtime.launch.TrainSetup.changes), checked
+        against the checkpoint and recorded in config.json.
+
+        ``analysis``: the spec's :class:`~augflow_dsl.graph.pipeline.Analysis` when the caller
         has already checked it (its graph is compiled as it is); else :meth:`run` analyses ``spec``."""
         self.analysis = analysis
         self.spec, self.overrides, self.train_overrides, self.opts = spec, dict(overrides), dict(train_overrides), opts
@@ -62,6 +74,10 @@ class Trainer:
         self.hooks = hooks if hooks is not None else TrainHooks()
         self.hash = spec_hash(spec.text, self.overrides)
         self._stop: str | None = None
+        self.changes = changes or {}
+        self.guard = DivergenceGuard(spec.data.dims, opts.diverge_factor)
+        self.window = [0.0, 0, 0]  # the logging window's loss sum, finite steps, images (checkpointed)
+        self.diverged: dict | None = None
 
     # ------------------------------------------------------------------ set-up
     def _optimizer(self, model) -> torch.optim.Optimizer:
@@ -87,9 +103,12 @@ class Trainer:
         opts = self.opts
         world = D.setup(opts.device)
         clean = False
+        threads0 = torch.get_num_threads()
+        if opts.threads is None:
+            opts.threads = threads0  # recorded in config.json; a resume sets it again
+        torch.set_num_threads(opts.threads)
         try:
-            if world.main:
-                self.folder.prepare()
+            self.folder.prepare_ranks(world, self._say)  # rank 0 locks and probes the folder; all ranks learn it
             source = open_dataset(self.spec.data, opts.data_root, opts.download, self.train.seed,
                                   **spec_condition(self.spec))
             n_train = len(source.train)
@@ -108,6 +127,7 @@ class Trainer:
             if opts.precision == "bf16":
                 model.set_precision(torch.bfloat16)
             ckpt = self._existing_checkpoint(world)
+            check_resume(ckpt, self._last(), spe, self.hash)  # fields, position, finite weights (issue 24)
             step = epoch = position = 0
             best = math.inf
             elapsed0 = 0.0
@@ -141,6 +161,9 @@ class Trainer:
                     raise TrainError(f"the run was trained with world size {ckpt.get('world_size')}; resume it "
                                      f"with the same number of processes (got {world.size})")
                 restore_rng(ckpt["rng"][world.rank])
+                self.guard.load_state_dict(ckpt.get("guard"))
+                self.window = list(ckpt.get("window") or [0.0, 0, 0])
+                self._resume_checks(ckpt, total, world)
             else:
                 if world.main:
                     self.folder.write_config(self.spec, self.hash, self.overrides, self.train_overrides, self.train,
@@ -167,9 +190,29 @@ class Trainer:
             clean = True
             return result
         finally:
+            self.folder.release()  # the run-folder lock
             if not clean and world.main:
                 self.folder.discard_if_unused()  # a run refused before writing anything leaves no folder
             D.teardown(world, synchronize=clean)
+            torch.set_num_threads(threads0)
+
+    def _resume_checks(self, ckpt: dict, total: int, world) -> None:
+        """Refuse train settings that differ from the checkpoint's except by a command-line or
+        recorded change (issue 24, item 7), and a length at or before the run's step (item 10);
+        record this resume's changes in config.json."""
+        step = ckpt["step"]
+        allowed = changed_keys(self.changes)
+        for c in recorded_changes(self.run_dir):
+            if c.get("step", -1) >= step:  # recorded after this checkpoint was written
+                allowed |= changed_keys(c)
+        if isinstance(ckpt.get("train"), dict):
+            refuse_mismatch(ckpt["train"], self.train.model_dump(), allowed, self.run_dir)
+        if step > total:
+            raise TrainError(past_length(self.run_dir, step, total))
+        if step == total:
+            self._say(past_length(self.run_dir, step, total))
+        if self.changes and world.main:
+            record_change(self.run_dir, step, self.changes)
 
     def _last(self) -> Path:
         return self.folder.last
@@ -214,7 +257,7 @@ class Trainer:
         old_handlers = self._install_signals()
         bad = 0
         last_good = str(self._last()) if self._last().exists() else None
-        window_loss, window_n, window_t0, window_images = 0.0, 0, time.perf_counter(), 0
+        win, window_t0, guard = self.window, time.perf_counter(), self.guard
         t_start = time.perf_counter()
         result = RunResult(str(self.run_dir), step, epoch, "done")
         last_train_bpd = last_test = final_iw = None
@@ -238,14 +281,20 @@ class Trainer:
                     stats = D.all_mean(torch.stack([loss.detach().float(), gnorm.detach().float()]), world)
                     loss_v, gnorm_v = (float(v) for v in stats.tolist())
                     finite = math.isfinite(loss_v) and math.isfinite(gnorm_v)
-                    if finite:
+                    spike = finite and guard.observe(loss_v)
+                    if finite and not spike:
                         optimizer.step()
                         if ema is not None:
                             ema.update(model)
                         bad = 0
                         self.hooks.after_update(step, model, params)
+                    elif spike:
+                        bad += 1
+                        self.diverged = {"step": step + 1, "loss": loss_v, "rule": guard.verdict(loss_v)}
+                        self._say(f"step {step + 1}: diverged, {guard.verdict(loss_v)}; update skipped ({bad} in a row)")
                     else:
                         bad += 1
+                        self.diverged = None
                         self._say(f"step {step}: non-finite {'loss' if not math.isfinite(loss_v) else 'gradient'} "
                                   f"({loss_v:.4g}, grad norm {gnorm_v:.4g}); update skipped ({bad} in a row)")
                     step += 1
@@ -253,19 +302,19 @@ class Trainer:
                     if position >= spe:
                         epoch, position = epoch + 1, 0
                     if finite:
-                        window_loss += loss_v
-                        window_n += 1
-                    window_images += train.batch
+                        win[0] += loss_v
+                        win[1] += 1
+                    win[2] += train.batch
                     if step % opts.log_every == 0 or step == total:
                         now = time.perf_counter()
-                        ips = window_images / max(now - window_t0, 1e-9)
-                        if window_n:
-                            mean = window_loss / window_n
+                        ips = win[2] / max(now - window_t0, 1e-9)
+                        if win[1]:
+                            mean = win[0] / win[1]
                             last_train_bpd = mean / (dims * LN2)
                             log.write({"step": step, "epoch": epoch, "loss": mean, "bpd": last_train_bpd, "lr": lr,
                                        "grad_norm": gnorm_v, "images_per_s": ips,
                                        "time": elapsed0 + now - t_start})
-                        window_loss, window_n, window_t0, window_images = 0.0, 0, now, 0
+                        win[:], window_t0 = [0.0, 0, 0], now
                     if self.on_progress is not None:
                         self.on_progress(step=step, total=total, loss=loss_v, bpd=loss_v / (dims * LN2), ips=ips)
                     self.hooks.after_step(step)
@@ -278,14 +327,17 @@ class Trainer:
                             final_iw = self._evaluate(model, ema, source, world, log, step, train.eval_samples)
                         if last_test is not None and last_test < best:
                             best = last_test
-                            self._checkpoint(model, optimizer, ema, world, step, epoch, position, best,
-                                             elapsed0 + time.perf_counter() - t_start, also_best=True)
-                            last_good = str(self._last())
+                            if self._checkpoint(model, optimizer, ema, world, step, epoch, position, best,
+                                                elapsed0 + time.perf_counter() - t_start, also_best=True, xy=(x, y)):
+                                last_good = str(self._last())
                     signalled = D.any_rank(self._stop is not None, world)
                     if step % opts.checkpoint_every == 0 or step == total or signalled:
                         if self._checkpoint(model, optimizer, ema, world, step, epoch, position, best,
-                                            elapsed0 + time.perf_counter() - t_start):
+                                            elapsed0 + time.perf_counter() - t_start, xy=(x, y)):
                             last_good = str(self._last())
+                    if self.diverged is not None and self.diverged.get("at_checkpoint"):
+                        stopped = "bad steps"
+                        break
                     if signalled:
                         stopped = f"signal {self._stop or 'on another rank'}"
                         break
@@ -301,6 +353,8 @@ class Trainer:
         result.seconds = elapsed0 + time.perf_counter() - t_start
         result.checkpoint = last_good
         result.bad_steps = bad
+        if stopped == "bad steps" and self.diverged is not None:
+            result.extra["diverged"] = self.diverged
         if world.distributed:
             result.extra["max_rank_divergence"] = rank_divergence(model, world)
         if world.main and self.folder.metrics.exists():
@@ -312,9 +366,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints, evaluation
     def _checkpoint(self, model, optimizer, ema, world, step, epoch, position, best, elapsed,
-                    also_best: bool = False) -> bool:
-        """Write last.pt (and best.pt) from rank 0; refuse to write a model with non-finite weights."""
+                    also_best: bool = False, xy=None) -> bool:
+        """Write last.pt (and best.pt) from rank 0; refuse to write a model with non-finite weights,
+        or one whose loss on the step's batch ``xy`` is diverged (runtime.divergence)."""
         finite = all_finite(model)
+        if finite and xy is not None and self.guard.history:
+            loss = check_loss(model, *xy, world)
+            if math.isfinite(loss) and self.guard.diverged(loss):  # a non-finite one is a skipped step's case
+                rule = self.guard.verdict(loss)
+                self.diverged = {"step": step, "loss": loss, "rule": rule, "at_checkpoint": True}
+                self._say(f"step {step}: the weights to checkpoint are diverged, {rule}; checkpoint NOT written "
+                          f"(the last good one is kept)")
+                return False
         rngs = D.gather_objects(capture_rng(), world)
         if not finite:
             self._say(f"step {step}: the model has non-finite weights; checkpoint NOT written "
@@ -326,10 +389,9 @@ class Trainer:
                      "model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                      "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch, "position": position,
                      "rng": rngs, "train": self.train.model_dump(), "best_bpd": best if math.isfinite(best) else None,
-                     "world_size": world.size, "elapsed": elapsed}
-            save_trained(self._last(), state)
-            if also_best:
-                save_trained(self.folder.best, state)
+                     "world_size": world.size, "elapsed": elapsed, "guard": self.guard.state_dict(),
+                     "window": list(self.window)}
+            self.folder.save_checkpoint(state, also_best)  # an OSError (full disk) becomes WriteFailed
         D.barrier(world)
         return True
 

@@ -39,7 +39,14 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=positive_int, default=None, help="steps between test evaluations (default: an epoch, at most ~10 per run)")
     p.add_argument("--eval-images", type=positive_int, default=None, help="test images per evaluation (1000)")
     p.add_argument("--max-bad-steps", type=positive_int, default=None,
-                   help="stop after this many non-finite steps in a row (20)")
+                   help="stop after this many non-finite or diverged steps in a row (20)")
+    p.add_argument("--diverge-factor", type=float, default=None, metavar="F",
+                   help="a step loss above m + F * max(|m|, 1) bits/dim, m the median of the last 100 healthy "
+                        "losses, is diverged: its update is skipped, and weights that score so are never "
+                        "checkpointed (1: twice the median)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch threads (default: torch's; recorded in the run and set again on resume, where "
+                        "another count is allowed but is not bit-identical)")
     p.add_argument("--workers", type=int, default=None, help="data-loading worker processes (0)")
     p.add_argument("--force", action="store_true", default=None,
                    help="load a checkpoint of another spec where names and shapes match")
@@ -50,13 +57,16 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
 
 OPTION_FLAGS = ("steps", "epochs", "batch", "device", "precision", "compile", "data_root", "data", "download", "seed",
                 "checkpoint_every", "log_every", "eval_every", "eval_images", "max_bad_steps", "workers", "force",
-                "tensorboard")
+                "tensorboard", "threads", "diverge_factor")
 
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a spec (one device, or many under torchrun)")
     p.add_argument("spec", nargs="?", help="the .flow spec (omit with --resume)")
-    p.add_argument("--resume", metavar="RUN", help="continue the run in this folder with its own spec and settings")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue the run in this folder with its own spec and settings; it may change "
+                        "--steps / --epochs and --set train.lr / train.clip / train.warmup / train.steps "
+                        "(recorded in config.json as a change at the checkpoint's step)")
     add_train_flags(p)
     add_set_flag(p)
     from .launchers import add_launcher_flags
@@ -85,8 +95,15 @@ def run(args) -> int:
     try:
         given = {k: getattr(args, k) for k in OPTION_FLAGS if getattr(args, k, None) is not None}
         if args.resume:
-            if args.spec or args.set:
-                raise _Usage("--resume takes the spec and --set overrides from the run folder; drop SPEC and --set")
+            if args.spec:
+                raise _Usage("--resume takes the spec from the run folder; drop SPEC")
+            try:
+                variables, train_changes = split_overrides(args.set)
+            except SpecError as e:
+                raise _Usage(str(e)) from None
+            if variables:
+                raise _Usage("--resume keeps the run's spec variables; it may --set only train.lr, train.clip, "
+                             "train.warmup, train.steps")
             if args.run and Path(args.run) != Path(args.resume):
                 raise _Usage("--resume RUN already names the run folder; drop --run")
             refused = sorted(set(given) - RESUME_MAY_CHANGE)
@@ -94,7 +111,7 @@ def run(args) -> int:
                 raise _Usage("--resume keeps the run's settings; these cannot change: "
                              + ", ".join("--" + k.replace("_", "-") for k in refused))
             try:
-                setup = resume_run(args.resume, given)
+                setup = resume_run(args.resume, given, train_changes)
             except NotARunFolder as e:
                 err.print(f"error: {e}", markup=False)
                 return EXIT_INVALID
@@ -152,7 +169,7 @@ def _train(setup, as_json: bool, err) -> int:
             err.print(f"step {step}/{total}  loss {loss:.4f}  bpd {bpd:.4f}  {ips or 0:.0f} img/s", markup=False)
 
     trainer = Trainer(spec, setup.variables, setup.train_over, opts, console=err if main else None,
-                      on_progress=on_progress, analysis=setup.analysis)
+                      on_progress=on_progress, analysis=setup.analysis, changes=setup.changes)
     if main and not as_json:
         err.print(f"run folder: {opts.run}", markup=False)
     with progress:
@@ -165,10 +182,15 @@ def _train(setup, as_json: bool, err) -> int:
     else:
         _summary(result, err, trainer.train.eval_samples)
     if result.stopped == "bad steps":
-        err.print(f"error: {opts.max_bad_steps} non-finite steps in a row at step {result.step}; stopped. The last "
-                  f"good checkpoint is {result.checkpoint or '(none written yet)'}; lower the learning rate "
-                  f"(--set train.lr=...) or set train.clip, then 'augflow-dsl train --resume {opts.run}'",
-                  markup=False, soft_wrap=True)
+        d = result.extra.get("diverged")
+        what = (f"the run diverged at step {d['step']}: {d['rule']}" if d else
+                f"{opts.max_bad_steps} non-finite steps in a row at step {result.step}")
+        lr = trainer.train.lr
+        where = (f"The last good checkpoint is {result.checkpoint}. Continue from it" if result.checkpoint else
+                 "No checkpoint was written yet. Start again")
+        err.print(f"error: {what}; stopped. {where} with a lower learning rate or a gradient clip: 'augflow-dsl train "
+                  f"--resume {opts.run} --set train.lr={lr / 10:g}' (or --set train.clip=1)", markup=False,
+                  soft_wrap=True)
         return 1
     if result.stopped.startswith("signal"):
         err.print(f"stopped by {result.stopped[7:]} at step {result.step}; checkpoint written. Continue with: "

@@ -6,13 +6,16 @@ numbers, strings and tensors only: reading a file never runs code; there is no t
 switch for our own files, only ``import`` reads foreign pickles, and only when asked):
 
 ``format``      "augflow-dsl-model"
-``version``     2
+``version``     3 (2: no ``checksum``; both are read)
 ``kind``        "compiled" | "trained" | "imported"
 ``spec_text``, ``spec_file``, ``spec_name``, ``spec_hash`` (sha256 of text and overrides),
 ``overrides``   the spec variables set at compile / train / import time
 ``model``       the model's state dict (data-dependent initialisation included)
 ``ema``         the EMA's state dict (``torch.optim.swa_utils.AveragedModel`` layout) or None
 ``versions``    augflow_dsl, torch, python, numpy (strings)
+``checksum``    {"model": hex, "ema": hex or None}: sha256 over each state dict's tensors (key, dtype,
+                shape and raw bytes, keys in sorted order; :func:`state_checksum`), checked on every
+                read, so a flipped byte is refused by name instead of trained, evaluated or exported
 
 and, by kind:
 
@@ -24,8 +27,8 @@ imported    ``imported`` ({kind, from, tensors}), ``train`` (the spec's train bl
 
 Older files are read and upgraded in memory by :func:`read_model_file`: "augflow-dsl-checkpoint"
 (version 1: training and import before version 2; kind "imported" when it has an ``imported``
-entry, else "trained") and "augflow-dsl/1" (``compile --out`` before version 2: ``state_dict``,
-``name``; kind "compiled").
+entry, else "trained"), "augflow-dsl/1" (``compile --out`` before version 2: ``state_dict``, ``name``;
+kind "compiled") and version 2 (version 3 without the checksum, so nothing to verify).
 
 Writing goes to a temporary file in the same folder, is flushed and fsync'ed, then renamed over
 the old file (``os.replace`` is atomic on POSIX) and the folder fsync'ed: a crash or SIGKILL at any
@@ -43,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "augflow-dsl-model"
-VERSION = 2
+VERSION = 3
 KINDS = ("compiled", "trained", "imported")
 LEGACY_CHECKPOINT = "augflow-dsl-checkpoint"  # version 1: train and import
 LEGACY_COMPILED = "augflow-dsl/1"             # compile --out
@@ -73,6 +76,40 @@ def versions() -> dict[str, str]:
         ours = "unknown"
     return {"augflow_dsl": ours, "torch": str(torch.__version__), "python": platform.python_version(),
             "numpy": str(np.__version__)}
+
+
+def state_checksum(state: dict | None) -> str | None:
+    """sha256 over a state dict's tensors: for each key in sorted order, the key, dtype, shape and
+    the tensor's raw bytes (entries that are not tensors hash their repr); None for no state."""
+    import torch
+
+    if state is None:
+        return None
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k]
+        h.update(k.encode("utf-8") + b"\0")
+        if isinstance(v, torch.Tensor):
+            t = v.detach().to("cpu").contiguous().reshape(-1)
+            h.update(f"{t.dtype}{tuple(v.shape)}\0".encode())
+            h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+        else:
+            h.update(repr(v).encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
+def verify_checksum(d: dict, p: Path) -> None:
+    """Refuse a version-3 file whose tensors do not hash to the stored checksum (ModelFileError)."""
+    stored = d.get("checksum")
+    if not isinstance(stored, dict):
+        raise ModelFileError(f"{p}: model file version 3 lacks its tensor checksum (damaged)")
+    for part in ("model", "ema"):
+        state = d.get(part)
+        if state is not None and not isinstance(state, dict):
+            raise ModelFileError(f"{p}: '{part}' is a {type(state).__name__}, not a state dict (damaged)")
+        if state_checksum(state) != stored.get(part):
+            raise ModelFileError(f"{p}: the {part} weights do not match the file's checksum: the file is damaged "
+                                 f"(flipped bytes?); use another checkpoint (checkpoints/best.pt) or retrain")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -116,7 +153,8 @@ def save_model_file(path: str | Path, kind: str, *, spec_text: str, spec_file: s
     overrides = dict(overrides or {})
     payload = {"format": FORMAT, "version": VERSION, "kind": kind, "spec_text": spec_text, "spec_file": spec_file,
                "spec_name": spec_name, "spec_hash": spec_hash(spec_text, overrides), "overrides": overrides,
-               "model": model, "ema": ema, "versions": versions()}
+               "model": model, "ema": ema, "versions": versions(),
+               "checksum": {"model": state_checksum(model), "ema": state_checksum(ema)}}
     payload.update(extra)
     write_atomic(path, payload, make_folder)
 
@@ -162,7 +200,7 @@ def resolve(run_or_file: str | Path) -> Path:
 
 
 def _upgrade(d: dict, p: Path) -> dict:
-    """A version-1 checkpoint or an "augflow-dsl/1" compiled file as a version-2 dict."""
+    """A version-1 checkpoint or an "augflow-dsl/1" compiled file as a version-3 dict (no checksum)."""
     if d.get("format") == LEGACY_COMPILED:
         if "spec_text" not in d or "state_dict" not in d:
             raise ModelFileError(f"{p}: saved model lacks its spec text or state dict")
@@ -182,7 +220,8 @@ def _upgrade(d: dict, p: Path) -> dict:
 
 def read_model_file(path: str | Path, map_location: Any = "cpu") -> dict:
     """Read a model file of any producer and version (a run folder reads its last.pt) as a
-    version-2 dict; ModelFileError names the file and what is wrong with it."""
+    version-3 dict, a version-3 file's tensors checked against its checksum; ModelFileError names
+    the file and what is wrong with it."""
     import pickle
     import zipfile
 
@@ -206,9 +245,13 @@ def read_model_file(path: str | Path, map_location: Any = "cpu") -> dict:
     elif fmt != FORMAT:
         raise ModelFileError(f"{p}: not an augflow-dsl checkpoint (no '{FORMAT}' marker); a foreign state dict "
                              f"is read by 'augflow-dsl import'")
+    if not isinstance(d.get("version", 0), int):
+        raise ModelFileError(f"{p}: model file field 'version' is {d.get('version')!r}, not a number (damaged)")
     if d.get("version", 0) > VERSION:
         raise ModelFileError(f"{p}: model file version {d['version']} is newer than this augflow-dsl "
                              f"understands ({VERSION}); upgrade augflow-dsl")
+    if fmt == FORMAT and d.get("version", 0) >= 3:
+        verify_checksum(d, p)
     need = ["spec_text", "model"] + (["step"] if d.get("kind") == "trained" else [])
     missing = [k for k in need if k not in d]
     if missing:
@@ -268,4 +311,5 @@ def load_model(run_or_file: str | Path, *, ema: bool = True, map_location: Any =
 
 __all__ = ["BIG", "FORMAT", "KINDS", "LEGACY_CHECKPOINT", "LEGACY_COMPILED", "ModelFileError", "VERSION",
            "load_model", "load_state", "model_state", "read_model_file", "resolve", "save_compiled",
-           "save_imported", "save_model_file", "save_trained", "spec_hash", "versions", "write_atomic"]
+           "save_imported", "save_model_file", "save_trained", "spec_hash", "state_checksum", "verify_checksum",
+           "versions", "write_atomic"]
