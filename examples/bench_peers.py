@@ -281,7 +281,7 @@ def timed(side: Side, fn, *args) -> float:
 
 
 def run_pair(name: str, repeats: int, batch: int | None, lr: float, compiled: bool = False,
-             plan: bool = False) -> dict:
+             plan: bool = False, fused_adam: bool = False) -> dict:
     sides, x = build(name, batch)
     o, t = sides["ours"], sides["theirs"]
     assert o.params == t.params, f"{name}: parameter counts differ: ours {o.params}, theirs {t.params}"
@@ -295,7 +295,8 @@ def run_pair(name: str, repeats: int, batch: int | None, lr: float, compiled: bo
         from augflow_dsl.compiler.fused import compile_steps
         cp = compile_steps(copy.deepcopy(o.module))
         sides["plan"] = Side(cp, lambda x: cp(x), lambda n: cp.sample(n), n_params(cp))
-    opts = {k: torch.optim.Adam(s.module.parameters(), lr=lr) for k, s in sides.items()}
+    # every side gets the same Adam: torch's default (foreach) or, with --fused-adam, its fused kernel
+    opts = {k: torch.optim.Adam(s.module.parameters(), lr=lr, fused=fused_adam or None) for k, s in sides.items()}
     n = x.shape[0]
     times = {k: {"train": [], "sample": []} for k in sides}
     warm = {}
@@ -378,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also time a copy of ours with compiled nets (FlowModel.compile_nets)")
     ap.add_argument("--compile-plan", action="store_true",
                     help="also time a copy of ours with its repeated step blocks compiled (compiler.fused.compile_steps)")
+    ap.add_argument("--fused-adam", action="store_true",
+                    help="every side's Adam uses torch's fused kernel (the same optimizer on both sides; the default "
+                         "foreach Adam walks every tensor, a fixed cost that caps the ratio on small flows)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="wall: perf_counter; cpu: this thread's CPU time (steadier on a busy shared host)")
     ap.add_argument("--memory", action="store_true", help="max-RSS growth per side, one subprocess each")
@@ -399,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         reps = a.repeats or ((2 if big else 5) if a.quick else (15 if big else 40))
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
-        r = run_pair(name, reps, a.batch, a.lr, compiled=a.compile, plan=a.compile_plan)
+        r = run_pair(name, reps, a.batch, a.lr, compiled=a.compile, plan=a.compile_plan, fused_adam=a.fused_adam)
         r["wall_s"] = time.perf_counter() - t0
         r["load_before"], r["load_after"] = load0, os.getloadavg()[0]
         if a.memory:
