@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     import augflow_dsl as af
     from augflow_dsl.language.datasets import spec_condition
     from augflow_dsl.runtime.data import open_dataset
-    from augflow_dsl.runtime.sampling import condition_for, generate
+    from augflow_dsl.runtime.sampling import condition_for, generate, top_level
 
     model, spec, meta = af.load_model(a.run)
     if not getattr(model, "conditional", False) or model.condition.classes != 10:
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     source = open_dataset(data, None, False, seed, **spec_condition(spec))
     (xtr, ytr), (xte, yte) = (tuple(torch.stack(t) for t in zip(*[s[i] for i in range(len(s))]))
                               for s in (source.train, source.test))
-    levels = 2 ** spec.data.bits if spec.data.dataset != "digits" else 17  # digits hold levels 0..16
+    levels = top_level(spec.data.bits, spec.data.dataset) + 1  # the data set's own levels: digits hold 0..16
     clf = classifier(xtr, ytr, levels)
     real_acc, _ = accuracy(clf, xte, yte, levels)
     n = 10 * a.per_class

@@ -45,6 +45,12 @@ def condition_for(model: torch.nn.Module, n: int, *, label: int | None = None, l
     return v.expand(n, -1).clone()
 
 
+def class_rows(model: torch.nn.Module, classes: int, per: int) -> torch.Tensor:
+    """The labels of a grid with one row per class: classes 0 .. ``classes`` - 1, ``per`` samples each,
+    row by row (class k repeated ``per`` times, then k + 1)."""
+    return condition_for(model, classes * per, labels=range(classes)).view(per, classes).T.reshape(-1)
+
+
 def generate(model: torch.nn.Module, n: int, *, temperature: float = 1.0, batch: int = 64, seed: int | None = None,
              progress: SampleProgress | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
     """``n`` samples on the CPU, drawn ``batch`` at a time (memory bounded by ``batch``), the model
@@ -163,7 +169,7 @@ def save_samples(model: torch.nn.Module, path: str | Path, n: int = 64, *, tempe
     if cond is not None and cond.classes is not None:  # one row per class (up to 10 classes, n // classes each)
         k = min(cond.classes, 10)
         per = max(1, n // k)
-        y = condition_for(model, k * per, labels=range(k)).view(per, k).T.reshape(-1)
+        y = class_rows(model, k, per)
     elif cond is not None:
         y = condition_for(model, n, context=torch.zeros(cond.vector))
     x = generate(model, len(y) if y is not None else n, temperature=temperature, batch=batch, seed=seed, y=y)

@@ -52,7 +52,7 @@ def _float_list(text: str) -> list[float]:
 
 def _condition(args, model):
     """(y, nrow, n) of the samples to draw: the condition flags read against the model."""
-    from ..runtime.sampling import condition_for
+    from ..runtime.sampling import class_rows, condition_for
     n, nrow = args.n, args.nrow
     if args.grid_by_class:
         cond = getattr(model, "condition", None) if getattr(model, "conditional", False) else None
@@ -60,7 +60,7 @@ def _condition(args, model):
             raise ValueError("--grid-by-class needs a class-conditional model (`condition: {classes: K}`)")
         nrow = nrow or 10
         n = cond.classes * nrow
-        y = condition_for(model, n, labels=range(cond.classes)).view(nrow, cond.classes).T.reshape(-1)
+        y = class_rows(model, cond.classes, nrow)
         return y, nrow, n
     return condition_for(model, n, label=args.label, labels=args.labels, context=args.context), nrow, n
 

@@ -133,9 +133,7 @@ class FlowModel(nn.Module):
         missing y, a wrongly shaped one, or a y given to an unconditional model). ``repeat``: y (one
         row per example) may also be one label / vector for all n (sampling)."""
         if not self.conditional:
-            if y is not None:
-                raise ValueError(f"'{self.name}' is unconditional: it takes no y (its spec declares no "
-                                 "`condition:`)")
+            self._refuse_y(y)
             yield
             return
         t = self.condition.check(y, n if repeat else None, like)
@@ -172,10 +170,9 @@ class FlowModel(nn.Module):
             x = self._batch(x)  # a numpy array: converted before it is repeated (log_prob checks every chunk)
         n = x.shape[0]
         if getattr(self, "conditional", False):  # checked once here, then repeated with x
-            y = self.condition.check(y, None, x if x.is_floating_point() else torch.empty(0, dtype=self._dtype()))
+            y = self.condition.check(y, None, self._like())
         elif y is not None:
-            with self._given(y, n, x):
-                pass
+            self._refuse_y(y)
         if chunk is None:  # about 2^20 input values per forward pass: ~340 CIFAR images, ~500k 2-D points
             chunk = max(1, min(samples, (1 << 20) // max(n * self.dims, 1)))
         acc = None
@@ -252,6 +249,10 @@ class FlowModel(nn.Module):
         with self._drawing(temperature), self._given(y, n, self._like(), repeat=True):
             x = self._inverse_plan(n)
             return x, self._forward_plan(x)
+
+    def _refuse_y(self, y) -> None:
+        if y is not None:
+            raise ValueError(f"'{self.name}' is unconditional: it takes no y (its spec declares no `condition:`)")
 
     def _like(self) -> torch.Tensor:
         like = next(iter(self.parameters()), None)

@@ -11,6 +11,8 @@ from .regions import split_parts
 from .shapes import Parity, Split, halves, numel, spatial
 
 
+# the opening of every masked coupling's shape rule
+SPLIT_APPLIES = "shape unchanged; the split must apply (channels: C >= 2; columns: W even; checkerboard: H*W >= 2); "
 CONDITION_DOC = ("true: the net also reads the spec's `condition:` (its embedding, or the one-hot label / "
                  "vector), broadcast over positions and concatenated to the net's input as context channels")
 
@@ -142,8 +144,7 @@ class AffineCoupling(_CouplingBase):
 
     summary = "affine coupling: x2 scaled and shifted by a net reading x1"
     equation = "RealNVP (Dinh et al. 2017) eq. 7-8; DenseFlow affine_coupling.py"
-    shape_rule = ("shape unchanged; the split must apply (channels: C >= 2; columns: W even; checkerboard: H*W >= 2); "
-                  "the net maps the identity part's channels to 2 x the transformed part's channels")
+    shape_rule = SPLIT_APPLIES + "the net maps the identity part's channels to 2 x the transformed part's channels"
 
     name = "affine_coupling"
 
@@ -197,8 +198,7 @@ class AdditiveCoupling(_CouplingBase):
 
     summary = "additive coupling (NICE): x2 shifted by a net reading x1, log-det 0"
     equation = "NICE (Dinh et al. 2014) eq. 6"
-    shape_rule = ("shape unchanged; the split must apply (channels: C >= 2; columns: W even; checkerboard: H*W >= 2); "
-                  "the net maps the identity part's channels to the transformed part's channels")
+    shape_rule = SPLIT_APPLIES + "the net maps the identity part's channels to the transformed part's channels"
 
     name = "additive_coupling"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from .coupling import _CouplingBase, _MaskedArgs
+from .coupling import SPLIT_APPLIES, _CouplingBase, _MaskedArgs
 from .net_descriptions import Act, Kept
 from .registry import MemoryIn, OpCall, register
 from .shapes import halves, numel
@@ -46,8 +46,8 @@ class RQSplineCoupling(_CouplingBase):
     summary = "rational-quadratic spline coupling (Neural Spline Flows), linear tails, closed-form inverse"
     equation = ("Neural Spline Flows (Durkan et al. 2019) eq. 4-8, App. A; nflows "
                 "unconstrained_rational_quadratic_spline (tails='linear')")
-    shape_rule = ("shape unchanged; the split must apply (channels: C >= 2; columns: W even; checkerboard: H*W >= 2); "
-                  "the net maps the identity part's channels to (3 bins - 1) x the transformed part's channels")
+    shape_rule = SPLIT_APPLIES + ("the net maps the identity part's channels to (3 bins - 1) x the transformed "
+                                  "part's channels")
 
     name = "rq_spline_coupling"
 
