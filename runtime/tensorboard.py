@@ -10,12 +10,19 @@ Scalar tags (one per ``metrics.jsonl`` field, :mod:`augflow_dsl.runtime.metrics`
 
 A resumed run opens the writer with ``purge_step`` = the checkpoint's step + 1: TensorBoard then drops
 the events an interrupted attempt wrote past the checkpoint, as ``MetricsLog.truncate_after`` drops
-its rows, so no step is shown twice.
+its rows, so no step is shown twice. TensorBoard reads a folder's event files in name order and takes
+the later file's events past the purge step; the names start with the writer's opening second, then the
+host, the pid and a process-wide counter, compared as text. A writer opened in the same second as an
+existing file (a resume right after a crash, in the same process or another) could therefore sort first
+(pid 987 after 1234, counter 10 before 9) and its events be read as the older ones: the resumed writer
+waits for the next second first (:func:`_after_existing_files`).
 """
 from __future__ import annotations
 
 import math
+import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,23 @@ def scalars_of(row: dict) -> dict[str, float]:
     return {f"train/{k}": float(row[k]) for k in TRAIN_FIELDS if row.get(k) is not None}
 
 
+_EVENT_SECOND = re.compile(r"events\.out\.tfevents\.(\d+)\.")
+
+
+def _after_existing_files(folder: Path) -> None:
+    """Wait until the clock's second is past every existing event file's opening second, so that a new
+    writer's file sorts after them by name (TensorBoard's reading order)."""
+    seconds = [int(m.group(1)) for f in folder.glob("events.out.tfevents.*")
+               if (m := _EVENT_SECOND.match(f.name))]
+    if not seconds:
+        return
+    latest = max(seconds)
+    if latest + 1 - time.time() > 2:  # a file from a clock far ahead (another host): waiting cannot help
+        return
+    while (now := time.time()) < latest + 1:
+        time.sleep(latest + 1 - now + 1e-3)
+
+
 class TensorBoardLog:
     """The run's event writer (``folder`` is ``RUN/tb``); ``resume_step`` > 0 purges later events."""
 
@@ -37,6 +61,8 @@ class TensorBoardLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.folder = Path(folder)
+        if resume_step and self.folder.is_dir():
+            _after_existing_files(self.folder)
         self.writer = SummaryWriter(str(self.folder), purge_step=resume_step + 1 if resume_step else None,
                                     flush_secs=30)
 

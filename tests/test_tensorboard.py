@@ -88,3 +88,29 @@ def test_no_tensorboard_writes_no_events(tmp_path):
                  "--eval-images", "16", "--set", "train.eval_samples=1", "--no-tensorboard", "--json"])
     assert code == 0
     assert (run / "metrics.jsonl").is_file() and not (run / "tb").exists()
+
+
+def test_a_resumed_writer_sorts_after_the_files_it_purges(tmp_path, monkeypatch):
+    """The flake CI hit: the crashed attempt's and the resumed writer's files opened in the same second,
+    and the process-wide counter went from 9 to 10, so the resumed file sorted first and TensorBoard read
+    the crashed attempt's events as the later ones. The resumed writer now opens in a later second."""
+    from tensorboard.summary.writer import event_file_writer
+
+    from augflow_dsl.runtime.tensorboard import TensorBoardLog
+
+    folder = tmp_path / "tb"
+    monkeypatch.setattr(event_file_writer._global_uid, "_value", 9)
+    first = TensorBoardLog(folder)
+    for step in range(1, 8):
+        first.row({"step": step, "loss": float(step), "bpd": 1.0, "lr": 1e-3, "grad_norm": 1.0,
+                   "images_per_s": 1.0})
+    first.close()
+    resumed = TensorBoardLog(folder, resume_step=4)
+    for step in range(5, 11):
+        resumed.row({"step": step, "loss": 100.0 + step, "bpd": 1.0, "lr": 1e-3, "grad_norm": 1.0,
+                     "images_per_s": 1.0})
+    resumed.close()
+    ea = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    ea.Reload()
+    got = [(e.step, e.value) for e in ea.Scalars("train/loss")]
+    assert got == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)] + [(s, 100.0 + s) for s in range(5, 11)]
