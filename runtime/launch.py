@@ -10,8 +10,8 @@ from typing import Any
 
 # the options a resumed run may change; the others (batch, precision, seed, ...) stay the run's
 RESUME_MAY_CHANGE = frozenset({"steps", "epochs", "device", "data_root", "download", "checkpoint_every",
-                               "log_every", "eval_every", "eval_images", "max_bad_steps", "workers", "compile",
-                               "tensorboard", "threads", "diverge_factor"})
+                               "log_every", "eval_every", "eval_images", "eval_raw", "max_bad_steps", "workers",
+                               "compile", "tensorboard", "threads", "diverge_factor"})
 
 
 class NotARunFolder(Exception):

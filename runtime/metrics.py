@@ -115,14 +115,19 @@ def plot_curves(rows: list[dict], out: str | Path, title: str = "") -> None:
 
     train = [(r["step"], r["bpd"]) for r in rows if "split" not in r and math.isfinite(r.get("bpd", math.nan))]
     tests = [r for r in rows if r.get("split") == "test" and r.get("samples", 1) == 1]
-    test = [(r["step"], r["bpd"]) for r in tests]
-    weights = {r.get("weights") for r in tests}  # "ema" or "raw"; absent in logs from before issue 24
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     if train:  # the training loss is always the live (raw) weights'
         ax.plot(*zip(*train), label="train (one-sample ELBO, raw weights)", lw=1)
-    if test:
-        which = {"ema": ", EMA weights", "raw": ", raw weights"}.get(weights.pop(), "") if len(weights) == 1 else ""
-        ax.plot(*zip(*test), "o-", label=f"test (one-sample ELBO{which})", ms=3)
+    # one test curve per weights: the EMA's (or the raw ones' when no EMA is kept) and, with --eval-raw,
+    # the raw weights' beside the EMA's; "weights" is absent in logs from before issue 24
+    curves: dict[str, list] = {}
+    for r in tests:
+        curves.setdefault(r.get("weights") or "", []).append((r["step"], r["bpd"]))
+    for weights, points in sorted(curves.items(), key=lambda kv: kv[0] != "ema"):
+        which = {"ema": ", EMA weights", "raw": ", raw weights"}.get(weights, "")
+        ax.plot(*zip(*points), "o-" if weights != "raw" or len(curves) == 1 else "s--",
+                label=f"test (one-sample ELBO{which})", ms=3)
+    test = tests
     ax.set_xlabel("step")
     ax.set_ylabel("bits/dim")
     ax.set_title(title)

@@ -31,7 +31,9 @@ def restore_rng(state: dict) -> None:
 
 
 def seed_everything(seed: int, rank: int) -> None:
-    """Each rank draws its own model noise (dequantization, q-samples, dropout): seed + rank."""
+    """Seed each rank's global generators (seed + rank): what they still drive is the initial weights
+    (rank 0's are broadcast) and anything outside a training pass; the passes' own noise is
+    per-example (runtime.noise), the same on any number of ranks."""
     s = seed + 1_000_003 * rank
     torch.manual_seed(s)
     np.random.seed(s % 2**32)

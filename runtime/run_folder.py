@@ -81,6 +81,7 @@ class _Options(BaseModel):
     log_every: PositiveInt = 50
     eval_every: Optional[PositiveInt] = None
     eval_images: PositiveInt = 1000
+    eval_raw: bool = False
     final_eval: bool = True
     sample_n: NonNegativeInt = 64
     max_bad_steps: PositiveInt = 20
@@ -122,6 +123,7 @@ class TrainOptions:
     log_every: int = 50
     eval_every: int | None = None      # steps; default: each epoch, at most ~10 times a run (and at the end)
     eval_images: int = 1000            # test images of the in-training evaluation
+    eval_raw: bool = False             # with an EMA: evaluate the raw weights too (rows "alongside": "ema")
     final_eval: bool = True            # end a finished run with the IW evaluation (train.eval_samples)
     sample_n: int = 64                 # images in each samples/step-N.png
     max_bad_steps: int = 20

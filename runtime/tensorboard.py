@@ -6,7 +6,8 @@ Scalar tags (one per ``metrics.jsonl`` field, :mod:`augflow_dsl.runtime.metrics`
 
 * training rows: ``train/loss``, ``train/bpd``, ``train/lr``, ``train/grad_norm``, ``train/images_per_s``;
 * evaluation rows: ``eval/<split>_bpd`` (the one-sample ELBO) and ``eval/<split>_iw_bpd`` (importance
-  weighted, ``samples`` > 1).
+  weighted, ``samples`` > 1), of the EMA weights when the run keeps them; with ``--eval-raw``, the raw
+  weights' figures beside them as ``eval/<split>_bpd_raw`` and ``eval/<split>_iw_bpd_raw``.
 
 A resumed run opens the writer with ``purge_step`` = the checkpoint's step + 1: TensorBoard then drops
 the events an interrupted attempt wrote past the checkpoint, as ``MetricsLog.truncate_after`` drops
@@ -33,7 +34,8 @@ def scalars_of(row: dict) -> dict[str, float]:
     """The scalars (tag -> value) of one ``metrics.jsonl`` row."""
     if "split" in row:
         kind = "bpd" if int(row.get("samples", 1)) == 1 else "iw_bpd"
-        return {f"eval/{row['split']}_{kind}": float(row["bpd"])}
+        raw = "_raw" if "alongside" in row else ""  # --eval-raw's row of the live weights beside the EMA's
+        return {f"eval/{row['split']}_{kind}{raw}": float(row["bpd"])}
     return {f"train/{k}": float(row[k]) for k in TRAIN_FIELDS if row.get(k) is not None}
 
 

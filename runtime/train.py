@@ -7,8 +7,9 @@ of kind "trained" (augflow_dsl.compiler.model_file).
 What makes a resumed run log the same losses, bit for bit, as one never stopped: the checkpoint
 holds the model, optimizer, EMA, step, epoch and position in the epoch, and every generator's
 state (torch CPU and CUDA, numpy, python; one entry per rank); the data order and augmentation are
-functions of (seed, epoch, position) only (runtime.data); the learning rate is a function of the
-step only (runtime.schedule); evaluation and sampling run under ``torch.random.fork_rng`` with
+functions of (seed, epoch, position) only (runtime.data); every noise draw of a step is a function of
+(seed, step, global example index) (runtime.noise), so 1 and K processes log the same curve; the
+learning rate is a function of the step only (runtime.schedule); evaluation and sampling run under ``torch.random.fork_rng`` with
 their own seed, so how often a run evaluates never shifts the training noise.
 
 A step whose loss or gradient norm is not finite is reported and skipped: its update is never
@@ -37,6 +38,7 @@ from . import batches
 from . import distributed as D
 from ..compiler.model_file import ModelFileError, load_state, read_model_file, spec_hash
 from .metrics import MetricsLog, plot_curves
+from .noise import example_noise
 from .tensorboard import open_tensorboard
 from .rng import capture_rng, restore_rng, seed_everything
 from .run_folder import RunFolder, RunResult, TrainError, TrainOptions, check_resume, versions
@@ -275,7 +277,8 @@ class Trainer:
                         g["lr"] = lr
                     if not model.training:
                         model.train()
-                    loss = -batches.score(train_model, x, y).mean()
+                    with example_noise(train.seed, step, world.rank, world.size, train.batch):
+                        loss = -batches.score(train_model, x, y).mean()
                     loss = self.hooks.loss(step, loss)
                     gnorm = backward_and_clip(loss, optimizer, params, clip)
                     stats = D.all_mean(torch.stack([loss.detach().float(), gnorm.detach().float()]), world)
@@ -371,7 +374,8 @@ class Trainer:
         or one whose loss on the step's batch ``xy`` is diverged (runtime.divergence)."""
         finite = all_finite(model)
         if finite and xy is not None and self.guard.history:
-            loss = check_loss(model, *xy, world)
+            with example_noise(self.train.seed, step, world.rank, world.size, self.train.batch, "check"):
+                loss = check_loss(model, *xy, world)
             if math.isfinite(loss) and self.guard.diverged(loss):  # a non-finite one is a skipped step's case
                 rule = self.guard.verdict(loss)
                 self.diverged = {"step": step, "loss": loss, "rule": rule, "at_checkpoint": True}
@@ -409,10 +413,15 @@ class Trainer:
         n = min(self.opts.eval_images, len(source.test))
         idx = torch.randperm(len(source.test), generator=torch.Generator().manual_seed(self.train.seed))[:n]
         data = batches.stack([source.test[int(i)] for i in idx])
-        res = evaluate(net, data, samples=samples, batch=self.train.batch, seed=self.train.seed + 7919 * step)
+        seed = self.train.seed + 7919 * step
+        row = {"step": step, "split": "test", "samples": samples, "images": n}
+        if ema is not None and self.opts.eval_raw:  # the same images and noise, the live weights; logged first
+            raw = evaluate(model, data, samples=samples, batch=self.train.batch, seed=seed)
+            log.write({**row, "bpd": float(raw.elbo_bpd if samples == 1 else raw.iw_bpd), "weights": "raw",
+                       "alongside": "ema"})
+        res = evaluate(net, data, samples=samples, batch=self.train.batch, seed=seed)
         bpd = float(res.elbo_bpd if samples == 1 else res.iw_bpd)
-        log.write({"step": step, "split": "test", "bpd": bpd, "samples": samples, "images": n,
-                   "weights": "ema" if ema is not None else "raw"})
+        log.write({**row, "bpd": bpd, "weights": "ema" if ema is not None else "raw"})
         if samples > 1:
             return D.broadcast_float(bpd, world)
         devices = [world.device] if world.device.type == "cuda" else []

@@ -194,15 +194,17 @@ def test_poisoned_weights_are_never_written(tmp_path, here):
     assert ck["step"] == 4 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
 
 
-def test_two_gloo_processes_equal_one(tmp_path, here):
-    """Same global batch and seed: the loss curve of 2 ranks equals 1 rank's (toy-glow3 draws no noise),
-    and both ranks' weights are identical afterwards."""
+@pytest.mark.parametrize("spec", [TOY, DIGITS], ids=["toy-glow3", "digits-small"])
+def test_two_gloo_processes_equal_one(tmp_path, here, spec):
+    """Same global batch and seed: the loss curve of 2 ranks equals 1 rank's, and both ranks' weights
+    are identical afterwards. toy-glow3 draws no noise; digits-small draws variational dequantization
+    and cross-unit noise in every pass, the same for each example on 1 or 2 ranks (runtime.noise)."""
     one, two = tmp_path / "one", tmp_path / "two"
     args = ["--steps", "5", "--batch", "64", *FAST, "--json"]
-    r1 = here(TOY, "--run", str(one), *args)
+    r1 = here(spec, "--run", str(one), *args)
     assert r1.returncode == 0, r1.stderr
     r2 = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                         "-m", "augflow_dsl", "train", TOY, "--run-dir", str(two), *args], cwd=ROOT, capture_output=True,
+                         "-m", "augflow_dsl", "train", spec, "--run-dir", str(two), *args], cwd=ROOT, capture_output=True,
                         text=True, timeout=240, env=_env())
     assert r2.returncode == 0, r2.stderr[-3000:]
     a, b = losses(one), losses(two)

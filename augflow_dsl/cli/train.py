@@ -38,6 +38,9 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-every", type=positive_int, default=None, help="steps between metrics rows (50)")
     p.add_argument("--eval-every", type=positive_int, default=None, help="steps between test evaluations (default: an epoch, at most ~10 per run)")
     p.add_argument("--eval-images", type=positive_int, default=None, help="test images per evaluation (1000)")
+    p.add_argument("--eval-raw", action="store_true", default=None,
+                   help="when the spec keeps an EMA (train.ema), evaluate the raw weights too, on the same "
+                        "images and noise: a second test row and curve (the EMA's picks best.pt)")
     p.add_argument("--max-bad-steps", type=positive_int, default=None,
                    help="stop after this many non-finite or diverged steps in a row (20)")
     p.add_argument("--diverge-factor", type=float, default=None, metavar="F",
@@ -56,8 +59,8 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
 
 
 OPTION_FLAGS = ("steps", "epochs", "batch", "device", "precision", "compile", "data_root", "data", "download", "seed",
-                "checkpoint_every", "log_every", "eval_every", "eval_images", "max_bad_steps", "workers", "force",
-                "tensorboard", "threads", "diverge_factor")
+                "checkpoint_every", "log_every", "eval_every", "eval_images", "eval_raw", "max_bad_steps",
+                "workers", "force", "tensorboard", "threads", "diverge_factor")
 
 
 def register(sub) -> None:

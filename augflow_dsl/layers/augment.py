@@ -30,7 +30,7 @@ class CrossUnit(UsesNets, Step):
         p = self.run_net(self.g, context)
         mu, u = p[:, :self.growth], p[:, self.growth:]
         log_sigma = 2 * torch.tanh(u / 2)
-        eps = draw(self, "randn", lambda: torch.randn_like(mu))
+        eps = draw(self, "randn", mu.shape, mu)
         e = mu + torch.exp(log_sigma) * eps
         term = (log_sigma.flatten(1).sum(1) - normal_log_prob(eps))
         return torch.cat([x, e], 1), term

@@ -76,6 +76,7 @@ class NoiseFeed:
         self.log: list[tuple[nn.Module, str, torch.Tensor]] = []
 
     def take(self, owner: nn.Module, kind: str, make) -> torch.Tensor:
+        """The draw's tensor; ``make()`` is the draw as torch would make it (see :func:`draw`)."""
         if self.given is None:
             t = make()
             self.log.append((owner, kind, t))
@@ -102,11 +103,36 @@ def feeding(feed: NoiseFeed):
         _FEED = before
 
 
-def draw(owner: nn.Module, kind: str, make) -> torch.Tensor:
-    """A step's random draw: ``make()`` (e.g. ``torch.randn_like(x)``; ``kind`` names the torch
-    function) -- or, under :func:`feeding`, what the feed gives. Without a feed this is exactly
-    ``make()``: same numbers, same generator state."""
+NOISE_KINDS = {"rand": torch.rand, "randn": torch.randn}  # U[0, 1) and N(0, 1), elementwise
+
+
+def draw(owner: nn.Module, kind: str, shape, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A step's random draw of ``kind`` ("rand": U[0, 1), "randn": N(0, 1)) and ``shape`` (batch
+    first), with ``like``'s dtype and device -- or, under :func:`feeding`, what the feed gives (a
+    given tensor; per-example noise in training, runtime.noise). Without a feed this is exactly
+    ``torch.<kind>(shape, dtype=like.dtype, device=like.device)``.
+
+    ``shape`` may also be a zero-argument callable that makes the tensor (the first form of this
+    API, ``draw(self, "randn", lambda: torch.randn_like(x))``, which extensions may still use; a feed
+    that needs the shape then calls it once and draws its own noise of that shape)."""
+    if callable(shape):
+        make = shape
+    else:
+        if kind not in NOISE_KINDS:
+            raise ValueError(f"draw kind {kind!r}: one of {sorted(NOISE_KINDS)}")
+        kw = {} if like is None else {"dtype": like.dtype, "device": like.device}
+        shape = tuple(shape)
+
+        def make():
+            return NOISE_KINDS[kind](shape, **kw)
+        make.shape, make.like = shape, like  # what a feed drawing its own noise needs, without calling make
     return make() if _FEED is None else _FEED.take(owner, kind, make)
+
+
+def feed_active() -> bool:
+    """Whether a :class:`NoiseFeed` is installed (a layer with a faster torch path for its noise,
+    e.g. dropout on CUDA, takes the :func:`draw` path then)."""
+    return _FEED is not None
 
 
 class Step(nn.Module):

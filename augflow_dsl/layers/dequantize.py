@@ -33,7 +33,7 @@ class Uniform(Step):
 
     def noise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(u, log r(u | x))."""
-        return draw(self, "rand", lambda: torch.rand_like(x)), x.new_zeros(x.shape[0])
+        return draw(self, "rand", x.shape, x), x.new_zeros(x.shape[0])
 
     def forward(self, x, context=None):
         if self.draws.centre:

@@ -66,7 +66,7 @@ class FactorOut(ReadsCondition, Step):
         """cat(kept, z), z sampled at ``temperature`` when not given."""
         loc, log_scale = self._stats(kept)
         if z is None:
-            eps = temperature * draw(self, "randn", lambda: torch.randn_like(kept))
+            eps = temperature * draw(self, "randn", kept.shape, kept)
             z = eps if log_scale is None else loc + torch.exp(log_scale) * eps
         return torch.cat([kept, z], 1)
 

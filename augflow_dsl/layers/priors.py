@@ -50,8 +50,7 @@ class Normal(Step):
         return normal_log_prob(z)
 
     def sample(self, n: int, temperature: float = 1.0, like: torch.Tensor | None = None) -> torch.Tensor:
-        kw = {"device": like.device, "dtype": like.dtype} if like is not None else {}
-        return temperature * draw(self, "randn", lambda: torch.randn(n, *self.shape, **kw))
+        return temperature * draw(self, "randn", (n, *self.shape), like)
 
     def rsample(self, n: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.sample(n, 1.0, like)

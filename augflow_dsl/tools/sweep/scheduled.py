@@ -124,7 +124,7 @@ def point_states(cfg: SweepConfig, folder: Path, points: list[Point], stored: di
             st.scheduler = job_state(last.launcher, folder / jobs.folder, last.job_id)
         rows = read_rows(p.run / "metrics.jsonl") if (p.run / "metrics.jsonl").is_file() else []
         train = [r for r in rows if "split" not in r]
-        test = [r for r in rows if r.get("split") == "test"]
+        test = [r for r in rows if r.get("split") == "test" and "alongside" not in r]
         if train:
             st.step, st.train_bpd = train[-1]["step"], train[-1].get("bpd")
         if test:
