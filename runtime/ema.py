@@ -32,16 +32,24 @@ class EMA(nn.Module):
     """An averaged copy of ``model``; ``update(model)`` after each optimizer step; ``module`` is the
     averaged model (its buffers the live model's), in eval mode, never trained directly."""
 
-    def __init__(self, model: nn.Module, decay: float):
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = False):
         super().__init__()
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1); got {decay}")
+        self.warmup = warmup
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.decay = decay
         self.register_buffer("n_averaged", torch.zeros((), dtype=torch.long))
         self._pairs: tuple | None = None
+
+    def decay_at(self, n: int) -> float:
+        """The decay of update ``n + 1`` (``n`` updates averaged before it): ``decay``, or with
+        ``warmup`` TensorFlow's ``ExponentialMovingAverage(num_updates=n)`` rule,
+        min(decay, (1 + n) / (10 + n)): early in a run it averages over about (n + 10) / 9 updates
+        instead of 1 / (1 - decay), a window that would reach back to the first, worst weights."""
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
 
     def _lists(self, model: nn.Module):
         if self._pairs is None:
@@ -58,10 +66,11 @@ class EMA(nn.Module):
     def update(self, model: nn.Module) -> None:
         ema_f, model_f, copied = self._lists(model)
         model_f = [t.detach() for t in model_f]
-        if int(self.n_averaged) == 0:
+        n = int(self.n_averaged)
+        if n == 0:
             torch._foreach_copy_(ema_f, model_f)
         else:
-            torch._foreach_lerp_(ema_f, model_f, 1.0 - self.decay)
+            torch._foreach_lerp_(ema_f, model_f, 1.0 - self.decay_at(n))
         for a, b in copied:
             a.copy_(b)
         self.n_averaged += 1

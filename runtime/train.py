@@ -94,7 +94,7 @@ class Trainer:
         if self.train.ema is None:
             return None
         from .ema import EMA
-        return EMA(model, self.train.ema)
+        return EMA(model, self.train.ema, warmup=self.train.ema_warmup)
 
     # ------------------------------------------------------------------ the run
     def run(self) -> RunResult:

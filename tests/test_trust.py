@@ -283,6 +283,67 @@ def test_curves_say_which_weights_each_curve_uses(tmp_path, monkeypatch):
     assert labels == ["train (one-sample ELBO, raw weights)", "test (one-sample ELBO, EMA weights)"]
 
 
+def test_curves_with_eval_raw_draw_the_ema_and_the_raw_test_curves(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from augflow_dsl.runtime.metrics import plot_curves
+    from augflow_dsl.runtime.tensorboard import scalars_of
+
+    labels = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: labels.extend(t.get_text() for t in fig.axes[0].get_legend().get_texts()))
+    raw = {"step": 2, "split": "test", "bpd": 3.5, "samples": 1, "weights": "raw", "alongside": "ema"}
+    ema = {"step": 2, "split": "test", "bpd": 3.6, "samples": 1, "weights": "ema"}
+    with pytest.raises(FileNotFoundError):
+        plot_curves([{"step": 1, "bpd": 4.0}, raw, ema], tmp_path / "curves.png")
+    assert labels == ["train (one-sample ELBO, raw weights)", "test (one-sample ELBO, EMA weights)",
+                      "test (one-sample ELBO, raw weights)"]
+    assert scalars_of(raw) == {"eval/test_bpd_raw": 3.5} and scalars_of(ema) == {"eval/test_bpd": 3.6}
+
+
+def test_train_eval_raw_logs_the_raw_weights_beside_the_ema(tmp_path, capsys):
+    import json
+
+    from conftest import SPECS_DIR
+
+    from augflow_dsl.cli import main
+
+    run = tmp_path / "run"
+    code = main(["train", str(SPECS_DIR / "toy-glow3.flow"), "--run", str(run), "--steps", "4", "--batch", "16",
+                 "--eval-every", "2", "--eval-images", "32", "--eval-raw", "--set", "train.ema=0.5",
+                 "--set", "train.eval_samples=4", "--no-tensorboard"])
+    assert code == 0, capsys.readouterr().err
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    tests = [(r["step"], r["samples"], r["weights"], "alongside" in r) for r in rows if "split" in r]
+    assert tests == [(2, 1, "raw", True), (2, 1, "ema", False), (4, 1, "raw", True), (4, 1, "ema", False),
+                     (4, 4, "raw", True), (4, 4, "ema", False)]
+    step2 = [r["bpd"] for r in rows if r.get("step") == 2 and "split" in r]
+    assert step2[0] != step2[1]  # two sets of weights, two figures
+
+
+def test_ema_warmup_follows_tensorflows_num_updates_rule():
+    import torch
+
+    from augflow_dsl.language.models import TrainSpec
+    from augflow_dsl.runtime.ema import EMA
+
+    assert TrainSpec().ema_warmup is True
+    model = torch.nn.Linear(2, 1, bias=False)
+    plain, warm = EMA(model, 0.99), EMA(model, 0.99, warmup=True)
+    assert [warm.decay_at(n) for n in (1, 8, 890, 5000)] == [2 / 11, 9 / 18, 0.99, 0.99]
+    assert plain.decay_at(1) == 0.99
+    targets = [torch.full((1, 2), float(k)) for k in range(1, 4)]
+    for t in targets:  # weights 1, 2, 3 after three updates
+        with torch.no_grad():
+            model.weight.copy_(t)
+        plain.update(model)
+        warm.update(model)
+    # plain: 1, then 0.99 * 1 + 0.01 * 2, ...; warm-up: 1, then (2/11) * 1 + (9/11) * 2, then lerp by 1 - 3/12
+    w2 = 2 / 11 * 1 + 9 / 11 * 2
+    assert float(warm.module.weight[0, 0]) == pytest.approx(3 / 12 * w2 + 9 / 12 * 3)
+    assert float(plain.module.weight[0, 0]) == pytest.approx(0.99 * (0.99 + 0.02) + 0.03)
+
+
 # --- ONNX verification on data-like inputs: a file off by 30 nats must fail even where random inputs hide it
 
 def test_onnx_log_prob_is_verified_on_the_models_samples(monkeypatch):
