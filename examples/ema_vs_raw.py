@@ -40,6 +40,9 @@ def main() -> None:
     ap.add_argument("--ema", nargs="+", default=["0.99", "0.99:warmup", "0.999:warmup"])
     ap.add_argument("--iw", type=int, default=64, help="importance samples of the final evaluation (0: none)")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="train.KEY=VALUE")
+    ap.add_argument("--update-bn", type=int, default=0, metavar="BATCHES",
+                    help="also score each EMA with its BatchNorm statistics recomputed on this many training "
+                         "batches (torch.optim.swa_utils.update_bn) instead of the live ones")
     ap.add_argument("--run", default=None, help="run folder (default: a temporary one)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", default=None)
@@ -74,9 +77,24 @@ def main() -> None:
             if step % args.eval_every == 0 or step == trainer_total[0]:
                 score(step, 1)
 
+    def recomputed(net):
+        """A copy of ``net`` with its BatchNorm statistics measured anew for its own weights."""
+        import copy
+        g = torch.Generator().manual_seed(99)
+        idx = torch.randperm(len(source.train), generator=g)[:64 * args.update_bn].view(args.update_bn, 64)
+        data = [batches.split(batches.stack([source.train[int(i)] for i in row]))[0] for row in idx]
+        twin = copy.deepcopy(net)
+        with torch.random.fork_rng():
+            torch.manual_seed(7)
+            torch.optim.swa_utils.update_bn(data, twin)
+        return twin.eval()
+
     def score(step: int, samples: int) -> None:
         row = {"step": step, "samples": samples}
         nets = {"raw": model_ref[0], **{k: v.module for k, v in extra.items()}}
+        if args.update_bn:
+            for k, v in extra.items():
+                nets[f"{k} +bn"] = recomputed(v.module)
         for name, net in nets.items():
             r = evaluate(net, test, samples=samples, batch=64, seed=1234 + step)
             row[name] = r.elbo_bpd if samples == 1 else r.iw_bpd
@@ -101,7 +119,7 @@ def main() -> None:
         score(result.step, args.iw)
     print(f"\n{spec.name}: {result.step} steps in {time.perf_counter() - t0:.0f} s; test bits/dim "
           f"({len(test)} images), lower is better")
-    names = ["raw", *extra]
+    names = [k for k in rows[0] if k not in ("step", "samples")]
     print(f"{'step':>6}{'S':>4}" + "".join(f"{n:>20}" for n in names))
     for r in rows:
         print(f"{r['step']:>6}{r['samples']:>4}" + "".join(f"{r[n]:>20.4f}" for n in names))

@@ -185,6 +185,7 @@ class Trainer:
             stream = BatchStream(source.train, batch=self.train.batch, seed=self.train.seed, rank=world.rank,
                                  world=world.size, augment=self.train.augment, workers=opts.workers,
                                  pin_memory=world.device.type == "cuda", device=world.device)
+            self._source = source
             result = self._loop(model, train_model, optimizer, ema, source, world, log, stream,
                                 step=step, epoch=epoch, position=position, spe=spe, total=total, best=best,
                                 elapsed0=elapsed0)
@@ -388,6 +389,7 @@ class Trainer:
                       f"(the last good one is kept)")
             return False
         if world.main:
+            self._ema_statistics(ema, self._source, world, step)
             state = {"spec_text": self.spec.text, "spec_file": self.spec.file, "spec_hash": self.hash,
                      "overrides": self.overrides, "train_overrides": self.train_overrides,
                      "model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
@@ -399,6 +401,37 @@ class Trainer:
         D.barrier(world)
         return True
 
+    def _ema_statistics(self, ema, source, world, step: int) -> None:
+        """Measure the EMA model's BatchNorm statistics for its own weights (runtime.ema) before it is
+        evaluated, sampled or checkpointed: ``train.ema_bn_batches`` batches of the training split,
+        drawn from (seed, step), scored with per-example noise of purpose "bn" (so the run's own noise
+        and generators are untouched and a resume recomputes the same figures); without augmentation.
+        Once per step; rank 0 (which alone evaluates and writes) only."""
+        from .ema import has_batchnorm, recompute_batchnorm
+        from .data import derive_seed
+
+        k = self.train.ema_bn_batches
+        if ema is None or k == 0 or not world.main or ema.bn_step == step or not has_batchnorm(ema.module):
+            return
+        b = self.train.batch
+        n = min(k * b, len(source.train) // b * b)
+        order = torch.randperm(len(source.train), generator=torch.Generator().manual_seed(
+            derive_seed(self.train.seed, "ema-bn", step)))[:n]
+        seed = self.train.seed
+
+        def chunks():
+            for i in range(0, n, b):
+                yield batches.to(batches.stack([source.train[int(j)] for j in order[i:i + b]]), world.device)
+
+        def score(module, batch):
+            x, y = batches.split(batch)
+            with example_noise(seed, step, 0, 1, x.shape[0], purpose=f"bn-{score.k}"):
+                score.k += 1
+                return batches.score(module, x, y)
+        score.k = 0
+        recompute_batchnorm(ema.module, chunks(), score)
+        ema.bn_step = step
+
     def _evaluate(self, model, ema, source, world, log, step, samples: int = 1) -> float | None:
         """Bits/dim on a fixed subset of the test split (EMA weights when kept) and, for the periodic
         one-sample ELBO, a sample grid; under its own RNG so the training noise stream is unchanged.
@@ -406,6 +439,7 @@ class Trainer:
         figure, logged as its own row; it picks no checkpoint."""
         if not world.main:
             return D.broadcast_float(None, world)  # rank 0's figure, so that every rank takes the same branch
+        self._ema_statistics(ema, source, world, step)
         from .scoring import evaluate
         from .sampling import save_samples
 

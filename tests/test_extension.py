@@ -113,8 +113,7 @@ class NoisePadLayer(Step):
         return cls(args.channels)
 
     def forward(self, x, context=None):
-        e = draw(self, "randn", lambda: torch.randn(x.shape[0], self.channels, *x.shape[2:], dtype=x.dtype,
-                                                    device=x.device))
+        e = draw(self, "randn", (x.shape[0], self.channels, *x.shape[2:]), x)
         return torch.cat([x, e], 1), -normal_log_prob(e)
 
     def inverse(self, y, context=None):

@@ -268,6 +268,91 @@ def test_ema_of_a_batchnorm_spec_keeps_live_statistics_and_evaluates_no_worse_th
     assert averaged <= raw + 2e-3, (averaged, raw)
 
 
+def test_recomputed_batchnorm_statistics_are_the_averaged_weights_own():
+    """recompute_batchnorm: each BatchNorm's running mean becomes the mean of its input over the given
+    batches under the module's own weights (the same batches and noise, measured by a hook)."""
+    import torch
+
+    import augflow_dsl as af
+    from augflow_dsl.runtime.data import _digits
+    from augflow_dsl.runtime.ema import recompute_batchnorm
+    from augflow_dsl.runtime.noise import example_noise
+
+    torch.manual_seed(1)
+    train, _, _, _ = _digits(0)
+    model = af.compile(af.loads(BN_SPEC, "bn.flow"))
+    model.train()
+    model.initialize(train[:64].float())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    model.eval()
+    data = [train[i * 32:(i + 1) * 32].float() for i in range(3)]
+
+    def score(m, x):
+        score.k += 1
+        with example_noise(0, 0, 0, 1, x.shape[0], purpose=f"bn-{score.k}"):
+            return m(x)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    seen = {id(n): [] for n in norms}
+    hooks = [n.register_forward_hook(lambda mod, inp, out: seen[id(mod)].append(inp[0].detach()))
+             for n in norms]
+    score.k = 0
+    assert recompute_batchnorm(model, data, score)
+    for h in hooks:
+        h.remove()
+    assert not model.training
+    for n in norms:
+        acts = torch.cat([a.transpose(0, 1).reshape(a.shape[1], -1) for a in seen[id(n)]], 1)
+        per_batch = torch.stack([a.transpose(0, 1).reshape(a.shape[1], -1).mean(1) for a in seen[id(n)]])
+        torch.testing.assert_close(n.running_mean, per_batch.mean(0), rtol=1e-4, atol=1e-5)  # cumulative average
+        assert acts.shape[1] > 0 and int(n.num_batches_tracked) == 3
+
+
+def test_a_bn_run_checkpoints_recomputed_ema_statistics_and_resumes_to_the_bit(tmp_path):
+    """The checkpoint's EMA holds BatchNorm statistics measured for the EMA weights (not the live
+    model's), and a run crashed after a checkpoint resumes to the same metrics rows, evaluations
+    (which recompute the statistics) included."""
+    import json
+
+    import torch
+
+    from augflow_dsl.language.load import loads
+    from augflow_dsl.runtime.step import TrainHooks
+    from augflow_dsl.runtime.train import Trainer, TrainOptions
+
+    class Crash(Exception):
+        pass
+
+    class Hooks(TrainHooks):
+        def __init__(self, at):
+            self.at = at
+
+        def after_step(self, step):
+            if step == self.at:
+                raise Crash(step)
+
+    spec_text = BN_SPEC + "train: {batch: 16, ema: 0.9, ema_bn_batches: 4}\n"
+
+    def trainer(run, crash=None):
+        opts = TrainOptions(run=str(run), steps=8, log_every=1, eval_every=3, eval_images=32, checkpoint_every=4,
+                            sample_n=0, final_eval=False, tensorboard=False)
+        return Trainer(loads(spec_text, "bn.flow"), {}, {}, opts, hooks=Hooks(crash))
+
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    trainer(whole).run()
+    with pytest.raises(Crash):
+        trainer(cut, crash=6).run()
+    trainer(cut).run()
+    a = (whole / "metrics.jsonl").read_text().splitlines()
+    b = (cut / "metrics.jsonl").read_text().splitlines()
+    strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k not in ("time", "images_per_s")} for r in rows]
+    assert strip(a) == strip(b)
+    ck = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)
+    means = [k for k in ck["ema"] if k.endswith("running_mean")]
+    assert means and any(not torch.equal(ck["ema"][k], ck["model"][k.removeprefix("module.")]) for k in means)
+
+
 def test_curves_say_which_weights_each_curve_uses(tmp_path, monkeypatch):
     import matplotlib.figure
 

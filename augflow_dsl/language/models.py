@@ -105,7 +105,10 @@ class TrainSpec(_Model):
     weights by about 1 / (1 - ema) updates (digits-small, 0.99, step 69: 4.44 bits/dim against 3.76 raw,
     3.86 with the rule; examples/ema_vs_raw.py). From update 9 ema / (1 - ema) on (8,990 for the
     papers' 0.999) the decay is ``ema`` itself and what the rule changed fades as ema^k, so a long run
-    ends with the reference code's plain EMA; ``ema_warmup: false`` is the plain one throughout. ``clip`` the gradient-norm bound; ``init_batch`` the images of the data-dependent
+    ends with the reference code's plain EMA; ``ema_warmup: false`` is the plain one throughout.
+    ``ema_bn_batches``: before the EMA weights are evaluated, sampled or checkpointed, their BatchNorm
+    statistics are measured anew on this many training batches (``update_bn``; runtime.ema); 0 keeps
+    the live model's statistics; specs without BatchNorm skip it. ``clip`` the gradient-norm bound; ``init_batch`` the images of the data-dependent
     init; ``augment`` a list of ``flip`` and ``translate`` (DenseFlow's, reference-facts).
     ``eval_samples`` is the number of importance samples S of the model's reported test figure:
     ``train`` ends a run that reaches its last step with one importance-weighted evaluation with S
@@ -128,6 +131,7 @@ class TrainSpec(_Model):
     lr_min: float = Field(default=0.0, ge=0)
     ema: float | None = Field(default=None, ge=0, lt=1)
     ema_warmup: bool = True
+    ema_bn_batches: int = Field(default=32, ge=0)
     clip: float | None = Field(default=None, gt=0)
     init_batch: int = Field(default=64, gt=0)
     finetune_epochs: int = Field(default=0, ge=0)

@@ -99,7 +99,7 @@ def refuse_own_randomness(model, what: str, drew: dict) -> None:
         raise ExportError(f"cannot export {what}: {_describe_steps(model, steps)} draws random numbers itself "
                           f"({op}) instead of through augflow_dsl.layers.base.draw; in ONNX that noise would be "
                           f"drawn by the runtime, not given as an input, so the graph would not be a function of its "
-                          f"inputs (route the draw through draw(self, kind, lambda: ...))")
+                          f"inputs (route the draw through draw(self, kind, shape, like))")
 
 
 def _describe_steps(model, steps) -> str:
