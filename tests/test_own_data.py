@@ -307,3 +307,45 @@ def test_npz_context_vectors_for_a_vector_condition(tmp_path):
         open_dataset(d, vector=4)
     with pytest.raises(DataError, match="context vectors .* classes: 3"):
         open_dataset(d, classes=3)
+
+
+# --- sweep --data, and a sweep of a spec whose data.path is relative ---------------------------------------
+
+
+def test_sweep_with_data_and_with_a_relative_data_path(tmp_path, capsys, monkeypatch):
+    """Every point of a sweep trains and is scored on the same own data: ``--data`` (made absolute), or
+    the spec's relative ``data.path`` read from the spec file's folder even when the sweep runs elsewhere;
+    ``--resume`` keeps it, and a --data that is neither folder nor .npz is refused."""
+    from augflow_dsl.cli import main
+
+    root = folder(tmp_path / "imgs", n=5)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "sweep-a"
+    args = ["--steps", "1", "--eval-images", "2", "--samples", "1", "--json"]
+    assert main(["sweep", str(write_spec(tmp_path)), "--data", "imgs", "--set", "train.lr=1e-3,2e-3",
+                 "--out", str(out), *args]) == 0, capsys.readouterr().err
+    result = json.loads(capsys.readouterr().out)
+    assert [p["status"] for p in result["points"]] == ["done", "done"]
+    sweep_json = json.loads((out / "sweep.json").read_text())
+    assert sweep_json["train"]["data"] == str(root.resolve())
+    for p in result["points"]:
+        cfg = json.loads((Path(p["run"]) / "config.json").read_text())
+        assert cfg["options"]["data"] == str(root.resolve())
+
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    folder(spec_dir / "near", n=5)
+    spec = write_spec(spec_dir, extra=', dataset: folder, path: "near"')
+    monkeypatch.chdir("/")  # the spec's relative path is the spec file's, not the working folder's
+    out_b = tmp_path / "sweep-b"
+    assert main(["sweep", str(spec), "--set", "train.lr=1e-3", "--out", str(out_b), *args]) == 0, \
+        capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["points"][0]["status"] == "done"
+    assert json.loads((out_b / "sweep.json").read_text())["train"]["data"] == str((spec_dir / "near").resolve())
+    assert main(["sweep", "--resume", str(out_b), "--json"]) == 0  # nothing left to train; same data
+    capsys.readouterr()
+    assert main(["sweep", "--resume", str(out_b), "--data", str(root)]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["sweep", str(spec), "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "c"),
+                 *args]) == 1
+    assert "no such folder or file" in capsys.readouterr().err

@@ -18,6 +18,9 @@ _TRAIN_FLAGS = {
     "seed": {"help": "seed of every point (default: the spec's train.seed)"},
     "precision": {},
     "device": {},
+    "data": {"help": "your own data for every point: an image folder (a subfolder per class gives labels) or a "
+                     ".npz file; replaces the spec's data set and data.path (a relative data.path is read from "
+                     "the spec file's folder)"},
     "data_root": {},
     "download": {},
     "compile": {},

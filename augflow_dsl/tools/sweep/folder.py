@@ -29,9 +29,28 @@ def _read_config(folder: Path) -> SweepConfig | None:
     if not path.is_file():
         return None
     try:
-        return SweepConfig.model_validate_json(path.read_text())
+        cfg = SweepConfig.model_validate_json(path.read_text())
     except ValueError as e:
         raise SweepError(f"{path}: not a readable sweep.json ({str(e).splitlines()[0]})") from None
+    cfg.train = {k: cfg.train.get(k) for k in IDENTITY_FLAGS}  # a sweep.json from before a flag existed: None
+    return cfg
+
+
+def _own_data(text: str, spec: str | Path, data: str | None) -> str | None:
+    """The absolute path of the sweep's own data: ``--data``, or the spec's own ``data.path`` taken from the
+    spec file's folder (as ``train`` reads it), so that the points, their evaluation, their jobs and a
+    ``--resume`` from another folder all read the same files; None for a named data set."""
+    if data:
+        return str(Path(data).expanduser().resolve())
+    from ...errors import SpecError
+    from ...language.datasets import OWN_SETS, with_data
+    from ...language.load import loads
+
+    try:
+        located = with_data(loads(text, str(spec)))
+    except (SpecError, ValueError):  # the points report their own errors
+        return None
+    return located.data.path if located.data.dataset in OWN_SETS else None
 
 
 def sweep_config(spec: str | None, sets: list[str], *, resume: str | None = None, out: str | None = None,
@@ -68,6 +87,7 @@ def sweep_config(spec: str | None, sets: list[str], *, resume: str | None = None
         text = Path(spec).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise SweepError(f"cannot read {spec}: {getattr(e, 'strerror', None) or e}") from None
+    train["data"] = _own_data(text, spec, train.get("data"))
     cfg = SweepConfig(spec_file=str(spec), spec_name=_spec_name(text, spec), spec_hash=_hash(text),
                       spec_text=text, axes=grid.axes, fixed=grid.fixed, train=train, samples=samples,
                       options=options, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))

@@ -99,19 +99,32 @@ def train_options(cfg: SweepConfig, run: Path):
     return TrainOptions(run=str(run), final_eval=False, **given)
 
 
+def point_spec(cfg: SweepConfig, variables: dict):
+    """The spec of one point: the sweep's text with the point's variables, its own data located
+    (``--data`` or the spec's data.path, made absolute when the sweep was made)."""
+    from ...language.datasets import with_data
+    from ...language.load import loads
+
+    spec = loads(cfg.spec_text, cfg.spec_file, variables)
+    data = cfg.train.get("data")
+    return with_data(spec, data) if data else spec
+
+
 def check_points(points: list[Point], cfg: SweepConfig) -> None:
     """Fill each point's parameter count (the analytic ``check``: no tensor is built) or its error
     (the spec does not load or fails the audit, or a train setting is refused)."""
     from ...errors import SpecError, all_errors
     from ...graph.pipeline import analyze
-    from ...language.load import loads
     from ...runtime.train import TrainError, Trainer
 
     for p in points:
         try:
-            spec = loads(cfg.spec_text, cfg.spec_file, p.variables)
+            spec = point_spec(cfg, p.variables)
         except SpecError as e:
             p.error = "; ".join(x.message for x in all_errors(e))
+            continue
+        except ValueError as e:  # --data that is neither a folder nor a .npz file
+            p.error = str(e)
             continue
         p.analysis = analyze(spec)
         report = p.analysis.report

@@ -23,7 +23,7 @@ class SweepConfig(BaseModel):
     spec_text: str
     axes: dict[str, list[Any]]
     fixed: dict[str, Any]
-    train: dict[str, Any]            # steps, epochs, batch, seed, precision (None: the spec's)
+    train: dict[str, Any]            # steps, epochs, batch, seed, precision, data (None: the spec's)
     samples: int | None              # importance samples of the evaluation (None: the spec's eval_samples)
     options: dict[str, Any] = Field(default_factory=dict)   # may change on a rerun (device, data root, ...)
     created: str = ""
@@ -69,7 +69,7 @@ class SweepResult(BaseModel):
 
 
 # the train flags that define a sweep's results (refused if changed), and those that may change on a rerun
-IDENTITY_FLAGS = ("steps", "epochs", "batch", "seed", "precision")
+IDENTITY_FLAGS = ("steps", "epochs", "batch", "seed", "precision", "data")
 OPTION_FLAGS = ("device", "data_root", "download", "compile", "checkpoint_every", "log_every", "eval_every",
                 "eval_images", "workers", "threads", "tensorboard")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .folder import append_result, load_results, write_atomic
-from .grid import Grid, Point, check_points, points_of, train_options
+from .grid import Grid, Point, check_points, point_spec, points_of, train_options
 from .records import (PointResult, Stopped, SweepConfig, SweepError, SweepResult,
                       SweepUsageError)
 from .table import save
@@ -120,11 +120,13 @@ def _install_signals(state: dict) -> dict:
 
 
 def _figures(row: PointResult) -> str:
+    def pm(se: float | None) -> str:  # one test example has no standard error
+        return f" ± {se:.4f}" if se is not None else ""
     parts = []
     if row.elbo_bpd is not None:
-        parts.append(f"ELBO {row.elbo_bpd:.4f} ± {row.elbo_se:.4f}")
+        parts.append(f"ELBO {row.elbo_bpd:.4f}{pm(row.elbo_se)}")
     if row.iw_bpd is not None:
-        parts.append(f"IW {row.iw_bpd:.4f} ± {row.iw_se:.4f} (S = {row.samples})")
+        parts.append(f"IW {row.iw_bpd:.4f}{pm(row.iw_se)} (S = {row.samples})")
     return "  ".join(parts)
 
 
@@ -132,10 +134,9 @@ def _run_point(p: Point, cfg: SweepConfig, rows: dict[str, PointResult], tag: st
                state: dict) -> PointResult:
     """Train (or resume) one point, then evaluate it; its row (in ``rows`` as soon as it trained, so that a
     signal during the evaluation keeps what training did)."""
-    from ...language.load import loads
     from ...runtime.train import Trainer
 
-    spec = p.analysis.spec if p.analysis is not None else loads(cfg.spec_text, cfg.spec_file, p.variables)
+    spec = p.analysis.spec if p.analysis is not None else point_spec(cfg, p.variables)
     opts = train_options(cfg, p.run)
     resuming = (p.run / "checkpoints" / "last.pt").is_file()
     say(f"{tag}: {p.parameters:,} parameters, {'resuming' if resuming else 'training'} in {p.run}")
@@ -193,6 +194,9 @@ def evaluate_run(run: Path, samples: int, cfg: SweepConfig, err=None, show: bool
 
     device = str(cfg.options.get("device") or "cpu")
     model, spec, meta = load_model(run, ema=True, map_location="cpu")
+    if cfg.train.get("data"):
+        from ...language.datasets import with_data
+        spec = with_data(spec, cfg.train["data"])
     model = model.to(device)
     seed = int((meta.get("train") or {}).get("seed", 0))
     source = open_dataset(spec.data, cfg.options.get("data_root"), bool(cfg.options.get("download")), seed,

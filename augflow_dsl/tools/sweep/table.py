@@ -37,7 +37,7 @@ def table_rows(result: SweepResult) -> list[list[str]]:
     has_iw = any(r.iw_bpd is not None for r in result.points)
 
     def f(v, se) -> str:
-        return "-" if v is None else f"{v:.4f} ± {se:.4f}"
+        return "-" if v is None else f"{v:.4f}" + (f" ± {se:.4f}" if se is not None else "")
 
     out = []
     for r in result.points:
