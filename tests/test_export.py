@@ -7,6 +7,9 @@
   one on other inputs, through the public API (``model.log_prob`` / ``model.sample`` with the
   same noise fed);
 * each noise input is used: changing it alone changes the file's output (and torch's, equally);
+* conditional models (a tiny digits-cond, a 2-D vector-conditioned flow): y is the second input
+  (int64 labels [N] or float vectors [N, D]), onnxruntime equals torch given the same x, y and
+  noise, and another y changes the output;
 * the draw hook changes nothing for normal use, and replays recorded draws exactly; the fixed-count
   Newton inverse equals the adaptive one;
 * the failures name the step and the op: a step that draws its own random numbers, an op with
@@ -49,6 +52,23 @@ for _old, _new in [("flow: [2 * dq_step, unsqueeze, sigmoid]", "flow: [dq_step, 
                    ("(mid: 16, depth: 2, growth: 16)", "(mid: 8, depth: 1, growth: 8)"),
                    ("modules: 4 * glow", "modules: 2 * glow")]:
     DIGITS_TINY = mutate(_old, _new, DIGITS_TINY)  # each occurs once (fails loudly if the spec changes)
+# digits-cond (class-conditional digits-small) shrunk the same way, one unit; and a 2-D flow conditioned on a
+# context vector: the y input of a conditional model (labels int64 [N], vectors float [N, D])
+DIGITS_COND_TINY = (SPECS_DIR / "digits-cond.flow").read_text()
+for _old, _new in [("flow: [2 * dq_step, unsqueeze, sigmoid]", "flow: [dq_step, unsqueeze, sigmoid]"),
+                   ("context(filters: 16, depth: 2, growth: 8)", "context(filters: 8, depth: 1, growth: 4)"),
+                   ("(mid: 16, depth: 2, growth: 16)", "(mid: 8, depth: 1, growth: 8)"),
+                   ("modules: 4 * glow", "modules: 2 * glow")]:
+    DIGITS_COND_TINY = mutate(_old, _new, DIGITS_COND_TINY)
+VECTOR = """
+flow: tiny-vector
+data: {shape: [2]}
+condition: {vector: 3, embed: 4}
+stages: [actnorm, affine_coupling(net: mlp(hidden: 8), condition: true), reverse,
+         affine_coupling(net: mlp(hidden: 8), condition: true)]
+prior: class_normal
+"""
+CONDITIONAL = {"digits-cond": (DIGITS_COND_TINY, {"units": 1, "width": 8}), "vector": (VECTOR, {})}
 MODELS = {  # name: (spec file or text, overrides)
     "glow": ("toy-glow3.flow", {}),
     "vflow": ("toy-vflow3-10d.flow", {}),
@@ -56,11 +76,11 @@ MODELS = {  # name: (spec file or text, overrides)
     "mixture": (MIXTURE, {}),
 }
 # exported for exactly 3 examples (about twice as fast to export); glow's two files have a dynamic batch
-STATIC = {"vflow", "digits", "mixture"}
+STATIC = {"vflow", "digits", "mixture", "digits-cond"}
 
 
 def _perturbed(name: str, scale: float = 0.05):
-    spec, overrides = MODELS[name]
+    spec, overrides = (MODELS | CONDITIONAL)[name]
     torch.manual_seed(1234)
     spec = af.loads(spec, overrides=overrides) if "\n" in spec else af.load(str(SPECS_DIR / spec), overrides)
     model = af.compile(spec)
@@ -82,7 +102,7 @@ class Exports:
             model, overrides = _perturbed(name)
             pt, path = self.tmp / f"{name}.pt", self.tmp / f"{name}-{what}.onnx"
             save_compiled(pt, model, overrides)
-            if name == "glow":  # through the CLI: --json for log_prob, the printed report for sample
+            if name in ("glow", "vector"):  # through the CLI: --json for log_prob, the printed report for sample
                 self.done[key] = (model, path, _cli_export(pt, path, what))
             else:  # through the API
                 r = export_onnx(load_source(str(pt))[0], path, what, batch=3, dynamic=name not in STATIC)
@@ -127,28 +147,38 @@ def _inputs(model, what: str, noise_shapes, n: int, seed: int):
     return first, noise
 
 
+def _y(model, n: int, seed: int):
+    """n conditions of a conditional model (labels, or context vectors), None for an unconditional one."""
+    if not model.conditional:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    c = model.condition
+    return torch.randint(0, c.classes, (n,), generator=g) if c.classes else torch.randn(n, c.vector, generator=g)
+
+
 def _noise_of(model, what: str):
     """(kind, shape) of each draw of one eager pass, in order (the file's noise inputs)."""
     feed = NoiseFeed()
     with torch.no_grad(), feeding(feed):
         if what == "log_prob":
-            model.log_prob(_inputs(model, what, [], 2, 0)[0])
+            model.log_prob(_inputs(model, what, [], 2, 0)[0], _y(model, 2, 0))
         else:
-            model.sample(2)
+            model.sample(2, y=_y(model, 2, 0))
     return [(kind, tuple(t.shape)) for _, kind, t in feed.log]
 
 
-def _torch(model, what, first, noise):
+def _torch(model, what, first, noise, y=None):
     with torch.no_grad(), feeding(NoiseFeed(noise)):
         if what == "log_prob":
-            return model.log_prob(first).double().numpy()
-        return model.sample(noise[0].shape[0], temperature=float(first)).double().numpy()
+            return model.log_prob(first, y).double().numpy()
+        return model.sample(noise[0].shape[0], temperature=float(first), y=y).double().numpy()
 
 
-def _ort(path, first, noise):
+def _ort(path, first, noise, y=None):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
-    return sess.run(None, dict(zip(names, [first.numpy(), *(e.numpy() for e in noise)])))[0].astype(np.float64)
+    values = [first, *([] if y is None else [y]), *noise]
+    return sess.run(None, dict(zip(names, [v.numpy() for v in values])))[0].astype(np.float64)
 
 
 def _diff(what, got, ref) -> float:
@@ -216,6 +246,42 @@ def test_cli_text_report(exports):
     line = next(s for s in text.splitlines() if "onnxruntime vs torch" in s)
     figure = float(line.split("max |ort - torch| = ")[1].split()[0])
     assert figure <= TOL and line.endswith("ok")
+
+
+@pytest.mark.parametrize("name,what", [("digits-cond", "log_prob"), ("digits-cond", "sample"), ("vector", "log_prob")])
+def test_conditional_export_matches_torch(exports, name, what):
+    """A conditional model's file takes y after x (log_prob) or temperature (sample) and computes the
+    condition's embedding from it: onnxruntime equals torch's ``log_prob(x, y)`` / ``sample(n, y=y)``
+    given the same x, y and noise (the command's check, on the model's samples given its own y, and
+    here on other inputs); other labels or vectors change the output, in both alike."""
+    model, path, result = exports.get(name, what)
+    assert [i["name"] for i in result["inputs"]][:2] == ["x" if what == "log_prob" else "temperature", "y"]
+    v = result["verify"]
+    assert v["ok"] and v["nonfinite_torch"] == 0 and v["inputs"].endswith(" y")
+    assert v["max_rel_diff" if what == "log_prob" else "max_abs_diff"] <= TOL
+    n = 3 if name in STATIC else 6
+    first, noise = _inputs(model, what, _noise_of(model, what), n, seed=99)
+    y = _y(model, n, seed=98)
+    ref, got = _torch(model, what, first, noise, y), _ort(path, first, noise, y)
+    assert got.shape == ref.shape and np.isfinite(got).all() and _diff(what, got, ref) <= TOL
+    other = (y + 1) % model.condition.classes if model.condition.classes else -y
+    ref2, got2 = _torch(model, what, first, noise, other), _ort(path, first, noise, other)
+    assert np.abs(got2 - got).max() > 1e-3, "y changes nothing"
+    assert _diff(what, got2, ref2) <= TOL
+
+
+def test_conditional_y_input_dtype_and_shape(exports):
+    """y is int64 [N] for a class-conditional model (static batch 3 here), float [N, D] for a
+    vector-conditioned one (dynamic batch, exported through the CLI's --json)."""
+    _, path, result = exports.get("digits-cond", "log_prob")
+    y = ort.InferenceSession(str(path)).get_inputs()[1]
+    assert (y.name, y.type, y.shape) == ("y", "tensor(int64)", [3])
+    assert result["inputs"][1] == {"name": "y", "shape": [3], "dtype": "int64", "meaning": "class labels 0..9 (int64)"}
+    _, path, result = exports.get("vector", "log_prob")
+    y = ort.InferenceSession(str(path)).get_inputs()[1]
+    assert (y.name, y.type, y.shape[1]) == ("y", "tensor(float)", 3) and isinstance(y.shape[0], str)
+    assert result["ok"] and [i["name"] for i in result["inputs"]] == ["x", "y"]
+    assert result["inputs"][1] == {"name": "y", "shape": ["N", 3], "dtype": "float32", "meaning": "context vectors [3]"}
 
 
 def test_the_check_fails_on_another_models_file(exports):

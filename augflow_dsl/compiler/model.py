@@ -128,15 +128,17 @@ class FlowModel(nn.Module):
         return as_batch(x, self.data_shape, self.bits, self.name, self._dtype())
 
     @contextmanager
-    def _given(self, y, n: int, like: torch.Tensor, repeat: bool = False):
+    def _given(self, y, n: int, like: torch.Tensor, repeat: bool = False, traced: bool = False):
         """Hold the condition y of one pass of ``n`` examples for the layers that read it (refusing a
         missing y, a wrongly shaped one, or a y given to an unconditional model). ``repeat``: y (one
-        row per example) may also be one label / vector for all n (sampling)."""
+        row per example) may also be one label / vector for all n (sampling). ``traced``: y is a graph
+        input being traced (the ONNX export): the checks that read its values (labels in 0..K-1,
+        finite vectors), which torch.export cannot trace, are left out and the graph takes y as given."""
         if not self.conditional:
             self._refuse_y(y)
             yield
             return
-        t = self.condition.check(y, n if repeat else None, like)
+        t = y if traced else self.condition.check(y, n if repeat else None, like)
         if not repeat and t.shape[0] != n:
             raise ValueError(f"y has {t.shape[0]} rows but x has {n} examples")
         before = (self._cstate.raw, self._cstate.embedded)

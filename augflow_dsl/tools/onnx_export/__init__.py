@@ -15,6 +15,10 @@ deterministic, its noise an explicit input (docs/export.md):
   (:meth:`FlowModel._inverse_plan`), fed with the prior's and each drop's standard-normal
   epsilon (scaled by ``temperature`` as ``model.sample`` does).
 
+A conditional model (``condition:``) takes its y as the second input, after x or temperature:
+int64 labels [N] or float context vectors [N, D]; the pass runs in ``model._given``, so the
+condition's embedding is computed in the graph (docs/export.md, "Conditional models").
+
 How: every draw of a step goes through :func:`~augflow_dsl.layers.base.draw`, so a
 :class:`~augflow_dsl.layers.base.NoiseFeed` hands the steps the graph's inputs (one recorded
 eager pass names them); values computed from the weights alone (the 1x1 convolutions' W^-1 and

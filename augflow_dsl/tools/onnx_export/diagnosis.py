@@ -54,8 +54,8 @@ class _Tracker:
 
 def ops_by_step(model, what: str, args) -> tuple[dict, dict]:
     """({aten op overload: plan steps that call it}, the same for the calls that drew random
-    numbers) over one eager pass of ``what`` on ``args`` (first input, then the noise, fed: the
-    steps that draw through :func:`~augflow_dsl.layers.base.draw` call no random op). A call
+    numbers) over one eager pass of ``what`` on ``args`` (first input, y when conditional, then the
+    noise, fed: the steps that draw through :func:`~augflow_dsl.layers.base.draw` call no random op). A call
     drew when it advanced the CPU generator (an op tagged as seeded, such as attention, may
     not: its dropout is off in eval mode)."""
     import torch
@@ -80,12 +80,14 @@ def ops_by_step(model, what: str, args) -> tuple[dict, dict]:
                 return out
 
         # grad mode on, as under torch.export: weight caches recompute, so their ops are seen too
-        with torch.enable_grad(), feeding(NoiseFeed(args[1:])), Log():
+        y, noise = (args[1], args[2:]) if getattr(model, "conditional", False) else (None, args[1:])
+        with torch.enable_grad(), feeding(NoiseFeed(noise)), Log():
             if what == "log_prob":
-                model._forward_plan(args[0])
+                with model._given(y, args[0].shape[0], args[0]):
+                    model._forward_plan(args[0])
             else:
-                with model._drawing(args[0]):
-                    model._inverse_plan(args[1].shape[0])
+                with model._drawing(args[0]), model._given(y, noise[0].shape[0], model._like()):
+                    model._inverse_plan(noise[0].shape[0])
     return ops, drew
 
 

@@ -38,8 +38,33 @@ def step_names(model) -> dict[int, tuple[int, str, str]]:
     return out
 
 
+def draw_condition(model, batch: int, seed: int):
+    """``batch`` conditions y of a conditional model, seeded (None for an unconditional one): labels
+    drawn uniformly in 0..K-1 (int64 [N]), or context vectors from N(0, I) (float [N, D])."""
+    if not getattr(model, "conditional", False):
+        return None
+    import torch
+    g = torch.Generator().manual_seed(seed + 12345)
+    c = model.condition
+    if c.classes is not None:
+        return torch.randint(0, c.classes, (batch,), generator=g, dtype=torch.int64)
+    return torch.randn(batch, c.vector, generator=g, dtype=model._dtype())
+
+
+def condition_input(model, batch) -> dict | None:
+    """The ``inputs`` entry of y in an :class:`~.trace.ExportResult` (None for an unconditional model)."""
+    if not getattr(model, "conditional", False):
+        return None
+    c = model.condition
+    if c.classes is not None:
+        return {"name": "y", "shape": [batch], "dtype": "int64", "meaning": f"class labels 0..{c.classes - 1} (int64)"}
+    return {"name": "y", "shape": [batch, c.vector], "dtype": str(model._dtype()).removeprefix("torch."),
+            "meaning": f"context vectors [{c.vector}]"}
+
+
 def _example_inputs(model, what: str, batch: int, seed: int):
-    """(data-or-temperature input, recorded noise list) of one eager pass at ``batch``."""
+    """(data-or-temperature input, recorded noise list) of one eager pass at ``batch``, conditioned on
+    :func:`draw_condition`'s y when the model is conditional."""
     import torch
 
     from ...layers.base import NoiseFeed, feeding
@@ -47,6 +72,7 @@ def _example_inputs(model, what: str, batch: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     dtype = model._dtype()
     feed = NoiseFeed()
+    y = draw_condition(model, batch, seed)
     with torch.no_grad(), torch.random.fork_rng():
         torch.manual_seed(seed + 1)
         if what == "log_prob":
@@ -54,11 +80,11 @@ def _example_inputs(model, what: str, batch: int, seed: int):
                 first = torch.randint(0, 2 ** model.bits, (batch, *model.data_shape), generator=g).to(dtype)
             else:
                 first = torch.randn(batch, *model.data_shape, generator=g, dtype=dtype)
-            with feeding(feed):
+            with feeding(feed), model._given(y, batch, first):
                 model._forward_plan(first)
         else:
             first = torch.tensor(0.9, dtype=dtype)
-            with feeding(feed), model._drawing(first):
+            with feeding(feed), model._drawing(first), model._given(y, batch, model._like(), repeat=True):
                 model._inverse_plan(batch)
     return first, feed.log
 

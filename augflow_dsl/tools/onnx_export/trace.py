@@ -2,13 +2,13 @@
 then the ONNX translation; the file's inputs and outputs described (:class:`ExportResult`)."""
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .diagnosis import (ExportError, conversion_failure, failure_reason, ops_by_step, quiet, refuse_own_randomness,
                         step_of_traceback)
-from .noise import NoiseInput, draw_noise, noise_inputs
+from .noise import NoiseInput, condition_input, draw_condition, draw_noise, noise_inputs
 from .verify import TOLERANCE, frozen_weights, has_iterative_inverse, verify_onnx
 
 WHAT = ("log_prob", "sample")
@@ -40,28 +40,49 @@ def _wrappers():
     from ...layers.base import NoiseFeed, feeding
 
     class LogProb(nn.Module):
-        """log_prob(x, noise...) of a FlowModel, its draws taken from the noise inputs."""
+        """log_prob(x, [y,] noise...) of a FlowModel, its draws taken from the noise inputs; a
+        conditional model's y (its second input) held by ``model._given`` for the pass, so the
+        condition's embedding is computed in the graph."""
 
         def __init__(self, model):
             super().__init__()
             self.model = model
 
-        def forward(self, x: torch.Tensor, *noise: torch.Tensor) -> torch.Tensor:
-            with feeding(NoiseFeed(noise)):
+        def forward(self, x: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+            y, noise = _split(self.model, inputs)
+            with feeding(NoiseFeed(noise)), _holding(self.model, y, x.shape[0], x):
                 return self.model._forward_plan(x)
 
     class Sample(nn.Module):
-        """sample(temperature, noise...) of a FlowModel: its inverse plan fed with the noise."""
+        """sample(temperature, [y,] noise...) of a FlowModel: its inverse plan fed with the noise
+        (and conditioned on y, one row per example, for a conditional model)."""
 
         def __init__(self, model):
             super().__init__()
             self.model = model
 
-        def forward(self, temperature: torch.Tensor, *noise: torch.Tensor) -> torch.Tensor:
-            with feeding(NoiseFeed(noise)), self.model._drawing(temperature):
-                return self.model._inverse_plan(noise[0].shape[0])
+        def forward(self, temperature: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+            y, noise = _split(self.model, inputs)
+            n = noise[0].shape[0]
+            with feeding(NoiseFeed(noise)), self.model._drawing(temperature), \
+                    _holding(self.model, y, n, self.model._like()):
+                return self.model._inverse_plan(n)
 
     return LogProb, Sample
+
+
+def _split(model, inputs: tuple) -> tuple:
+    """(y, noise) of a wrapper's inputs after the first: y leads for a conditional model."""
+    return (inputs[0], inputs[1:]) if getattr(model, "conditional", False) else (None, inputs)
+
+
+@contextmanager
+def _holding(model, y, n: int, like):
+    """``model._given(y, n, like, traced=True)``: the same held embedding, computed from y in the graph;
+    the value checks (labels in 0..K-1, finite vectors) read y's values, which torch.export cannot
+    trace, so the file takes y as given."""
+    with model._given(y, n, like, traced=getattr(model, "conditional", False)):
+        yield
 
 
 def export_onnx(model, path: str | Path, what: str = "log_prob", batch: int = 2, seed: int = 0,
@@ -77,9 +98,6 @@ def export_onnx(model, path: str | Path, what: str = "log_prob", batch: int = 2,
 
     if what not in WHAT:
         raise ExportError(f"what must be one of {', '.join(WHAT)}; got {what!r}")
-    if getattr(model, "conditional", False):
-        raise ExportError(f"'{model.name}' is conditional (its spec declares `condition:`); the ONNX export takes no "
-                          "y input yet: export an unconditional spec, or use the torch model")
     from ...layers.mixture import EXPORT_ITERATIONS
     model = model.eval()
     iters = EXPORT_ITERATIONS if newton_iterations is None else newton_iterations
@@ -95,6 +113,7 @@ def export_onnx(model, path: str | Path, what: str = "log_prob", batch: int = 2,
     data = f"data (integers 0 .. {2 ** model.bits - 1}, as floats)" if model.bits else "data"
     inputs = [{"name": names[0], "shape": [n_, *model.data_shape] if what == "log_prob" else [],
                "dtype": dtype, "meaning": data if what == "log_prob" else "sampling temperature (scalar > 0)"}]
+    inputs += [c for c in [condition_input(model, n_)] if c]
     inputs += [{"name": n.name, "shape": [n_, *n.shape[1:]], "dtype": dtype, "meaning": n.describe(what == "sample")}
                for n in noise]
     output = {"name": names[-1], "shape": [n_] if what == "log_prob" else [n_, *model.data_shape],
@@ -123,9 +142,10 @@ def _trace(model, path: Path, what: str, first, noise: list[NoiseInput], batch: 
 
     LogProb, Sample = _wrappers()
     wrapper = (LogProb if what == "log_prob" else Sample)(model).eval()
-    names = ["x" if what == "log_prob" else "temperature", *(n.name for n in noise),
-             "log_prob" if what == "log_prob" else "x"]
-    args = (first, *draw_noise(noise, batch, seed, model._dtype()))
+    y = draw_condition(model, batch, seed)
+    names = ["x" if what == "log_prob" else "temperature", *(["y"] if y is not None else []),
+             *(n.name for n in noise), "log_prob" if what == "log_prob" else "x"]
+    args = (first, *([y] if y is not None else []), *draw_noise(noise, batch, seed, model._dtype()))
     with fixed_iterations(iters):
         ops, drew = ops_by_step(model, what, args)
     refuse_own_randomness(model, what, drew)
@@ -133,8 +153,8 @@ def _trace(model, path: Path, what: str, first, noise: list[NoiseInput], batch: 
     if dynamic:
         n = torch.export.Dim("batch", min=1)
         dyn = ({0: n} if what == "log_prob" else None,)
-        if noise:  # the wrappers' *noise is one (tuple) argument when given
-            dyn += (tuple({0: n} for _ in noise),)
+        if len(args) > 1:  # the wrappers' *inputs (y, noise) are one (tuple) argument when given
+            dyn += (tuple({0: n} for _ in args[1:]),)
     try:
         with fixed_iterations(iters), quiet():
             program = torch.export.export(wrapper, args, dynamic_shapes=dyn, strict=False)

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .diagnosis import ExportError
-from .noise import NoiseInput, draw_noise
+from .noise import NoiseInput, draw_condition, draw_noise
 
 TOLERANCE = 1e-4  # the check's bound: relative for log_prob, absolute for samples
 
@@ -59,15 +59,16 @@ def has_iterative_inverse(model) -> bool:
     return any(isinstance(m, MixtureCoupling) for m in model.modules())
 
 
-def data_like(model, batch: int, seed: int, dtype) -> tuple:
+def data_like(model, batch: int, seed: int, dtype, y=None) -> tuple:
     """``batch`` inputs at which the model's log-density is typical, and what they are: its own
-    samples (levels for discrete data), drawn under a forked RNG. Uniform random images are not:
-    a trained model gives them log p of about -1e10, where a relative check passes an absolute
-    error of 3e4 nats (issue 24). Random inputs only when the samples are not finite."""
+    samples (levels for discrete data; given ``y``, one per row of y for a conditional model), drawn
+    under a forked RNG. Uniform random images are not: a trained model gives them log p of about
+    -1e10, where a relative check passes an absolute error of 3e4 nats (issue 24). Random inputs
+    only when the samples are not finite."""
     import torch
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        x = model.sample(batch).to(dtype)
+        x = (model.sample(batch) if y is None else model.sample(batch, y=y)).to(dtype)
     if bool(torch.isfinite(x).all()):
         return x, "model samples"
     g = torch.Generator().manual_seed(seed)
@@ -83,8 +84,9 @@ def verify_onnx(model, path: str | Path, what: str, names: list[str], noise: lis
     """Run the file with onnxruntime and eager torch on the same inputs (a batch size other than
     the export's, so the dynamic batch is exercised): for log_prob the model's own samples
     (:func:`data_like`), compared by the relative error |ort - torch| / max(1, |torch|); for
-    sampling fresh noise, compared by the absolute error. The figures and whether the worst is
-    within ``tolerance``."""
+    sampling fresh noise, compared by the absolute error. A conditional model's y (``names[1]``) is
+    drawn fresh (:func:`~.noise.draw_condition`) and the samples are drawn given it. The figures and
+    whether the worst is within ``tolerance``."""
     import numpy as np
     import onnxruntime as ort
     import torch
@@ -93,22 +95,26 @@ def verify_onnx(model, path: str | Path, what: str, names: list[str], noise: lis
 
     dtype = model._dtype()
     inputs = "fresh noise draws"
+    y = draw_condition(model, batch, seed)
     if what == "log_prob":
-        first, inputs = data_like(model, batch, seed, dtype)
+        first, inputs = data_like(model, batch, seed, dtype, y)
     else:
         first = torch.tensor(0.9, dtype=dtype)
+    if y is not None:
+        inputs += f" given {'labels' if model.condition.classes is not None else 'context vectors'} y"
     eps = draw_noise(noise, batch, seed + 7, dtype)
     with torch.no_grad(), feeding(NoiseFeed(eps)):
         if what == "log_prob":
-            ref = model._forward_plan(first)
+            with model._given(y, batch, first):
+                ref = model._forward_plan(first)
         else:
-            with model._drawing(first):
+            with model._drawing(first), model._given(y, batch, model._like(), repeat=True):
                 ref = model._inverse_plan(batch)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        got = sess.run(None, {k: v.numpy() for k, v in zip(names, [first, *eps])})[0]
+        got = sess.run(None, {k: v.numpy() for k, v in zip(names, [first, *([y] if y is not None else []), *eps])})[0]
     except Exception as e:  # noqa: BLE001
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ExportError(f"onnxruntime cannot run {path}: {first_line[:300]}") from None
