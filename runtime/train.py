@@ -9,8 +9,9 @@ holds the model, optimizer, EMA, step, epoch and position in the epoch, and ever
 state (torch CPU and CUDA, numpy, python; one entry per rank); the data order and augmentation are
 functions of (seed, epoch, position) only (runtime.data); every noise draw of a step is a function of
 (seed, step, global example index) (runtime.noise), so 1 and K processes log the same curve; the
-learning rate is a function of the step only (runtime.schedule); evaluation and sampling run under ``torch.random.fork_rng`` with
-their own seed, so how often a run evaluates never shifts the training noise.
+learning rate is a function of the step only (runtime.schedule); evaluation and sampling run under
+``torch.random.fork_rng`` with their own seed, so how often a run evaluates never shifts the training
+noise.
 
 A step whose loss or gradient norm is not finite is reported and skipped: its update is never
 applied (no optimizer step, no EMA update). ``max_bad_steps`` skipped steps in a row stop the run,
