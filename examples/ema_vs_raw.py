@@ -24,7 +24,21 @@ from pathlib import Path
 import torch
 
 
+def _ema(text: str) -> tuple[float, bool]:
+    """``DECAY`` or ``DECAY:warmup`` -> (decay, warm-up), else a usage error."""
+    d, _, w = text.partition(":")
+    try:
+        decay = float(d)
+    except ValueError:
+        decay = -1.0
+    if not 0.0 <= decay < 1.0 or w not in ("", "warmup"):
+        raise argparse.ArgumentTypeError(f"expected DECAY or DECAY:warmup with 0 <= DECAY < 1; got {text!r}")
+    return decay, bool(w)
+
+
 def main() -> None:
+    from augflow_dsl.cli.common import add_set_flag
+    from augflow_dsl.language.evaluate import split_overrides
     from augflow_dsl.language.load import load
     from augflow_dsl.runtime import batches
     from augflow_dsl.runtime.data import open_dataset
@@ -37,9 +51,10 @@ def main() -> None:
     ap.add_argument("--spec", default=str(Path(__file__).resolve().parents[1] / "specs" / "digits-small.flow"))
     ap.add_argument("--steps", type=int, default=None, help="default: the spec's train block")
     ap.add_argument("--eval-every", type=int, default=69)
-    ap.add_argument("--ema", nargs="+", default=["0.99", "0.99:warmup", "0.999:warmup"])
+    ap.add_argument("--ema", nargs="+", type=_ema, default=[(0.99, False), (0.99, True), (0.999, True)],
+                    metavar="DECAY[:warmup]", help="the EMAs kept beside the run (default: 0.99 0.99:warmup 0.999:warmup)")
     ap.add_argument("--iw", type=int, default=64, help="importance samples of the final evaluation (0: none)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="train.KEY=VALUE")
+    add_set_flag(ap)
     ap.add_argument("--update-bn", type=int, default=0, metavar="BATCHES",
                     help="also score each EMA with its BatchNorm statistics recomputed on this many training "
                          "batches (torch.optim.swa_utils.update_bn) instead of the live ones")
@@ -50,26 +65,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    spec = load(args.spec)
-    train_over = {}
-    for item in args.sets:
-        key, _, value = item.partition("=")
-        train_over[key.removeprefix("train.")] = json.loads(value) if value[:1] in "0123456789-[{tf" else value
+    variables, train_over = split_overrides(args.set)
+    spec = load(args.spec, variables)
     source = open_dataset(spec.data, None, False, spec.train.seed)
     test = batches.stack([source.test[i] for i in range(len(source.test))])
     rows: list[dict] = []
     extra: dict[str, EMA] = {}
 
-    def label(e: str) -> str:
-        d, _, w = e.partition(":")
-        return f"ema {d}" + (" warm-up" if w else "")
-
     class Hooks(TrainHooks):
         def after_update(self, step, model, params):
             if not extra:
-                for e in args.ema:
-                    d, _, w = e.partition(":")
-                    extra[label(e)] = EMA(model, float(d), warmup=bool(w))
+                for decay, warmup in args.ema:
+                    extra[f"ema {decay}" + (" warm-up" if warmup else "")] = EMA(model, decay, warmup=warmup)
             for ema in extra.values():
                 ema.update(model)
 
@@ -106,7 +113,7 @@ def main() -> None:
     run = args.run or tempfile.mkdtemp(prefix="ema-vs-raw-")
     opts = TrainOptions(run=run, steps=args.steps, log_every=50, eval_every=10 ** 9, final_eval=False,
                         checkpoint_every=10 ** 9, tensorboard=False, sample_n=0)
-    trainer = Trainer(spec, {}, train_over, opts, hooks=Hooks())
+    trainer = Trainer(spec, variables, train_over, opts, hooks=Hooks())
     orig_loop = trainer._loop
 
     def loop(model, *a, **kw):  # the run's model and length, for the hooks

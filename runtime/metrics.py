@@ -127,12 +127,11 @@ def plot_curves(rows: list[dict], out: str | Path, title: str = "") -> None:
         which = {"ema": ", EMA weights", "raw": ", raw weights"}.get(weights, "")
         ax.plot(*zip(*points), "o-" if weights != "raw" or len(curves) == 1 else "s--",
                 label=f"test (one-sample ELBO{which})", ms=3)
-    test = tests
     ax.set_xlabel("step")
     ax.set_ylabel("bits/dim")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    if train or test:
+    if train or tests:
         ax.legend()
     fig.tight_layout()
     tmp = Path(out).with_suffix(".tmp.png")

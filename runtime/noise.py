@@ -30,7 +30,7 @@ from contextlib import contextmanager
 
 import torch
 
-from augflow_dsl.layers.base import NOISE_KINDS, NoiseFeed, feeding
+from augflow_dsl.layers.base import NOISE_KINDS, DrawRequest, NoiseFeed, feeding
 
 from .data import derive_seed
 
@@ -48,8 +48,9 @@ class PerExampleNoise(NoiseFeed):
 
     @torch.compiler.disable  # a generator per draw: eager, between the compiled nets' graphs
     def take(self, owner: torch.nn.Module, kind: str, make) -> torch.Tensor:
-        shape, like = getattr(make, "shape", None), getattr(make, "like", None)
-        if shape is None:  # an extension's draw(self, kind, lambda: ...): learn the shape from one call
+        if isinstance(make, DrawRequest):
+            shape, like = make.shape, make.like
+        else:  # an extension's draw(self, kind, lambda: ...): learn the shape from one call
             like = make()
             shape = tuple(like.shape)
         if kind not in NOISE_KINDS:

@@ -186,7 +186,6 @@ class Trainer:
             stream = BatchStream(source.train, batch=self.train.batch, seed=self.train.seed, rank=world.rank,
                                  world=world.size, augment=self.train.augment, workers=opts.workers,
                                  pin_memory=world.device.type == "cuda", device=world.device)
-            self._source = source
             result = self._loop(model, train_model, optimizer, ema, source, world, log, stream,
                                 step=step, epoch=epoch, position=position, spe=spe, total=total, best=best,
                                 elapsed0=elapsed0)
@@ -332,12 +331,12 @@ class Trainer:
                             final_iw = self._evaluate(model, ema, source, world, log, step, train.eval_samples)
                         if last_test is not None and last_test < best:
                             best = last_test
-                            if self._checkpoint(model, optimizer, ema, world, step, epoch, position, best,
+                            if self._checkpoint(model, optimizer, ema, source, world, step, epoch, position, best,
                                                 elapsed0 + time.perf_counter() - t_start, also_best=True, xy=(x, y)):
                                 last_good = str(self._last())
                     signalled = D.any_rank(self._stop is not None, world)
                     if step % opts.checkpoint_every == 0 or step == total or signalled:
-                        if self._checkpoint(model, optimizer, ema, world, step, epoch, position, best,
+                        if self._checkpoint(model, optimizer, ema, source, world, step, epoch, position, best,
                                             elapsed0 + time.perf_counter() - t_start, xy=(x, y)):
                             last_good = str(self._last())
                     if self.diverged is not None and self.diverged.get("at_checkpoint"):
@@ -370,7 +369,7 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------ checkpoints, evaluation
-    def _checkpoint(self, model, optimizer, ema, world, step, epoch, position, best, elapsed,
+    def _checkpoint(self, model, optimizer, ema, source, world, step, epoch, position, best, elapsed,
                     also_best: bool = False, xy=None) -> bool:
         """Write last.pt (and best.pt) from rank 0; refuse to write a model with non-finite weights,
         or one whose loss on the step's batch ``xy`` is diverged (runtime.divergence)."""
@@ -390,7 +389,7 @@ class Trainer:
                       f"(the last good one is kept)")
             return False
         if world.main:
-            self._ema_statistics(ema, self._source, world, step)
+            self._ema_statistics(ema, source, world, step)
             state = {"spec_text": self.spec.text, "spec_file": self.spec.file, "spec_hash": self.hash,
                      "overrides": self.overrides, "train_overrides": self.train_overrides,
                      "model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
@@ -420,16 +419,14 @@ class Trainer:
             derive_seed(self.train.seed, "ema-bn", step)))[:n]
         seed = self.train.seed
 
-        def chunks():
-            for i in range(0, n, b):
-                yield batches.to(batches.stack([source.train[int(j)] for j in order[i:i + b]]), world.device)
+        def chunks():  # (k, the k-th batch): k names the batch's noise
+            for k, i in enumerate(range(0, n, b)):
+                yield k, batches.to(batches.stack([source.train[int(j)] for j in order[i:i + b]]), world.device)
 
-        def score(module, batch):
-            x, y = batches.split(batch)
-            with example_noise(seed, step, 0, 1, x.shape[0], purpose=f"bn-{score.k}"):
-                score.k += 1
+        def score(module, item):
+            k, (x, y) = item[0], batches.split(item[1])
+            with example_noise(seed, step, 0, 1, x.shape[0], purpose=f"bn-{k}"):
                 return batches.score(module, x, y)
-        score.k = 0
         recompute_batchnorm(ema.module, chunks(), score)
         ema.bn_step = step
 

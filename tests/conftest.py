@@ -48,6 +48,18 @@ prior: learned_normal
 """
 
 
+def load_example(name: str):
+    """``examples/<name>.py`` imported as module ``name`` (registered in sys.modules first: its
+    dataclasses look their module up)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def mutate(old: str, new: str, text: str = BASE) -> str:
     """``text`` with the single occurrence of ``old`` replaced by ``new`` (fails if not exactly one)."""
     assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times"

@@ -2,12 +2,13 @@
 or crashing check is a FAILED row that neither hides the others nor lets the script exit 0."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import load_example
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ["cuda tests", "bf16 train step", "channels_last", "ddp 1 rank", "torchrun train",
@@ -15,11 +16,7 @@ ROWS = ["cuda tests", "bf16 train step", "channels_last", "ddp 1 rank", "torchru
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "examples" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = mod  # its dataclass looks its module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_example("gpu_check")
 
 
 def test_quick_cpu_run_prints_one_row_per_check():

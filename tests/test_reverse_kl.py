@@ -1,9 +1,7 @@
 """FlowModel.rsample_and_log_prob and the reverse-KL example (examples/reverse_kl.py, issue 23)."""
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +10,8 @@ from torch import nn
 
 import augflow_dsl as af
 from augflow_dsl.layers.base import NoiseFeed, feeding
+
+from conftest import load_example
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,11 +27,7 @@ prior: normal
 
 @pytest.fixture(scope="module")
 def rk():
-    spec = importlib.util.spec_from_file_location("reverse_kl", ROOT / "examples" / "reverse_kl.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_example("reverse_kl")
 
 
 def _off_init(model: nn.Module, seed: int, scale: float = 0.3) -> nn.Module:

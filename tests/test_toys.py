@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
-import sys
 import zlib
 from pathlib import Path
 
@@ -13,6 +11,8 @@ import pytest
 import torch
 
 from augflow_dsl.runtime.toys import CHECKERBOARD_LOG_DENSITY, SPLIT_SIZES, TOY_SETS, toy_points, toy_split
+
+from conftest import load_example
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,11 +27,7 @@ def _gen(seed: int) -> torch.Generator:
 
 @pytest.fixture(scope="module")
 def table():
-    spec = importlib.util.spec_from_file_location("vflow_toy_table", ROOT / "examples" / "vflow_toy_table.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_example("vflow_toy_table")
 
 
 @pytest.mark.parametrize("name", TOY_SETS)

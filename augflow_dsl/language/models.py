@@ -109,8 +109,9 @@ class TrainSpec(_Model):
     ``ema_bn_batches``: before the EMA weights are evaluated, sampled or checkpointed, their BatchNorm
     statistics are measured anew on this many training batches (``update_bn``; runtime.ema); 0 keeps
     the live model's statistics; specs without BatchNorm skip it. It costs that many forward passes without
-    gradients (about a third of a training step each) at each evaluation and checkpoint. ``clip`` the gradient-norm bound; ``init_batch`` the images of the data-dependent
-    init; ``augment`` a list of ``flip`` and ``translate`` (DenseFlow's, reference-facts).
+    gradients (about a third of a training step each) at each evaluation and checkpoint. ``clip`` is the
+    gradient-norm bound; ``init_batch`` the images of the data-dependent init; ``augment`` a list of
+    ``flip`` and ``translate`` (DenseFlow's, reference-facts).
     ``eval_samples`` is the number of importance samples S of the model's reported test figure:
     ``train`` ends a run that reaches its last step with one importance-weighted evaluation with S
     samples on the in-training evaluation's test images (a metrics row with ``"samples": S``, the

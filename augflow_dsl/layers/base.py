@@ -106,6 +106,21 @@ def feeding(feed: NoiseFeed):
 NOISE_KINDS = {"rand": torch.rand, "randn": torch.randn}  # U[0, 1) and N(0, 1), elementwise
 
 
+@dataclass(frozen=True, eq=False)
+class DrawRequest:
+    """What a step asks :func:`draw` for: ``kind`` noise of ``shape`` (batch first) with ``like``'s dtype
+    and device. Calling it makes the draw as torch would; a feed that draws its own noise (runtime.noise)
+    reads the fields instead."""
+
+    kind: str
+    shape: tuple
+    like: torch.Tensor | None = None
+
+    def __call__(self) -> torch.Tensor:
+        kw = {} if self.like is None else {"dtype": self.like.dtype, "device": self.like.device}
+        return NOISE_KINDS[self.kind](self.shape, **kw)
+
+
 def draw(owner: nn.Module, kind: str, shape, like: torch.Tensor | None = None) -> torch.Tensor:
     """A step's random draw of ``kind`` ("rand": U[0, 1), "randn": N(0, 1)) and ``shape`` (batch
     first), with ``like``'s dtype and device -- or, under :func:`feeding`, what the feed gives (a
@@ -117,15 +132,10 @@ def draw(owner: nn.Module, kind: str, shape, like: torch.Tensor | None = None) -
     that needs the shape then calls it once and draws its own noise of that shape)."""
     if callable(shape):
         make = shape
+    elif kind not in NOISE_KINDS:
+        raise ValueError(f"draw kind {kind!r}: one of {sorted(NOISE_KINDS)}")
     else:
-        if kind not in NOISE_KINDS:
-            raise ValueError(f"draw kind {kind!r}: one of {sorted(NOISE_KINDS)}")
-        kw = {} if like is None else {"dtype": like.dtype, "device": like.device}
-        shape = tuple(shape)
-
-        def make():
-            return NOISE_KINDS[kind](shape, **kw)
-        make.shape, make.like = shape, like  # what a feed drawing its own noise needs, without calling make
+        make = DrawRequest(kind, tuple(shape), like)
     return make() if _FEED is None else _FEED.take(owner, kind, make)
 
 

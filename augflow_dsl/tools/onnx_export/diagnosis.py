@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from .noise import step_names
+from .noise import plan_pass, split_inputs, step_names
 
 class ExportError(Exception):
     """A model that cannot be exported (the message names the step, the op and the reason), or a
@@ -80,14 +80,9 @@ def ops_by_step(model, what: str, args) -> tuple[dict, dict]:
                 return out
 
         # grad mode on, as under torch.export: weight caches recompute, so their ops are seen too
-        y, noise = (args[1], args[2:]) if getattr(model, "conditional", False) else (None, args[1:])
+        y, noise = split_inputs(model, args[1:])
         with torch.enable_grad(), feeding(NoiseFeed(noise)), Log():
-            if what == "log_prob":
-                with model._given(y, args[0].shape[0], args[0]):
-                    model._forward_plan(args[0])
-            else:
-                with model._drawing(args[0]), model._given(y, noise[0].shape[0], model._like()):
-                    model._inverse_plan(noise[0].shape[0])
+            plan_pass(model, what, args[0], y, (args[0] if what == "log_prob" else noise[0]).shape[0])
     return ops, drew
 
 

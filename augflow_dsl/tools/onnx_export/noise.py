@@ -62,6 +62,24 @@ def condition_input(model, batch) -> dict | None:
             "meaning": f"context vectors [{c.vector}]"}
 
 
+def split_inputs(model, inputs) -> tuple:
+    """(y, noise) of a graph's inputs after the first: y leads for a conditional model."""
+    inputs = tuple(inputs)
+    return (inputs[0], inputs[1:]) if getattr(model, "conditional", False) else (None, inputs)
+
+
+def plan_pass(model, what: str, first, y, n: int, traced: bool = False):
+    """One eager pass of ``what`` -- the one every export stage runs (recording the noise, looking for
+    random ops, tracing, the torch side of the check): log_prob, the forward plan on ``first`` (x); sample,
+    the inverse plan of ``n`` examples at temperature ``first``; given y when the model is conditional
+    (``traced``: y is a traced graph input, see ``FlowModel._given``)."""
+    if what == "log_prob":
+        with model._given(y, n, first, traced=traced):
+            return model._forward_plan(first)
+    with model._drawing(first), model._given(y, n, model._like(), repeat=True, traced=traced):
+        return model._inverse_plan(n)
+
+
 def _example_inputs(model, what: str, batch: int, seed: int):
     """(data-or-temperature input, recorded noise list) of one eager pass at ``batch``, conditioned on
     :func:`draw_condition`'s y when the model is conditional."""
@@ -80,12 +98,10 @@ def _example_inputs(model, what: str, batch: int, seed: int):
                 first = torch.randint(0, 2 ** model.bits, (batch, *model.data_shape), generator=g).to(dtype)
             else:
                 first = torch.randn(batch, *model.data_shape, generator=g, dtype=dtype)
-            with feeding(feed), model._given(y, batch, first):
-                model._forward_plan(first)
         else:
             first = torch.tensor(0.9, dtype=dtype)
-            with feeding(feed), model._drawing(first), model._given(y, batch, model._like(), repeat=True):
-                model._inverse_plan(batch)
+        with feeding(feed):
+            plan_pass(model, what, first, y, batch)
     return first, feed.log
 
 

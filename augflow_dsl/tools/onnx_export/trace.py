@@ -2,13 +2,13 @@
 then the ONNX translation; the file's inputs and outputs described (:class:`ExportResult`)."""
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .diagnosis import (ExportError, conversion_failure, failure_reason, ops_by_step, quiet, refuse_own_randomness,
                         step_of_traceback)
-from .noise import NoiseInput, condition_input, draw_condition, draw_noise, noise_inputs
+from .noise import NoiseInput, condition_input, draw_condition, draw_noise, noise_inputs, plan_pass, split_inputs
 from .verify import TOLERANCE, frozen_weights, has_iterative_inverse, verify_onnx
 
 WHAT = ("log_prob", "sample")
@@ -33,56 +33,26 @@ class ExportResult:
         return self.__dict__.copy()
 
 
-def _wrappers():
-    import torch
+def _wrapper(model, what: str):
+    """``what`` of a FlowModel as a module of its graph inputs: (x or temperature, [y,] noise...), its
+    draws taken from the noise inputs and a conditional model's y held for the pass, so the
+    condition's embedding is computed in the graph (:func:`~.noise.plan_pass`, traced)."""
     from torch import nn
 
     from ...layers.base import NoiseFeed, feeding
 
-    class LogProb(nn.Module):
-        """log_prob(x, [y,] noise...) of a FlowModel, its draws taken from the noise inputs; a
-        conditional model's y (its second input) held by ``model._given`` for the pass, so the
-        condition's embedding is computed in the graph."""
-
-        def __init__(self, model):
+    class Pass(nn.Module):
+        def __init__(self):
             super().__init__()
             self.model = model
 
-        def forward(self, x: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-            y, noise = _split(self.model, inputs)
-            with feeding(NoiseFeed(noise)), _holding(self.model, y, x.shape[0], x):
-                return self.model._forward_plan(x)
+        def forward(self, first, *inputs):
+            y, noise = split_inputs(self.model, inputs)
+            n = (first if what == "log_prob" else noise[0]).shape[0]
+            with feeding(NoiseFeed(noise)):
+                return plan_pass(self.model, what, first, y, n, traced=y is not None)
 
-    class Sample(nn.Module):
-        """sample(temperature, [y,] noise...) of a FlowModel: its inverse plan fed with the noise
-        (and conditioned on y, one row per example, for a conditional model)."""
-
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, temperature: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
-            y, noise = _split(self.model, inputs)
-            n = noise[0].shape[0]
-            with feeding(NoiseFeed(noise)), self.model._drawing(temperature), \
-                    _holding(self.model, y, n, self.model._like()):
-                return self.model._inverse_plan(n)
-
-    return LogProb, Sample
-
-
-def _split(model, inputs: tuple) -> tuple:
-    """(y, noise) of a wrapper's inputs after the first: y leads for a conditional model."""
-    return (inputs[0], inputs[1:]) if getattr(model, "conditional", False) else (None, inputs)
-
-
-@contextmanager
-def _holding(model, y, n: int, like):
-    """``model._given(y, n, like, traced=True)``: the same held embedding, computed from y in the graph;
-    the value checks (labels in 0..K-1, finite vectors) read y's values, which torch.export cannot
-    trace, so the file takes y as given."""
-    with model._given(y, n, like, traced=getattr(model, "conditional", False)):
-        yield
+    return Pass().eval()
 
 
 def export_onnx(model, path: str | Path, what: str = "log_prob", batch: int = 2, seed: int = 0,
@@ -140,8 +110,7 @@ def _trace(model, path: Path, what: str, first, noise: list[NoiseInput], batch: 
 
     from ...layers.mixture import fixed_iterations
 
-    LogProb, Sample = _wrappers()
-    wrapper = (LogProb if what == "log_prob" else Sample)(model).eval()
+    wrapper = _wrapper(model, what)
     y = draw_condition(model, batch, seed)
     names = ["x" if what == "log_prob" else "temperature", *(["y"] if y is not None else []),
              *(n.name for n in noise), "log_prob" if what == "log_prob" else "x"]

@@ -6,7 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .diagnosis import ExportError
-from .noise import NoiseInput, draw_condition, draw_noise
+from .noise import NoiseInput, draw_condition, draw_noise, plan_pass
 
 TOLERANCE = 1e-4  # the check's bound: relative for log_prob, absolute for samples
 
@@ -104,12 +104,7 @@ def verify_onnx(model, path: str | Path, what: str, names: list[str], noise: lis
         inputs += f" given {'labels' if model.condition.classes is not None else 'context vectors'} y"
     eps = draw_noise(noise, batch, seed + 7, dtype)
     with torch.no_grad(), feeding(NoiseFeed(eps)):
-        if what == "log_prob":
-            with model._given(y, batch, first):
-                ref = model._forward_plan(first)
-        else:
-            with model._drawing(first), model._given(y, batch, model._like(), repeat=True):
-                ref = model._inverse_plan(batch)
+        ref = plan_pass(model, what, first, y, batch)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     try:
